@@ -1,0 +1,38 @@
+# agg — the two commands a fresh machine needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DIR := data/demo
+
+.PHONY: demo test run install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The whole pipeline on the bundled samples, offline: serve data/samples on
+# 127.0.0.1, fetch it into a demo database, list the stories.
+demo: $(VENV)/.installed
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	@$(BIN)/python -m aggregator.devserver data/samples --write-config $(DEMO_DIR)/feeds.yaml & \
+	  server=$$!; trap 'kill $$server 2>/dev/null' EXIT; \
+	  for i in $$(seq 100); do [ -s $(DEMO_DIR)/feeds.yaml ] && break; sleep 0.1; done; \
+	  $(BIN)/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db fetch && \
+	  $(BIN)/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db list --all
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+# Fetch the real feeds in feeds.yaml (needs the internet).
+run: $(VENV)/.installed
+	$(BIN)/agg fetch
+	$(BIN)/agg list --limit 40
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) *.egg-info

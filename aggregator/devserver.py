@@ -1,0 +1,329 @@
+"""A small static HTTP server for demos, tests and benches, on loopback.
+
+Owns: serving a folder (normally ``data/samples/``) over HTTP the way a real
+news site would — feed Content-Types, strong ETags, Last-Modified,
+conditional 304s and gzip — so that agg's whole pipeline can run offline.
+Text files may hold the placeholder ``{{BASE_URL}}``; it is replaced by the
+server's own base URL at serve time, so links inside feeds point back at the
+live server whatever port it got.
+
+Use it as ``with SampleServer(root) as srv: ... srv.base_url ...`` or from the
+command line: ``python -m aggregator.devserver ROOT [--write-config FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import re
+import signal
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType, TracebackType
+from urllib.parse import unquote, urlsplit
+
+PLACEHOLDER = b"{{BASE_URL}}"
+TEXT_SUFFIXES = frozenset(
+    {".xml", ".rss", ".atom", ".json", ".jsonl", ".html", ".htm", ".yaml", ".yml", ".opml", ".txt"}
+)
+FEEDS_FOLDER = "feeds"
+# Idle keep-alive connections are dropped after this, so no handler thread lingers long.
+IDLE_CONNECTION_SECONDS = 15
+
+_FIXED_CONTENT_TYPES = {
+    ".atom": "application/atom+xml",
+    ".html": "text/html; charset=utf-8",
+    ".htm": "text/html; charset=utf-8",
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
+    ".opml": "text/x-opml",
+    ".txt": "text/plain; charset=utf-8",
+    ".jsonl": "application/jsonl",
+    ".css": "text/css",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".svg": "image/svg+xml",
+}
+_XML_ROOT = re.compile(rb"<([A-Za-z_][\w.:-]*)")
+_XML_PROLOGUE = re.compile(rb"<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>", re.DOTALL)
+
+
+def xml_root_name(head: bytes) -> str:
+    """The local name of the root element of an XML document ("" if none is seen)."""
+    match = _XML_ROOT.search(_XML_PROLOGUE.sub(b"", head))
+    return match.group(1).decode("ascii").rsplit(":", 1)[-1].lower() if match else ""
+
+
+def content_type_for(relative_path: str, body: bytes) -> str:
+    """The Content-Type to send for a file, from its extension and, for XML, its root element."""
+    suffix = Path(relative_path).suffix.lower()
+    if suffix in (".xml", ".rss"):
+        root = xml_root_name(body[:2048])
+        if root == "feed":
+            return "application/atom+xml"
+        if root == "opml":
+            return "text/x-opml"
+        if root in ("rss", "rdf") or suffix == ".rss":
+            return "application/rss+xml"
+        return "application/xml"
+    if suffix == ".json":
+        in_feeds_folder = FEEDS_FOLDER in Path(relative_path).parts[:-1]
+        return "application/feed+json" if in_feeds_folder else "application/json"
+    return _FIXED_CONTENT_TYPES.get(suffix, "application/octet-stream")
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip (an explicit ``q=0`` refuses it)."""
+    for part in accept_encoding.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        quality = params.strip().lower().removeprefix("q=")
+        try:
+            return not params.strip() or float(quality) > 0
+        except ValueError:
+            return False
+    return False
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Weak comparison of an If-None-Match header against our ETag, as RFC 9110 asks for GET."""
+    if if_none_match.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == bare for tag in if_none_match.split(","))
+
+
+@dataclass(frozen=True)
+class Representation:
+    """One file as served from one server: bytes after placeholder substitution."""
+
+    body: bytes
+    content_type: str
+    etag: str
+    mtime: float
+
+    @property
+    def last_modified(self) -> str:
+        return formatdate(self.mtime, usegmt=True)
+
+    def gzipped(self) -> Representation:
+        # mtime=0 keeps the compressed bytes, hence the ETag, stable across requests.
+        return Representation(
+            gzip.compress(self.body, mtime=0),
+            self.content_type,
+            self.etag[:-1] + '-gzip"',
+            self.mtime,
+        )
+
+    def modified_since(self, if_modified_since: str) -> bool:
+        try:
+            since = parsedate_to_datetime(if_modified_since).timestamp()
+        except (TypeError, ValueError):
+            return True
+        return int(self.mtime) > since
+
+
+def load_representation(path: Path, relative_path: str, base_url: str) -> Representation:
+    body = path.read_bytes()
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        body = body.replace(PLACEHOLDER, base_url.encode("utf-8"))
+    digest = hashlib.sha256(body).hexdigest()[:32]
+    return Representation(body, content_type_for(relative_path, body), f'"{digest}"', path.stat().st_mtime)
+
+
+def resolve_under(root: Path, request_path: str) -> tuple[Path, str] | None:
+    """The regular file a request path names inside ``root`` and its path relative to it.
+
+    None for anything that is missing, a directory, or would leave ``root``
+    (``..`` segments, encoded or not, and symlinks pointing outside).
+    """
+    relative = unquote(urlsplit(request_path).path).lstrip("/")
+    if "\x00" in relative:
+        return None
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(root) or not candidate.is_file():
+        return None
+    return candidate, candidate.relative_to(root).as_posix()
+
+
+class _SampleRequestHandler(BaseHTTPRequestHandler):
+    server: _SampleHTTPServer
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_CONNECTION_SECONDS
+
+    def do_GET(self) -> None:
+        self._respond(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._respond(send_body=False)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        """Quiet: demos and tests want agg's output, not an access log."""
+
+    def _respond(self, send_body: bool) -> None:
+        found = resolve_under(self.server.root, self.path)
+        if found is None:
+            self._send_plain(HTTPStatus.NOT_FOUND, b"not found\n", send_body)
+            return
+        representation = load_representation(*found, self.server.base_url)
+        if accepts_gzip(self.headers.get("Accept-Encoding", "")):
+            representation = representation.gzipped()
+            encoding: str | None = "gzip"
+        else:
+            encoding = None
+        if self._not_modified(representation):
+            self.send_response(HTTPStatus.NOT_MODIFIED)
+            self._send_validators(representation)
+            self.end_headers()
+            return
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", representation.content_type)
+        self.send_header("Content-Length", str(len(representation.body)))
+        if encoding:
+            self.send_header("Content-Encoding", encoding)
+        self._send_validators(representation)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(representation.body)
+
+    def _not_modified(self, representation: Representation) -> bool:
+        if_none_match = self.headers.get("If-None-Match")
+        if if_none_match is not None:
+            # When both are sent, If-None-Match alone decides (RFC 9110 §13.2.2).
+            return etag_matches(if_none_match, representation.etag)
+        if_modified_since = self.headers.get("If-Modified-Since")
+        return if_modified_since is not None and not representation.modified_since(if_modified_since)
+
+    def _send_validators(self, representation: Representation) -> None:
+        self.send_header("ETag", representation.etag)
+        self.send_header("Last-Modified", representation.last_modified)
+        self.send_header("Vary", "Accept-Encoding")
+
+    def _send_plain(self, status: HTTPStatus, body: bytes, send_body: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+
+class _SampleHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path, host: str, port: int) -> None:
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), _SampleRequestHandler)
+        self.root = root
+        bound_host, bound_port = self.server_address[:2]
+        shown_host = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
+        self.base_url = f"http://{shown_host}:{bound_port}"
+
+
+class SampleServer:
+    """Serves ``root`` on ``host:port`` (port 0 picks a free one) from a background thread.
+
+    ``base_url`` (e.g. ``http://127.0.0.1:54321``) is known once started.
+    """
+
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.root = Path(root).resolve()
+        self.host = host
+        self.port = port
+        self._server: _SampleHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the sample server is not running")
+        return self._server.base_url
+
+    def start(self) -> None:
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"cannot serve {self.root}: not a folder")
+        self._server = _SampleHTTPServer(self.root, self.host, self.port)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"sample-server {self.base_url}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = None
+        self._thread = None
+
+    def substitute(self, text: str) -> str:
+        """``text`` with every ``{{BASE_URL}}`` replaced by this server's base URL."""
+        return text.replace(PLACEHOLDER.decode(), self.base_url)
+
+    def __enter__(self) -> SampleServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def write_config(server: SampleServer, template: Path, destination: Path) -> None:
+    """Write ``template`` with the server's URL filled in, atomically, so a waiting reader never sees half a file."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".partial")
+    partial.write_text(server.substitute(template.read_text(encoding="utf-8")), encoding="utf-8")
+    partial.replace(destination)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m aggregator.devserver",
+        description="Serve a folder of sample feeds and pages on loopback, filling in {{BASE_URL}}.",
+    )
+    parser.add_argument("root", type=Path, help="folder to serve, e.g. data/samples")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument(
+        "--write-config",
+        type=Path,
+        metavar="FILE",
+        help="once listening, write ROOT/feeds.yaml with the live URL filled in to FILE",
+    )
+    args = parser.parse_args(argv)
+
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    with SampleServer(args.root, args.host, args.port) as server:
+        if args.write_config is not None:
+            write_config(server, server.root / "feeds.yaml", args.write_config)
+        print(f"serving {args.root} at {server.base_url}", file=sys.stderr, flush=True)
+        stop_requested.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Measure story grouping against gold labels: ``agg eval-dedup``.
+
+This module owns reading labelled collections (JSON Lines with a gold
+``story`` per document, or the UCI News Aggregator headlines CSV), running
+them through exactly the engine the pipeline uses
+(:meth:`aggregator.dedup.StoryGrouper.add_many`) and scoring the result
+with pairwise and B-cubed precision, recall and F1.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aggregator.dedup import DedupSettings, Report, StoryGrouper
+
+UCI_HEADLINES = Path("headlines") / "uci-news-aggregator.head6366.csv"
+
+
+def shared_data_dir() -> Path:
+    """Where the team's read-only test material lives (``$AGG_SHARED_DATA``, else ``../shared/data``)."""
+    default = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return Path(os.environ.get("AGG_SHARED_DATA", default))
+
+
+@dataclass
+class EvalResult:
+    documents: int
+    gold_clusters: int
+    predicted_clusters: int
+    pairwise_precision: float
+    pairwise_recall: float
+    pairwise_f1: float
+    bcubed_precision: float
+    bcubed_recall: float
+    bcubed_f1: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _parse_time(value: object) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, UTC)
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def load_jsonl(path: Path) -> tuple[list[Report], dict[str, Hashable]]:
+    """Reports and their gold story labels from a JSON Lines file."""
+    reports: list[Report] = []
+    gold: dict[str, Hashable] = {}
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            report_id = str(row.get("id", number))
+            reports.append(
+                Report(
+                    id=report_id,
+                    title=row.get("title") or "",
+                    text=row.get("text") or "",
+                    url=row.get("url") or "",
+                    source=row.get("source") or "",
+                    published=_parse_time(row.get("published")),
+                    guid=row.get("guid"),
+                )
+            )
+            gold[report_id] = row["story"]
+    return reports, gold
+
+
+def load_uci(path: Path) -> tuple[list[Report], dict[str, Hashable]]:
+    """Headlines (titles only) from the UCI News Aggregator CSV; rows without a label are dropped."""
+    reports: list[Report] = []
+    gold: dict[str, Hashable] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            # The file ends with a row cut short: it has no label or time.
+            if not row.get("STORY") or not (row.get("TIMESTAMP") or "").isdigit():
+                continue
+            report_id = row["ID"]
+            reports.append(
+                Report(
+                    id=report_id,
+                    title=row["TITLE"],
+                    url=row["URL"],
+                    source=row["PUBLISHER"],
+                    published=datetime.fromtimestamp(int(row["TIMESTAMP"]) / 1000, UTC),
+                )
+            )
+            gold[report_id] = row["STORY"]
+    return reports, gold
+
+
+LOADERS = {"jsonl": load_jsonl, "uci": load_uci}
+
+
+def _pairs(sizes: Mapping[Hashable, int]) -> int:
+    return sum(n * (n - 1) // 2 for n in sizes.values())
+
+
+def score_clustering(gold: Mapping[str, Hashable], predicted: Mapping[str, Hashable]) -> dict[str, float]:
+    """Pairwise and B-cubed precision/recall/F1 of ``predicted`` against ``gold`` (same document ids)."""
+    ids = list(gold)
+    joint = Counter((gold[i], predicted[i]) for i in ids)
+    gold_sizes = Counter(gold[i] for i in ids)
+    predicted_sizes = Counter(predicted[i] for i in ids)
+    together = _pairs(joint)
+    pairwise_p = together / _pairs(predicted_sizes) if _pairs(predicted_sizes) else 1.0
+    pairwise_r = together / _pairs(gold_sizes) if _pairs(gold_sizes) else 1.0
+    # B-cubed: per document, the share of its predicted (gold) cluster that shares its gold (predicted) label.
+    bcubed_p = sum(n * n / predicted_sizes[p] for (_, p), n in joint.items()) / len(ids) if ids else 1.0
+    bcubed_r = sum(n * n / gold_sizes[g] for (g, _), n in joint.items()) / len(ids) if ids else 1.0
+    return {
+        "pairwise_precision": pairwise_p,
+        "pairwise_recall": pairwise_r,
+        "pairwise_f1": _f1(pairwise_p, pairwise_r),
+        "bcubed_precision": bcubed_p,
+        "bcubed_recall": bcubed_r,
+        "bcubed_f1": _f1(bcubed_p, bcubed_r),
+        "gold_clusters": len(gold_sizes),
+        "predicted_clusters": len(predicted_sizes),
+    }
+
+
+def _f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def evaluate_reports(
+    reports: list[Report], gold: Mapping[str, Hashable], settings: DedupSettings | None = None
+) -> EvalResult:
+    started = time.perf_counter()
+    grouper = StoryGrouper(settings or DedupSettings())
+    grouper.add_many(reports)
+    predicted = grouper.clusters()
+    seconds = time.perf_counter() - started
+    scores = score_clustering(gold, predicted)
+    return EvalResult(documents=len(reports), seconds=round(seconds, 3), **scores)
+
+
+def evaluate_file(path: str | Path, fmt: str = "jsonl", settings: DedupSettings | None = None) -> EvalResult:
+    """Cluster a labelled file with the pipeline's engine and score it. ``fmt`` is ``jsonl`` or ``uci``."""
+    if fmt not in LOADERS:
+        raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(LOADERS)}")
+    reports, gold = LOADERS[fmt](Path(path))
+    return evaluate_reports(reports, gold, settings)
+
+
+def format_result(result: EvalResult) -> str:
+    """A small table for people."""
+    rows = [
+        ("documents", f"{result.documents}"),
+        ("gold / predicted stories", f"{result.gold_clusters} / {result.predicted_clusters}"),
+        ("pairwise P / R / F1", _triple(result.pairwise_precision, result.pairwise_recall, result.pairwise_f1)),
+        ("B-cubed P / R / F1", _triple(result.bcubed_precision, result.bcubed_recall, result.bcubed_f1)),
+        ("seconds", f"{result.seconds:.2f}"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def _triple(p: float, r: float, f: float) -> str:
+    return f"{p:.3f} / {r:.3f} / {f:.3f}"

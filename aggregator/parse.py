@@ -1,0 +1,511 @@
+"""Parse stage: turns the bytes of a fetched feed into a :class:`ParsedFeed`.
+
+This module owns reading feed documents — RSS 0.9x/1.0/2.0 and Atom through
+feedparser, JSON Feed 1.0/1.1 through a small reader of its own — and
+normalising every entry into :class:`ParsedEntry`: a stable guid, an absolute
+http(s) link, a plain-text title, HTML summary/content with plain-text twins,
+UTC dates, tags and enclosures. It also owns feed autodiscovery in HTML pages
+(:func:`discover_feed_links`) and recognising HTML served where a feed was
+expected (:func:`looks_like_html`).
+
+Nothing here raises on bad input: whatever the bytes, the caller gets a
+:class:`ParsedFeed`, with ``problem`` saying in words what was wrong.
+Summary and content HTML is kept as the feed gave it and is untrusted; the
+stages that output it sanitise it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import html
+import io
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import feedparser
+import lxml.html
+from lxml import etree
+
+from aggregator.models import Enclosure, ParsedEntry, ParsedFeed
+
+COMMON_FEED_PATHS = ("/feed", "/rss.xml", "/atom.xml", "/feed.xml", "/index.xml", "/feed.json", "/rss")
+
+MAX_TITLE_CHARS = 1_000
+MAX_AUTHOR_CHARS = 300
+MAX_HTML_CHARS = 1_000_000
+
+# Measured with bench/parse.py: feedparser's sanitizer is about a third of its
+# time and agg sanitises what it outputs anyway. Resolving relative URIs in
+# content costs little and keeps images and links in stored HTML working.
+FEEDPARSER_OPTIONS: dict[str, bool] = {"sanitize_html": False, "resolve_relative_uris": True}
+
+JSON_FEED_FORMATS = {
+    "https://jsonfeed.org/version/1": "json1",
+    "https://jsonfeed.org/version/1.1": "json1.1",
+}
+JSON_FEED_VERSION_PREFIX = "https://jsonfeed.org/version/"
+JSON_CONTENT_TYPES = frozenset({"application/feed+json", "application/json"})
+FEED_LINK_TYPES = frozenset(
+    {"application/rss+xml", "application/atom+xml", "application/feed+json", "application/json"}
+)
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+# How an unmarked "<" looks in encodings that are not ASCII-compatible.
+_WIDE_LESS_THAN = (
+    (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\x00\x00\x00<", "utf-32-be"),
+    (b"<\x00", "utf-16-le"),
+    (b"\x00<", "utf-16-be"),
+)
+_SNIFF_BYTES = 4096
+
+_HTML_TEXT_PARSER = etree.HTMLParser(
+    recover=True, no_network=True, remove_comments=True, remove_pis=True, encoding="utf-8"
+)
+_INVISIBLE_ELEMENTS = ("script", "style", "template", "noscript", "head")
+# Elements after which a reader sees a break, so their words must not run together.
+_BREAKING_ELEMENTS = frozenset(
+    "address article aside blockquote br dd div dl dt figcaption figure footer h1 h2 h3 h4 h5 h6 "
+    "header hr li main nav ol p pre section table td th tr ul".split()
+)
+_CONTROL_CHARS = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+_LOOKS_LIKE_MARKUP = re.compile(r"<[A-Za-z/!]|&#?\w+;")
+
+_FEED_ROOT = re.compile(r"<(?:rss|feed|rdf:rdf|channel)[\s>/]")
+_HTML_MARKERS = re.compile(r"<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>]")
+
+_DOCTYPE = "<!DOCTYPE"
+_ELEMENT_START = re.compile(r"<[A-Za-z_]")
+_DOCTYPE_NAME = re.compile(r"<!DOCTYPE\s+([\w:.-]+)")
+_SUBSET_END = re.compile(r"\]\s*>")
+_ENTITY_DECLARATION = re.compile(r"<!ENTITY\b")
+# Feedparser's own notion of a harmless entity: a name for plain text or one character.
+_SAFE_ENTITY = re.compile(r'<!ENTITY\s+\w+\s+"(?:&#\w+;|[^&%"<]*)"\s*>')
+
+
+# --- entry point -----------------------------------------------------------
+
+
+def parse_feed(body: bytes, url: str, headers: Mapping[str, str] | None = None) -> ParsedFeed:
+    """Read a feed document fetched from ``url`` with the response ``headers``.
+
+    JSON Feed is recognised by content type or by a body that opens with
+    ``{``; everything else goes through feedparser. Never raises.
+    """
+    response_headers = {str(name).lower(): str(value) for name, value in (headers or {}).items()}
+    first_char = _leading_char(body)
+    if not first_char:
+        return ParsedFeed(problem="empty document")
+    media_type = response_headers.get("content-type", "").split(";")[0].strip().lower()
+    if first_char != "<" and (first_char == "{" or media_type in JSON_CONTENT_TYPES):
+        return parse_json_feed(body, url)
+    return _parse_xml_feed(body, url, response_headers)
+
+
+# --- RSS and Atom through feedparser ----------------------------------------
+
+
+def _parse_xml_feed(body: bytes, url: str, response_headers: dict[str, str]) -> ParsedFeed:
+    if url:
+        response_headers["content-location"] = url
+    defused = defuse_entity_declarations(body)
+    if defused is None:
+        return ParsedFeed(problem="refused: the document type declares entities but never ends")
+    try:
+        # A BytesIO, never the bytes themselves: feedparser treats a bytes
+        # argument as a possible file name and would read that local file.
+        parsed = feedparser.parse(io.BytesIO(defused), response_headers=response_headers, **FEEDPARSER_OPTIONS)
+    except Exception as exc:  # a third-party parser on hostile input: report, don't propagate
+        return ParsedFeed(problem=f"feed parser failed: {_describe(exc)}")
+
+    channel = parsed.get("feed", {})
+    entries = [_entry_from_feedparser(item, url) for item in parsed.get("entries", [])]
+    version = parsed.get("version") or ""
+    problem = _bozo_problem(parsed)
+    if not entries and not version:
+        problem = _not_a_feed_reason(body, problem)
+    return ParsedFeed(
+        format=version,
+        title=_detail_text(channel.get("title_detail"), channel.get("title")) or None,
+        link=safe_http_url(channel.get("link"), url),
+        ttl_seconds=_ttl_seconds(channel.get("ttl")),
+        entries=entries,
+        problem=problem,
+    )
+
+
+def _entry_from_feedparser(item: Mapping[str, Any], feed_url: str) -> ParsedEntry:
+    summary = _detail_html(item.get("summary_detail"), item.get("summary"))
+    content = _feedparser_content(item.get("content"))
+    title = _detail_text(item.get("title_detail"), item.get("title"))
+    link = safe_http_url(item.get("link"), feed_url)
+    author_detail = item.get("author_detail") or {}
+    return ParsedEntry(
+        guid=_guid(item.get("id"), link, title, summary, content),
+        link=link,
+        title=title,
+        summary=summary,
+        content=content,
+        summary_text=html_to_text(summary),
+        content_text=html_to_text(content),
+        author=_plain_author(author_detail.get("name") or item.get("author")),
+        published=_utc_from_struct(item.get("published_parsed")),
+        updated=_utc_from_struct(item.get("updated_parsed")),
+        tags=_unique_strings(tag.get("term") for tag in _mappings(item.get("tags"))),
+        enclosures=_enclosures(
+            ((enclosure.get("href"), enclosure.get("type"), enclosure.get("length")) for enclosure in _mappings(item.get("enclosures"))),
+            feed_url,
+        ),
+    )
+
+
+def _bozo_problem(parsed: Mapping[str, Any]) -> str | None:
+    """Feedparser's reason for calling the document ill-formed, unless it is only about headers.
+
+    A feed served as ``text/html`` or without a content type parses as well
+    as any other, so that complaint would only hide the problems that matter.
+    """
+    reason = parsed.get("bozo_exception")
+    if not parsed.get("bozo") or reason is None or isinstance(reason, feedparser.NonXMLContentType):
+        return None
+    return _describe(reason)
+
+
+def _feedparser_content(contents: Any) -> str:
+    """The entry's richest content: the first HTML part, else the first part at all."""
+    parts = [part for part in _mappings(contents) if isinstance(part.get("value"), str)]
+    if not parts:
+        return ""
+    richest = next((part for part in parts if "html" in str(part.get("type", ""))), parts[0])
+    return _detail_html(richest, richest.get("value"))
+
+
+def _detail_html(detail: Mapping[str, Any] | None, value: Any) -> str:
+    """A feedparser text construct as HTML: plain text gets escaped, HTML kept as given."""
+    if not isinstance(value, str):
+        return ""
+    is_plain = detail is not None and str(detail.get("type", "")).startswith("text/plain")
+    return (html.escape(value, quote=False) if is_plain else value)[:MAX_HTML_CHARS]
+
+
+def _detail_text(detail: Mapping[str, Any] | None, value: Any) -> str:
+    """A feedparser text construct as plain text, capped for use as a title."""
+    if not isinstance(value, str):
+        return ""
+    is_markup = detail is not None and "html" in str(detail.get("type", ""))
+    text = html_to_text(value) if is_markup else fold_whitespace(value)
+    return text[:MAX_TITLE_CHARS]
+
+
+def _ttl_seconds(ttl: Any) -> int | None:
+    try:
+        minutes = int(str(ttl).strip())
+    except ValueError:
+        return None
+    return minutes * 60 if minutes > 0 else None
+
+
+def _utc_from_struct(value: Any) -> datetime | None:
+    """Feedparser's ``*_parsed`` fields are already UTC ``struct_time`` values."""
+    if not isinstance(value, time.struct_time):
+        return None
+    try:
+        return datetime(*value[:6], tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _not_a_feed_reason(body: bytes, parser_problem: str | None) -> str:
+    if looks_like_html(body):
+        return "not a feed: looks like an HTML page"
+    reason = "not a feed: no RSS, Atom or JSON Feed document found"
+    return f"{reason} ({parser_problem})" if parser_problem else reason
+
+
+def defuse_entity_declarations(body: bytes) -> bytes | None:
+    """The document with its DTD keeping only harmless entity declarations.
+
+    Entities defined through other entities ("billion laughs") or through
+    external resources (``SYSTEM "file:///etc/passwd"``) are dropped before
+    any XML parser sees them, so safety does not depend on the expat version
+    or on feedparser's line-based DOCTYPE stripping (which misses a DOCTYPE
+    that shares a line with the XML declaration). Returns None when a DTD
+    declaring entities is never closed.
+    """
+    codec = _sniff_wide_codec(body[:_SNIFF_BYTES]) or "latin-1"  # latin-1 round-trips any bytes
+    text = body.decode(codec, errors="replace")
+    doctype_at = text.find(_DOCTYPE)
+    if doctype_at < 0 or not _ENTITY_DECLARATION.search(text, doctype_at):
+        return body
+    if _ELEMENT_START.search(text, 0, doctype_at):
+        return body  # the text appears inside content, not in a document type declaration
+    declaration_end = text.find(">", doctype_at)
+    subset_start = text.find("[", doctype_at)
+    if subset_start < 0 or (0 <= declaration_end < subset_start):
+        return body  # no internal subset: nothing is declared in the document itself
+    subset_end = _SUBSET_END.search(text, subset_start)
+    if subset_end is None:
+        return None
+    subset = text[subset_start + 1 : subset_end.start()]
+    name_match = _DOCTYPE_NAME.match(text, doctype_at)
+    name = name_match.group(1) if name_match else "feed"
+    safe = "\n".join(match.group(0) for match in _SAFE_ENTITY.finditer(subset))
+    replacement = f"{_DOCTYPE} {name} [\n{safe}\n]>" if safe else f"{_DOCTYPE} {name}>"
+    return (text[:doctype_at] + replacement + text[subset_end.end() :]).encode(codec, errors="replace")
+
+
+# --- JSON Feed ---------------------------------------------------------------
+
+
+def parse_json_feed(body: bytes | str, url: str) -> ParsedFeed:
+    """Read a JSON Feed 1.0 or 1.1 document; wrong field types are ignored, never raised."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        return ParsedFeed(problem=f"invalid JSON: {_describe(exc)}")
+    if not isinstance(document, dict):
+        return ParsedFeed(problem="not a JSON Feed: the document is not a JSON object")
+    version = document.get("version")
+    feed_format = JSON_FEED_FORMATS.get(str(version).rstrip("/")) if isinstance(version, str) else None
+    if feed_format is None:
+        known = isinstance(version, str) and version.startswith(JSON_FEED_VERSION_PREFIX)
+        label = "unsupported JSON Feed version" if known else "not a JSON Feed: unknown version"
+        return ParsedFeed(problem=f"{label} {_short_repr(version)}")
+
+    home_page = safe_http_url(document.get("home_page_url"), url)
+    base = home_page or safe_http_url(document.get("feed_url"), url) or url
+    feed_author = _json_author(document)
+    items = document.get("items")
+    entries = [_entry_from_json(item, base, feed_author) for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+    return ParsedFeed(
+        format=feed_format,
+        title=_json_title(document.get("title")) or None,
+        link=home_page,
+        entries=entries,
+        problem=None if isinstance(items, list) else "JSON Feed without an items list",
+    )
+
+
+def _entry_from_json(item: dict[str, Any], base: str, feed_author: str | None) -> ParsedEntry:
+    content_html = _string(item.get("content_html"))
+    content_text = _string(item.get("content_text"))
+    summary_text = fold_whitespace(_string(item.get("summary")))
+    content = (content_html or html.escape(content_text, quote=False))[:MAX_HTML_CHARS]
+    summary = html.escape(summary_text, quote=False)[:MAX_HTML_CHARS]
+    title = _json_title(item.get("title"))
+    link = safe_http_url(item.get("url"), base) or safe_http_url(item.get("external_url"), base)
+    item_id = item.get("id")
+    guid = str(item_id) if isinstance(item_id, (str, int, float)) and not isinstance(item_id, bool) else None
+    return ParsedEntry(
+        guid=_guid(guid, link, title, summary, content),
+        link=link,
+        title=title,
+        summary=summary,
+        content=content,
+        summary_text=summary_text[:MAX_HTML_CHARS],
+        content_text=fold_whitespace(content_text)[:MAX_HTML_CHARS] if content_text else html_to_text(content),
+        author=_json_author(item) or feed_author,
+        published=_utc_from_iso(item.get("date_published")),
+        updated=_utc_from_iso(item.get("date_modified")),
+        tags=_unique_strings(_list(item.get("tags"))),
+        enclosures=_enclosures(
+            (
+                (attachment.get("url"), attachment.get("mime_type"), attachment.get("size_in_bytes"))
+                for attachment in _mappings(item.get("attachments"))
+            ),
+            base,
+        ),
+    )
+
+
+def _json_title(value: Any) -> str:
+    """JSON Feed titles are plain text, but some feeds put HTML in them anyway."""
+    text = _string(value)
+    return (html_to_text(text) if _LOOKS_LIKE_MARKUP.search(text) else fold_whitespace(text))[:MAX_TITLE_CHARS]
+
+
+def _json_author(holder: dict[str, Any]) -> str | None:
+    """The first author name: JSON Feed 1.1 ``authors`` list, else 1.0 ``author`` object."""
+    candidates = [*_list(holder.get("authors")), holder.get("author")]
+    names = (candidate.get("name") for candidate in candidates if isinstance(candidate, dict))
+    return next((author for author in map(_plain_author, names) if author), None)
+
+
+def _utc_from_iso(value: Any) -> datetime | None:
+    """An RFC 3339 date as aware UTC; a date without offset is taken as UTC."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None
+
+
+# --- shared normalisation ----------------------------------------------------
+
+
+def _guid(own_id: Any, link: str | None, title: str, summary: str, content: str) -> str:
+    """The feed's own id; else the link; else a hash of what the entry says."""
+    if isinstance(own_id, str) and own_id.strip():
+        return own_id.strip()
+    if link:
+        return link
+    digest = hashlib.sha256("\n".join((title, summary, content)).encode("utf-8", errors="replace"))
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _enclosures(candidates: Iterable[tuple[Any, Any, Any]], base: str) -> list[Enclosure]:
+    enclosures: list[Enclosure] = []
+    seen: set[str] = set()
+    for href, media_type, length in candidates:
+        url = safe_http_url(href, base)
+        if url is None or url in seen:
+            continue
+        seen.add(url)
+        enclosures.append(Enclosure(url=url, type=_string(media_type).strip() or None, length=_byte_count(length)))
+    return enclosures
+
+
+def _byte_count(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _plain_author(value: Any) -> str | None:
+    return fold_whitespace(_string(value))[:MAX_AUTHOR_CHARS] or None
+
+
+def _unique_strings(values: Iterable[Any]) -> list[str]:
+    folded = (fold_whitespace(value) for value in values if isinstance(value, str))
+    return list(dict.fromkeys(value for value in folded if value))
+
+
+def _string(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _mappings(value: Any) -> list[Mapping[str, Any]]:
+    """The mappings in a list field, ignoring anything else a feed put there."""
+    return [element for element in _list(value) if isinstance(element, Mapping)]
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}"[:500] if message else type(exc).__name__
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def safe_http_url(value: Any, base: str) -> str | None:
+    """``value`` made absolute against ``base``, or None unless it is an http(s) URL with a host."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        absolute = urljoin(base, value.strip())
+        parts = urlsplit(absolute)
+    except ValueError:
+        return None
+    return absolute if parts.scheme in ("http", "https") and parts.hostname else None
+
+
+def fold_whitespace(text: str) -> str:
+    """Runs of whitespace as one space, control characters dropped, ends trimmed."""
+    return " ".join(text.translate(_CONTROL_CHARS).split())
+
+
+def html_to_text(markup: str) -> str:
+    """The words of an HTML fragment: entities decoded, tags and scripts gone, whitespace folded."""
+    if not markup:
+        return ""
+    if "<" not in markup and "&" not in markup:
+        return fold_whitespace(markup)
+    try:
+        root = etree.fromstring(markup.encode("utf-8", errors="replace"), _HTML_TEXT_PARSER)
+    except (etree.LxmlError, ValueError):
+        return fold_whitespace(html.unescape(markup)) if "<" not in markup else ""
+    if root is None:
+        return ""
+    etree.strip_elements(root, *_INVISIBLE_ELEMENTS, with_tail=False)
+    for element in root.iter(*_BREAKING_ELEMENTS):
+        element.tail = " " + element.tail if element.tail else " "
+    return fold_whitespace("".join(root.itertext()))
+
+
+# --- sniffing and autodiscovery ------------------------------------------------
+
+
+def _sniff_wide_codec(head: bytes) -> str | None:
+    """The UTF-16/32 codec a document starts in (by BOM or by its first "<"), if any."""
+    for bom, codec in _BOMS:
+        if head.startswith(bom):
+            return None if codec == "utf-8" else codec
+    return next((codec for pattern, codec in _WIDE_LESS_THAN if head.startswith(pattern)), None)
+
+
+def _head_text(body: bytes) -> str:
+    """The start of a document as text, enough to sniff what it is."""
+    head = body[:_SNIFF_BYTES].removeprefix(codecs.BOM_UTF8)
+    codec = _sniff_wide_codec(head) or "latin-1"
+    return head.decode(codec, errors="ignore").lstrip("\ufeff")
+
+
+def _leading_char(body: bytes) -> str:
+    """The first character of a document that is not whitespace or a byte-order mark."""
+    return _head_text(body).lstrip()[:1]
+
+
+def looks_like_html(body: bytes) -> bool:
+    """Whether a document is an HTML page rather than a feed."""
+    head = _head_text(body).lower()
+    return bool(_HTML_MARKERS.search(head)) and not _FEED_ROOT.search(head)
+
+
+def discover_feed_links(html: bytes | str, base_url: str) -> list[str]:
+    """Feeds an HTML page advertises with ``<link rel="alternate">``, absolute, in page order."""
+    if not html or (isinstance(html, bytes) and not html.strip()):
+        return []
+    try:
+        document = lxml.html.document_fromstring(html)
+    except (etree.LxmlError, ValueError):
+        return []
+    page_base = next((safe_http_url(href, base_url) for href in document.xpath("//base/@href")), None)
+    base = page_base or base_url
+    found: list[str] = []
+    for link in document.iter("link"):
+        rel_tokens = str(link.get("rel", "")).lower().split()
+        media_type = str(link.get("type", "")).split(";")[0].strip().lower()
+        if "alternate" in rel_tokens and media_type in FEED_LINK_TYPES:
+            url = safe_http_url(link.get("href"), base)
+            if url and url not in found:
+                found.append(url)
+    return found

@@ -1,0 +1,239 @@
+"""One run of agg: fetch the feeds, parse them, extract their new articles, group stories, store.
+
+This is the library API the command line is a thin shell over::
+
+    from aggregator.config import load_config
+    from aggregator.store import Store
+    from aggregator.pipeline import run
+
+    summary = run(load_config("feeds.yaml"), Store.open("data/agg.db"))
+
+Every feed is handled on its own: one broken feed, page or entry never stops
+the others, and each feed's results are stored in one transaction, so a run
+killed half-way leaves a consistent database that the next run completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from aggregator import dedup, schedule
+from aggregator.config import Config, FeedConfig
+from aggregator.extract import ExtractorPool, choose_text
+from aggregator.fetch import PAGE_ACCEPT, Fetcher
+from aggregator.models import FetchResult, ParsedFeed
+from aggregator.parse import html_to_text, parse_feed
+from aggregator.store import Store, from_db_time, to_db_time, utc_now
+
+log = logging.getLogger(__name__)
+
+# What an article page's failed fetch is recorded as.
+_PAGE_STATUS_BY_ERROR = {"timeout": "timeout", "too-large": "too-large"}
+_HTML_TYPES = ("text/html", "application/xhtml+xml", "")
+
+
+@dataclass
+class FeedOutcome:
+    """How one feed's fetch went: ``fetched``, ``unchanged`` or ``failed``."""
+
+    url: str
+    status: str
+    new_entries: int = 0
+    updated_entries: int = 0
+    error: str | None = None
+    moved_to: str | None = None
+
+
+@dataclass
+class RunSummary:
+    feeds: list[FeedOutcome] = field(default_factory=list)
+    pages_extracted: int = 0
+    pages_failed: int = 0
+    stories_touched: int = 0
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for feed in self.feeds if feed.status == status)
+
+    @property
+    def failures(self) -> list[FeedOutcome]:
+        return [feed for feed in self.feeds if feed.status == "failed"]
+
+    @property
+    def new_entries(self) -> int:
+        return sum(feed.new_entries for feed in self.feeds)
+
+
+ProgressCallback = Callable[[FeedOutcome, int, int], None]
+
+
+def run(
+    config: Config,
+    store: Store,
+    *,
+    due_only: bool = False,
+    concurrency: int | None = None,
+    re_extract: bool = False,
+    progress: ProgressCallback | None = None,
+    now: datetime | None = None,
+) -> RunSummary:
+    """Fetch every enabled feed (only those due, with ``due_only``) and process what is new."""
+    return asyncio.run(
+        run_async(config, store, due_only=due_only, concurrency=concurrency, re_extract=re_extract,
+                  progress=progress, now=now)
+    )
+
+
+def select_feeds(config: Config, rows: dict[str, dict], due_only: bool, now: datetime) -> list[FeedConfig]:
+    """The feeds this run fetches: enabled, not disabled by the server, and due when asked."""
+    chosen = []
+    for feed in config.feeds:
+        row = rows[feed.url]
+        if not feed.enabled or row["state"] == "disabled":
+            continue
+        if due_only and not schedule.is_due(from_db_time(row["next_check_at"]), now):
+            continue
+        chosen.append(feed)
+    return chosen
+
+
+async def run_async(
+    config: Config,
+    store: Store,
+    *,
+    due_only: bool = False,
+    concurrency: int | None = None,
+    re_extract: bool = False,
+    progress: ProgressCallback | None = None,
+    now: datetime | None = None,
+) -> RunSummary:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    now = now or utc_now()
+    rows = store.sync_feeds(config.feeds, now)
+    feeds = select_feeds(config, rows, due_only, now)
+    summary = RunSummary()
+    settings = config.settings
+    async with Fetcher(settings, concurrency) as fetcher, ExtractorPool(time_limit=settings.extract_timeout) as pool:
+        runner = _Run(config, store, fetcher, pool, summary, re_extract, now)
+        done = 0
+
+        async def one(feed: FeedConfig) -> None:
+            nonlocal done
+            outcome = await runner.feed(feed, rows[feed.url])
+            summary.feeds.append(outcome)
+            done += 1
+            if progress:
+                progress(outcome, done, len(feeds))
+
+        await asyncio.gather(*(one(feed) for feed in feeds))
+        if re_extract and not feeds:
+            await runner.extract_all()
+        await asyncio.gather(*runner.page_tasks)
+    summary.stories_touched = dedup.group_new_entries(store.db, settings.dedup, now=now).stories_touched
+    summary.seconds = loop.time() - started
+    return summary
+
+
+class _Run:
+    """The state one run shares across its feeds."""
+
+    def __init__(self, config: Config, store: Store, fetcher: Fetcher, pool: ExtractorPool,
+                 summary: RunSummary, re_extract: bool, now: datetime):
+        self.config = config
+        self.store = store
+        self.fetcher = fetcher
+        self.pool = pool
+        self.summary = summary
+        self.re_extract = re_extract
+        self.now = now
+        self.page_tasks: list[asyncio.Task] = []
+
+    async def feed(self, feed: FeedConfig, row: dict) -> FeedOutcome:
+        url = row["url"]
+        try:
+            guard = await self.fetcher.guard_for(url)
+            result = await self.fetcher.fetch(url, etag=row["etag"], last_modified=row["last_modified"], guard=guard)
+            parsed = self._parse(result)
+            error = result.error or (parsed.problem if parsed is not None and not parsed.entries else None)
+            columns = schedule.after_fetch(row, feed, self.config.settings, result, parsed, error, self.now)
+            saved = self.store.save_fetch(row["id"], result, parsed if not error else None, columns,
+                                          extract=feed.extract, now=self.now)
+        except Exception as exc:  # a bug or a storage failure for one feed must not stop the others
+            log.exception("processing %s failed", url)
+            return FeedOutcome(url, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+        if error:
+            return FeedOutcome(url, "failed", error=error)
+        if feed.extract:
+            # Pending entries include those a killed run left behind.
+            pending = self.store.entries_needing_extraction(row["id"], include_done=self.re_extract)
+            self._queue_pages([entry["id"] for entry in pending], guard)
+        status = "unchanged" if result.not_modified else "fetched"
+        return FeedOutcome(url, status, len(saved.new_entry_ids), saved.updated,
+                           moved_to=columns.get("url") if columns.get("url") != url else None)
+
+    def _parse(self, result: FetchResult) -> ParsedFeed | None:
+        if not result.ok or result.not_modified:
+            return None
+        return parse_feed(result.body or b"", result.final_url, result.headers)
+
+    async def extract_all(self) -> None:
+        """``--re-extract`` with nothing fetched: redo every stored page of the configured feeds."""
+        for feed in self.config.feeds:
+            row = self.store.feed_by_url(feed.url)
+            if row and feed.extract:
+                guard = await self.fetcher.guard_for(feed.url)
+                ids = [e["id"] for e in self.store.entries_needing_extraction(row["id"], include_done=True)]
+                self._queue_pages(ids, guard)
+
+    def _queue_pages(self, entry_ids: list[int], guard: bool) -> None:
+        for entry_id in entry_ids:
+            self.page_tasks.append(asyncio.create_task(self._page(entry_id, guard)))
+
+    async def _page(self, entry_id: int, guard: bool) -> None:
+        entry = self.store.entry(entry_id)
+        if entry is None or not entry["link"]:
+            return
+        try:
+            page = await self.fetcher.fetch(entry["link"], accept=PAGE_ACCEPT, untrusted=True, guard=guard)
+            article_text, error, canonical, language = "", None, None, None
+            if not page.ok:
+                page_status = _PAGE_STATUS_BY_ERROR.get(page.error_kind or "", "http-error")
+                error = page.error
+            elif page.content_type not in _HTML_TYPES:
+                page_status, error = "not-html", f"the page is {page.content_type}, not HTML"
+            else:
+                outcome = await self.pool.extract(page.body or b"", page.final_url, page.charset)
+                page_status, error = outcome.status, outcome.error
+                article_text = outcome.article.text
+                canonical = outcome.article.canonical_url
+                language = outcome.article.language
+            text, source, status = choose_text(
+                article_text, html_to_text(entry["content"]), html_to_text(entry["summary"]), page_status)
+        except Exception as exc:  # one page must never stop the run
+            log.exception("extracting %s failed", entry["link"])
+            text, source, status, error, canonical, language = (
+                entry["text"], entry["text_source"], "error", f"{type(exc).__name__}: {exc}", None, None)
+        if status in ("ok",):
+            self.summary.pages_extracted += 1
+        else:
+            self.summary.pages_failed += 1
+        self.store.save_extraction(entry_id, text=text, text_source=source, status=status, error=error,
+                                   canonical_url=canonical, language=language, now=self.now)
+
+
+def describe(summary: RunSummary) -> str:
+    """The closing summary of a run, in one line."""
+    return (
+        f"{summary.count('fetched')} fetched, {summary.count('unchanged')} unchanged, "
+        f"{summary.count('failed')} failed; {summary.new_entries} new entries, "
+        f"{summary.pages_extracted} pages extracted ({summary.pages_failed} not), "
+        f"in {summary.seconds:.1f}s"
+    )
+
+
+__all__ = ["FeedOutcome", "RunSummary", "describe", "run", "run_async", "select_feeds", "to_db_time"]

@@ -1,0 +1,515 @@
+"""The SQLite store: one file holding feeds, entries, stories and the fetch log.
+
+This module owns the schema (with migrations applied on open), the
+connection settings (WAL, busy timeout) and every read and write the
+other stages need. Times are stored as ISO 8601 UTC strings of fixed width
+(``2026-11-28T18:07:16+00:00``) so that they sort as text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from aggregator.models import FetchResult, ParsedEntry, ParsedFeed
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class StoreError(Exception):
+    """The database could not be opened or written; the message says what to do."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_db_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def from_db_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+# Each migration takes the schema from version N-1 to N. Never edit one that
+# has shipped: append a new one.
+MIGRATIONS: list[str] = [
+    # 1: the initial schema.
+    """
+    CREATE TABLE feeds (
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL UNIQUE,
+        title TEXT,
+        site_url TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',           -- from feeds.yaml
+        format TEXT,
+        etag TEXT,
+        last_modified TEXT,
+        last_fetch_at TEXT,
+        last_status INTEGER,
+        last_error TEXT,
+        problem TEXT,
+        error_count INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'ok',          -- ok | failing | disabled
+        next_check_at TEXT,
+        ttl_seconds INTEGER,
+        redirect_to TEXT,                          -- last permanent redirect target
+        redirect_count INTEGER NOT NULL DEFAULT 0, -- consecutive fetches that saw it
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE entries (
+        id INTEGER PRIMARY KEY,
+        feed_id INTEGER NOT NULL REFERENCES feeds(id),
+        guid TEXT NOT NULL,
+        link TEXT,
+        canonical_url TEXT,
+        title TEXT NOT NULL DEFAULT '',
+        summary TEXT NOT NULL DEFAULT '',
+        content TEXT NOT NULL DEFAULT '',
+        author TEXT,
+        published TEXT,
+        updated TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',
+        enclosures TEXT NOT NULL DEFAULT '[]',
+        first_seen TEXT NOT NULL,
+        changed_at TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        text TEXT NOT NULL DEFAULT '',
+        text_source TEXT,                          -- page | feed-content | feed-summary
+        extract_status TEXT NOT NULL DEFAULT 'pending',
+        extract_error TEXT,
+        extracted_at TEXT,
+        language TEXT,
+        story_id INTEGER REFERENCES stories(id),
+        UNIQUE (feed_id, guid)
+    );
+    CREATE INDEX entries_published ON entries(published);
+    CREATE INDEX entries_first_seen ON entries(first_seen);
+    CREATE INDEX entries_story ON entries(story_id);
+    CREATE INDEX entries_extract_status ON entries(extract_status);
+    CREATE TABLE fetch_log (
+        id INTEGER PRIMARY KEY,
+        feed_id INTEGER REFERENCES feeds(id),
+        url TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        status INTEGER,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        new_entries INTEGER NOT NULL DEFAULT 0,
+        updated_entries INTEGER NOT NULL DEFAULT 0,
+        duration_ms INTEGER NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX fetch_log_feed ON fetch_log(feed_id, started_at);
+    CREATE TABLE stories (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL DEFAULT '',
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        n_reports INTEGER NOT NULL DEFAULT 0,
+        n_outlets INTEGER NOT NULL DEFAULT 0,
+        representative_id INTEGER REFERENCES entries(id),
+        original_entry_id INTEGER REFERENCES entries(id),
+        credited_outlet TEXT,                      -- "…, the Financial Times reported"
+        merged_into INTEGER REFERENCES stories(id) -- set when this story was folded into an older one
+    );
+    CREATE INDEX stories_last_seen ON stories(last_seen);
+    CREATE TABLE story_members (
+        entry_id INTEGER PRIMARY KEY REFERENCES entries(id),
+        story_id INTEGER NOT NULL REFERENCES stories(id),
+        rule TEXT NOT NULL,                        -- what joined it: seed, same-url, same-guid, same-body, similar, merge
+        score REAL,
+        evidence TEXT NOT NULL DEFAULT '{}',       -- JSON: the scores that decided
+        joined_at TEXT NOT NULL
+    );
+    CREATE INDEX story_members_story ON story_members(story_id);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass
+class SavedFetch:
+    """What storing one feed's fetch changed."""
+
+    new_entry_ids: list[int] = field(default_factory=list)
+    updated: int = 0
+
+
+def entry_hash(entry: ParsedEntry) -> str:
+    """A fingerprint of what the feed says about an entry, to see whether it changed."""
+    digest = hashlib.sha256()
+    for part in (entry.link or "", entry.title, entry.summary, entry.content, entry.author or ""):
+        digest.update(part.encode("utf-8", "replace"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+class Store:
+    """One agg database. Open with :meth:`Store.open`; writes go through :meth:`transaction`."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path | None):
+        self.db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path, *, readonly: bool = False) -> Store:
+        """Open (creating it and its folder if needed) and migrate the database at ``path``."""
+        path = Path(path)
+        try:
+            if readonly:
+                if not path.exists():
+                    raise StoreError(f"no database at {path}: run 'agg fetch' first, or pass --db PATH")
+                conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                                       isolation_level=None, check_same_thread=False)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                       check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            store = cls(sqlite_utils.Database(conn), path)
+            if not readonly:
+                store._prepare()
+            return store
+        except OSError as exc:
+            raise StoreError(f"cannot create the database folder {path.parent}: {exc.strerror or exc}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(describe_sqlite_error(exc, path)) from None
+
+    @classmethod
+    def memory(cls) -> Store:
+        store = cls(sqlite_utils.Database(sqlite3.connect(":memory:", isolation_level=None,
+                                                          check_same_thread=False)), None)
+        store._prepare()
+        return store
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def _prepare(self) -> None:
+        conn = self.db.conn
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal" and self.path is not None:
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database {self.path} has schema version {version}, newer than this agg "
+                f"understands ({SCHEMA_VERSION}): upgrade agg"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in _split_sql(MIGRATIONS[number]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All or nothing: commits on success, rolls back on any exception (or a kill)."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    # -- feeds -------------------------------------------------------------
+
+    def sync_feeds(self, feeds: Iterable[Any], now: datetime | None = None) -> dict[str, dict]:
+        """Make sure every configured feed has a row; update titles and tags. Returns rows by URL."""
+        now_text = to_db_time(now or utc_now())
+        with self.transaction() as conn:
+            for feed in feeds:
+                conn.execute(
+                    "INSERT INTO feeds (url, title, tags, created_at, next_check_at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(url) DO UPDATE SET tags = excluded.tags, "
+                    "title = COALESCE(excluded.title, feeds.title)",
+                    (feed.url, feed.title, json.dumps(feed.tags), now_text, now_text),
+                )
+        return {row["url"]: row for row in self.db.query("SELECT * FROM feeds")}
+
+    def feed_by_url(self, url: str) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM feeds WHERE url = ?", [url]))
+        return rows[0] if rows else None
+
+    def feeds(self) -> list[dict]:
+        return list(self.db.query("SELECT * FROM feeds ORDER BY id"))
+
+    def update_feed(self, feed_id: int, **columns: Any) -> None:
+        with self.transaction() as conn:
+            _update(conn, "feeds", feed_id, columns)
+
+    # -- entries -----------------------------------------------------------
+
+    def save_fetch(
+        self,
+        feed_id: int,
+        result: FetchResult,
+        parsed: ParsedFeed | None,
+        feed_columns: dict[str, Any],
+        *,
+        extract: bool,
+        now: datetime | None = None,
+    ) -> SavedFetch:
+        """Store one feed's fetch in one transaction: its entries, its feed row, its log line."""
+        now_text = to_db_time(now or utc_now())
+        saved = SavedFetch()
+        with self.transaction() as conn:
+            if parsed is not None:
+                saved = self._upsert_entries(conn, feed_id, parsed.entries, now_text, extract)
+            _update(conn, "feeds", feed_id, feed_columns)
+            conn.execute(
+                "INSERT INTO fetch_log (feed_id, url, started_at, status, bytes, new_entries, updated_entries, "
+                "duration_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (feed_id, result.url, now_text, result.status, len(result.body or b""),
+                 len(saved.new_entry_ids), saved.updated, int(result.elapsed * 1000), result.error),
+            )
+        return saved
+
+    def _upsert_entries(
+        self, conn: sqlite3.Connection, feed_id: int, entries: list[ParsedEntry], now_text: str, extract: bool
+    ) -> SavedFetch:
+        saved = SavedFetch()
+        unique: dict[str, ParsedEntry] = {}
+        for entry in entries:
+            unique.setdefault(entry.guid, entry)
+        existing: dict[str, str] = {}
+        for batch in _batches(list(unique)):
+            rows = conn.execute(
+                f"SELECT guid, content_hash FROM entries WHERE feed_id = ? AND guid IN ({_marks(batch)})",
+                [feed_id, *batch],
+            )
+            existing.update(rows)
+        new_guids = []
+        for guid, entry in unique.items():
+            digest = entry_hash(entry)
+            feed_text, feed_source = feed_text_of(entry)
+            if guid not in existing:
+                status = "pending" if extract and entry.link else "skipped"
+                conn.execute(
+                    f"INSERT INTO entries (feed_id, guid, {', '.join(_ENTRY_COLUMNS)}, content_hash, first_seen, "
+                    f"changed_at, text, text_source, extract_status) "
+                    f"VALUES ({_marks(range(len(_ENTRY_COLUMNS) + 8))})",
+                    (feed_id, guid, *_entry_values(entry), digest, now_text, now_text, feed_text, feed_source, status),
+                )
+                new_guids.append(guid)
+            elif existing[guid] != digest:
+                assignments = ", ".join(f"{column} = ?" for column in _ENTRY_COLUMNS)
+                conn.execute(
+                    f"UPDATE entries SET {assignments}, content_hash = ?, changed_at = ?, "
+                    "text = CASE WHEN text_source = 'page' THEN text ELSE ? END, "
+                    "text_source = CASE WHEN text_source = 'page' THEN text_source ELSE ? END "
+                    "WHERE feed_id = ? AND guid = ?",
+                    (*_entry_values(entry), digest, now_text, feed_text, feed_source, feed_id, guid),
+                )
+                saved.updated += 1
+        for batch in _batches(new_guids):
+            rows = conn.execute(
+                f"SELECT id FROM entries WHERE feed_id = ? AND guid IN ({_marks(batch)}) ORDER BY id",
+                [feed_id, *batch],
+            )
+            saved.new_entry_ids.extend(row[0] for row in rows)
+        return saved
+
+    def entries_needing_extraction(self, feed_id: int | None = None, *, include_done: bool = False) -> list[dict]:
+        """Entries whose page has not been extracted yet (all with a link, with ``include_done``)."""
+        where = ["link IS NOT NULL"]
+        params: list[Any] = []
+        if not include_done:
+            where.append("extract_status = 'pending'")
+        if feed_id is not None:
+            where.append("feed_id = ?")
+            params.append(feed_id)
+        return list(self.db.query(
+            f"SELECT id, feed_id, link FROM entries WHERE {' AND '.join(where)} ORDER BY id", params))
+
+    # -- reading -----------------------------------------------------------
+
+    def stories(
+        self,
+        *,
+        since: datetime | None = None,
+        feed: str | None = None,
+        tag: str | None = None,
+        min_outlets: int = 1,
+        limit: int | None = None,
+    ) -> list[dict]:
+        """Stories, newest activity first, each with its outlets' names (``outlets``, a list)."""
+        where = ["s.merged_into IS NULL", "s.n_outlets >= ?"]
+        params: list[Any] = [min_outlets]
+        if since is not None:
+            where.append("s.last_seen >= ?")
+            params.append(to_db_time(since))
+        member_filter = []
+        if feed:
+            member_filter.append("(f.url = ? OR f.title = ?)")
+            params += [feed, feed]
+        if tag:
+            member_filter.append("EXISTS (SELECT 1 FROM json_each(f.tags) WHERE json_each.value = ?)")
+            params.append(tag)
+        if member_filter:
+            where.append(
+                "s.id IN (SELECT e.story_id FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE "
+                + " AND ".join(member_filter) + ")"
+            )
+        sql = f"SELECT s.* FROM stories s WHERE {' AND '.join(where)} ORDER BY s.last_seen DESC, s.id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        stories = list(self.db.query(sql, params))
+        for story in stories:
+            story["outlets"] = [row["outlet"] for row in self.db.query(
+                "SELECT COALESCE(f.title, f.url) AS outlet, MIN(COALESCE(e.published, e.first_seen)) AS t "
+                "FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ? GROUP BY f.id ORDER BY t",
+                [story["id"]])]
+        return stories
+
+    def story(self, story_id: int) -> dict | None:
+        """A story (following merges) with its reports, oldest first, and how each joined."""
+        seen = set()
+        while story_id not in seen:
+            seen.add(story_id)
+            rows = list(self.db.query("SELECT * FROM stories WHERE id = ?", [story_id]))
+            if not rows:
+                return None
+            story = rows[0]
+            if story["merged_into"] is None:
+                break
+            story_id = story["merged_into"]
+        story["reports"] = list(self.db.query(
+            "SELECT e.id, e.title, e.link, e.published, e.first_seen, e.extract_status, e.text_source, "
+            "COALESCE(f.title, f.url) AS outlet, f.url AS feed_url, m.rule, m.score, m.evidence "
+            "FROM entries e JOIN feeds f ON f.id = e.feed_id LEFT JOIN story_members m ON m.entry_id = e.id "
+            "WHERE e.story_id = ? ORDER BY COALESCE(e.published, e.first_seen), e.id", [story["id"]]))
+        return story
+
+    def entries(
+        self,
+        *,
+        since: datetime | None = None,
+        feed: str | None = None,
+        tag: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
+        """Entries newest first, with their feed's title as ``outlet``."""
+        where, params = ["1"], []
+        if since is not None:
+            where.append("COALESCE(e.published, e.first_seen) >= ?")
+            params.append(to_db_time(since))
+        if feed:
+            where.append("(f.url = ? OR f.title = ?)")
+            params += [feed, feed]
+        if tag:
+            where.append("EXISTS (SELECT 1 FROM json_each(f.tags) WHERE json_each.value = ?)")
+            params.append(tag)
+        sql = (
+            "SELECT e.id, e.story_id, e.title, e.link, e.published, e.first_seen, e.author, e.extract_status, "
+            "e.text_source, length(e.text) AS text_length, COALESCE(f.title, f.url) AS outlet "
+            f"FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE {' AND '.join(where)} "
+            "ORDER BY COALESCE(e.published, e.first_seen) DESC, e.id DESC"
+        )
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return list(self.db.query(sql, params))
+
+    def entry(self, entry_id: int) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM entries WHERE id = ?", [entry_id]))
+        return rows[0] if rows else None
+
+    def save_extraction(
+        self,
+        entry_id: int,
+        *,
+        text: str,
+        text_source: str | None,
+        status: str,
+        error: str | None = None,
+        canonical_url: str | None = None,
+        language: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Record what the entry's page gave; the text kept is the better of page and feed."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE entries SET text = ?, text_source = ?, extract_status = ?, extract_error = ?, "
+                "canonical_url = COALESCE(?, canonical_url), language = COALESCE(?, language), extracted_at = ? "
+                "WHERE id = ?",
+                (text, text_source, status, error, canonical_url, language, to_db_time(now or utc_now()), entry_id),
+            )
+
+
+_ENTRY_COLUMNS = ("link", "title", "summary", "content", "author", "published", "updated", "tags", "enclosures")
+
+
+def _entry_values(entry: ParsedEntry) -> tuple:
+    return (
+        entry.link, entry.title, entry.summary, entry.content, entry.author,
+        to_db_time(entry.published), to_db_time(entry.updated),
+        json.dumps(entry.tags), json.dumps([asdict(e) for e in entry.enclosures]),
+    )
+
+
+def feed_text_of(entry: ParsedEntry) -> tuple[str, str]:
+    """The best plain text the feed itself gives, and which field it came from."""
+    if entry.content_text:
+        return entry.content_text, "feed-content"
+    return entry.summary_text, "feed-summary"
+
+
+def _update(conn: sqlite3.Connection, table: str, row_id: int, columns: dict[str, Any]) -> None:
+    if columns:
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", [*columns.values(), row_id])
+
+
+def _marks(items: Any) -> str:
+    return ",".join("?" * len(items))
+
+
+def _batches(items: list, size: int = 500) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _split_sql(script: str) -> list[str]:
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements
+
+
+def describe_sqlite_error(exc: sqlite3.Error, path: Path | None) -> str:
+    """A sqlite error in words that say what to do."""
+    message = str(exc)
+    lowered = message.lower()
+    if "readonly" in lowered or "read-only" in lowered:
+        return f"the database {path} is read-only: make it (and its folder) writable, or pass --db PATH"
+    if "disk is full" in lowered or "disk i/o" in lowered:
+        return f"cannot write the database {path}: {message} (free some disk space and run again)"
+    if "unable to open" in lowered:
+        return f"cannot open the database {path}: check the folder exists and is writable, or pass --db PATH"
+    if "locked" in lowered:
+        return f"the database {path} stayed locked by another process for {BUSY_TIMEOUT_MS // 1000}s: {message}"
+    if "not a database" in lowered or "malformed" in lowered:
+        return f"{path} is not a usable agg database ({message}): move it aside and run again"
+    return f"database error on {path}: {message}"

@@ -1,0 +1,284 @@
+"""Benchmark of the parse stage: entries per second of agg's parse_feed against feedparser.
+
+Usage: python bench/parse.py [--feeds N] [--repeat R]
+
+Runs, side by side on the same bytes: plain ``feedparser.parse`` (defaults),
+feedparser with the sanitizer off (with and without relative-URI
+resolution), agg's ``parse_feed`` (feedparser plus agg's normalisation), and
+``fastfeedparser`` when it is installed. Inputs are N synthetic 50-entry RSS
+2.0 and Atom feeds with HTML content, plus the feeds-dev documents from
+$AGG_SHARED_DATA when present. Each timing is the best of R passes.
+
+It then checks whether a fast path (fastfeedparser for the common case,
+feedparser as fallback) would give the same entries as agg's parse_feed on
+every feeds-dev document, comparing guid, link and title.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from email.utils import format_datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import feedparser  # noqa: E402
+
+from aggregator.parse import fold_whitespace, html_to_text, parse_feed, safe_http_url  # noqa: E402
+
+try:
+    import fastfeedparser
+except ImportError:  # optional, only for comparison
+    fastfeedparser = None
+
+ENTRIES_PER_FEED = 50
+GZIPPED_DOCUMENTS = {"compressed.xml", "invalid-characters-gzipped.xml"}
+WORDS = (
+    "market council election storm river vaccine budget court energy school minister report "
+    "league climate housing transport police museum festival harbour bridge data study"
+).split()
+
+Document = tuple[str, bytes]  # (url, body)
+
+
+# --- inputs ------------------------------------------------------------------
+
+
+def _sentence(rng: random.Random, length: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(length)).capitalize() + "."
+
+
+def _article_html(rng: random.Random, number: int) -> str:
+    paragraphs = []
+    for paragraph in range(rng.randint(4, 8)):
+        text = " ".join(_sentence(rng, rng.randint(8, 20)) for _ in range(rng.randint(2, 5)))
+        paragraphs.append(
+            f'<p>{text} See <a href="/news/{number}/{paragraph}" title="more">the &amp; report</a>, '
+            f"<em>said</em> <strong>officials</strong> &#8212; &ldquo;quote&rdquo;.</p>"
+        )
+    paragraphs.insert(1, f'<figure><img src="/img/{number}.jpg" alt="photo {number}"><figcaption>Photo</figcaption></figure>')
+    if number % 5 == 0:
+        paragraphs.append('<script>track("x")</script><iframe src="https://ads.example/x"></iframe>')
+    return "\n".join(paragraphs)
+
+
+def _cdata(text: str) -> str:
+    return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+def synthetic_rss(seed: int) -> bytes:
+    rng = random.Random(seed)
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    items = []
+    for number in range(ENTRIES_PER_FEED):
+        moment = format_datetime(start - timedelta(minutes=37 * number))
+        items.append(
+            f"""<item><title>{_sentence(rng, 9)} &amp; more</title>
+<link>https://news.example.com/{seed}/story/{number}</link>
+<guid isPermaLink="false">story-{seed}-{number}</guid>
+<pubDate>{moment}</pubDate><dc:creator>Reporter {number % 7}</dc:creator>
+<category>{rng.choice(WORDS)}</category><category>{rng.choice(WORDS)}</category>
+<description>{_cdata("<p>" + _sentence(rng, 25) + "</p>")}</description>
+<content:encoded>{_cdata(_article_html(rng, number))}</content:encoded>
+<enclosure url="https://cdn.example.com/{number}.mp3" type="audio/mpeg" length="{1000 + number}"/></item>"""
+        )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0" '
+        'xmlns:content="http://purl.org/rss/1.0/modules/content/" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        f"<channel><title>Synthetic {seed}</title><link>https://news.example.com/</link><ttl>30</ttl>"
+        + "\n".join(items)
+        + "</channel></rss>"
+    ).encode()
+
+
+def synthetic_atom(seed: int) -> bytes:
+    rng = random.Random(seed)
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    entries = []
+    for number in range(ENTRIES_PER_FEED):
+        moment = (start - timedelta(minutes=41 * number)).isoformat()
+        summary = "<p>" + _sentence(rng, 25) + "</p>"
+        entries.append(
+            f"""<entry><title type="html">{_sentence(rng, 9)} &amp;amp; more</title>
+<link rel="alternate" href="/{seed}/post/{number}"/><id>tag:blog.example.org,2024:{seed}-{number}</id>
+<published>{moment}</published><updated>{moment}</updated><author><name>Writer {number % 5}</name></author>
+<category term="{rng.choice(WORDS)}"/><summary type="html">{_escape(summary)}</summary>
+<content type="html">{_escape(_article_html(rng, number))}</content></entry>"""
+        )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<feed xmlns="http://www.w3.org/2005/Atom" xml:base="https://blog.example.org/">'
+        f'<title>Synthetic Atom {seed}</title><link href="https://blog.example.org/"/><id>urn:feed:{seed}</id>'
+        f"<updated>{start.isoformat()}</updated>" + "\n".join(entries) + "</feed>"
+    ).encode()
+
+
+def _escape(markup: str) -> str:
+    return markup.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def shared_data() -> Path:
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(os.environ.get("AGG_SHARED_DATA", default))
+
+
+def feeds_dev_documents() -> list[Document]:
+    """The feed documents of feeds-dev, as a server would deliver them (gzip already undone)."""
+    root = shared_data() / "feeds-dev"
+    if not root.is_dir():
+        return []
+    documents = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.suffix in (".opml", ".md") or "expected-output" in path.parts:
+            continue
+        body = path.read_bytes()
+        if path.name in GZIPPED_DOCUMENTS:
+            body = gzip.decompress(body)
+        documents.append((f"https://feeds.example.net/{path.relative_to(root).as_posix()}", body))
+    return documents
+
+
+# --- timing ------------------------------------------------------------------
+
+
+def _feedparser(**options: bool) -> Callable[[Document], int]:
+    def run(document: Document) -> int:
+        url, body = document
+        headers = {"content-location": url, "content-type": "application/xml"}
+        return len(feedparser.parse(io.BytesIO(body), response_headers=headers, **options).entries)
+
+    return run
+
+
+def _agg(document: Document) -> int:
+    url, body = document
+    return len(parse_feed(body, url, {"content-type": "application/xml"}).entries)
+
+
+def _fastfeedparser(document: Document) -> int:
+    try:
+        return len(fastfeedparser.parse(document[1])["entries"])
+    except Exception:  # it raises on documents it cannot read; those would go to the fallback
+        return 0
+
+
+def parsers() -> dict[str, Callable[[Document], int]]:
+    table = {
+        "feedparser (defaults)": _feedparser(),
+        "feedparser sanitize=off": _feedparser(sanitize_html=False),
+        "feedparser sanitize=off resolve=off": _feedparser(sanitize_html=False, resolve_relative_uris=False),
+        "agg parse_feed": _agg,
+    }
+    if fastfeedparser is not None:
+        table["fastfeedparser"] = _fastfeedparser
+    return table
+
+
+def entries_per_second(parse: Callable[[Document], int], documents: list[Document], repeat: int) -> float:
+    best = float("inf")
+    entries = 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        entries = sum(parse(document) for document in documents)
+        best = min(best, time.perf_counter() - started)
+    return entries / best if best > 0 else 0.0
+
+
+# --- fast-path equivalence ---------------------------------------------------
+
+
+def _fast_path_view(url: str, body: bytes) -> list[tuple[str | None, str | None, str]] | None:
+    """What a fastfeedparser fast path would keep of each entry, normalised as agg does."""
+    try:
+        parsed = fastfeedparser.parse(body)
+    except Exception:
+        return None
+    view = []
+    for entry in parsed.get("entries", []):
+        link = safe_http_url(entry.get("link"), url)
+        own_id = entry.get("id")
+        guid = own_id.strip() if isinstance(own_id, str) and own_id.strip() else link
+        title = entry.get("title") if isinstance(entry.get("title"), str) else ""
+        view.append((guid, link, html_to_text(title) if "<" in title or "&" in title else fold_whitespace(title)))
+    return view
+
+
+def compare_fast_path(documents: list[Document]) -> list[tuple[str, str]]:
+    """For each document: ``same``, ``fallback`` (fastfeedparser raised) or what differs."""
+    verdicts = []
+    for url, body in documents:
+        ours = parse_feed(body, url)
+        agg_view = [(entry.guid if not entry.guid.startswith("sha256:") else None, entry.link, entry.title) for entry in ours.entries]
+        fast_view = _fast_path_view(url, body)
+        name = url.split("feeds.example.net/", 1)[1]
+        if fast_view is None:
+            verdicts.append((name, "fallback (fastfeedparser raised)"))
+        elif len(fast_view) != len(agg_view):
+            verdicts.append((name, f"entry count {len(fast_view)} vs agg {len(agg_view)}"))
+        else:
+            fields = ("guid", "link", "title")
+            differing = sorted(
+                {fields[i] for fast, agg in zip(fast_view, agg_view) for i in range(3) if agg[i] is not None and fast[i] != agg[i]}
+            )
+            verdicts.append((name, "same" if not differing else "differs: " + ", ".join(differing)))
+    return verdicts
+
+
+# --- report ------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    options.add_argument("--feeds", type=int, default=4, help="synthetic feeds of each format (50 entries each)")
+    options.add_argument("--repeat", type=int, default=3, help="passes per measurement; the best is kept")
+    arguments = options.parse_args(argv)
+
+    inputs: dict[str, list[Document]] = {
+        "synthetic RSS": [(f"https://news.example.com/{n}/rss", synthetic_rss(n)) for n in range(arguments.feeds)],
+        "synthetic Atom": [(f"https://blog.example.org/{n}/atom", synthetic_atom(n)) for n in range(arguments.feeds)],
+    }
+    corpus = feeds_dev_documents()
+    if corpus:
+        inputs["feeds-dev XML"] = [document for document in corpus if not document[0].endswith(".json")]
+    else:
+        print("feeds-dev not found under AGG_SHARED_DATA: synthetic feeds only")
+
+    table = parsers()
+    results = {name: {label: entries_per_second(run, docs, arguments.repeat) for label, docs in inputs.items()} for name, run in table.items()}
+    baseline = results["feedparser (defaults)"]
+
+    print(f"entries/second, best of {arguments.repeat} (x = relative to feedparser defaults)")
+    header = f"{'parser':38}" + "".join(f"{label:>24}" for label in inputs)
+    print(header)
+    print("-" * len(header))
+    for name, row in results.items():
+        cells = "".join(f"{row[label]:>14,.0f} ({row[label] / baseline[label]:4.2f}x)" for label in inputs)
+        print(f"{name:38}{cells}")
+    print("inputs: " + ", ".join(f"{label}: {len(docs)} documents, {sum(_agg(d) for d in docs)} entries" for label, docs in inputs.items()))
+
+    agg_row = results["agg parse_feed"]
+    summary = ", ".join(f"{label} {agg_row[label] / baseline[label]:.2f}x" for label in inputs)
+    print(f"summary: agg parse_feed vs feedparser defaults: {summary}")
+
+    if fastfeedparser is None:
+        print("fastfeedparser not installed: no fast-path comparison")
+        return
+    if corpus:
+        verdicts = compare_fast_path(corpus)
+        same = sum(verdict == "same" for _, verdict in verdicts)
+        print(f"\nfast path (fastfeedparser, feedparser fallback) vs agg on feeds-dev: {same}/{len(verdicts)} documents give the same guid/link/title")
+        for name, verdict in verdicts:
+            if verdict != "same":
+                print(f"  {name:60} {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR := data/demo
 
-.PHONY: demo test run install clean
+.PHONY: demo test run install clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(VENV)/.installed
 	  for i in $$(seq 100); do [ -s $(DEMO_DIR)/feeds.yaml ] && break; sleep 0.1; done; \
 	  $(BIN)/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db fetch && \
 	  $(BIN)/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db list --all
+
+# docs/cli.md is generated from the command line; tests/test_cli_docs.py fails when it is stale.
+docs: $(VENV)/.installed
+	$(BIN)/python -m aggregator.clidoc > docs/cli.md
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -16,6 +16,8 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,25 @@ from rich.text import Text
 
 from aggregator import __version__
 from aggregator.config import Config, ConfigError, load_config, parse_duration, resolve_config_path
-from aggregator.store import Store, StoreError, from_db_time, utc_now
+from aggregator.store import Store, StoreError, from_db_time, to_db_time, utc_now
 
 DEFAULT_DB = Path("data/agg.db")
 EXIT_CANNOT_RUN = 1
+EXIT_USAGE = 2
 EXIT_LOCKED = 75
+CLI_EPILOG = """\b
+Exit statuses:
+  0   success (a fetch where some feeds failed is still a success: each failure is listed)
+  1   agg could not run: bad config, unusable database, a feed that does not work
+  2   bad usage: unknown command or option, bad value, unreadable search query
+  75  another run (agg fetch or agg daemon) holds the database's lock; try again later
+
+\b
+Shell completion (add to your shell's startup file):
+  bash:  eval "$(_AGG_COMPLETE=bash_source agg)"
+  zsh:   eval "$(_AGG_COMPLETE=zsh_source agg)"
+  fish:  _AGG_COMPLETE=fish_source agg | source
+"""
 
 # C0/C1 control characters and ANSI escape sequences that a feed could use to
 # rewrite the user's terminal; tabs and newlines are folded to spaces too.
@@ -104,7 +120,7 @@ def time_ago(value: str | None, now: datetime | None = None) -> str:
     return "just now"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=CLI_EPILOG)
 @click.option("--config", "config_path", metavar="PATH", help="feeds.yaml to use [env AGG_CONFIG; default ./feeds.yaml]")
 @click.option("--db", "db_path", metavar="PATH", help="SQLite database [env AGG_DB; default data/agg.db]")
 @click.option("-v", "--verbose", count=True, help="Debug logs on stderr (-vv for library logs too).")
@@ -119,6 +135,8 @@ def cli(ctx: click.Context, config_path: str | None, db_path: str | None, verbos
       agg fetch                 fetch every feed in ./feeds.yaml into data/agg.db
       agg list --since 24h      stories of the last day, with their outlets
       agg show 12               one story and every report of it
+      agg search strike         full-text search, one result per story
+      agg feeds add https://example.com/ --tag news
       agg --config my.yaml --db my.db fetch --due
     """
     level = logging.WARNING
@@ -141,30 +159,39 @@ pass_context = click.make_pass_decorator(Context)
 @click.option("--concurrency", type=click.IntRange(1, 1000), metavar="N",
               help="Requests in flight at once, for this run [default: the config's, 20].")
 @click.option("--re-extract", is_flag=True, help="Fetch and extract article pages again, even those done.")
+@click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting (status 75).")
 @pass_context
-def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool) -> None:
+def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wait: bool) -> None:
     """Fetch the feeds, extract new articles, group stories, store everything.
 
-    Ends with a summary line; each failed feed is listed with its reason.
-    Exit status 0 when every feed was tried, even if some failed.
+    Each failed feed is listed on stderr with its reason. The summary line
+    is printed on a terminal or with -v, not under cron, so cron mails only
+    failures. Exit status 0 when every feed was tried, even if some failed;
+    75 when another run (a fetch or the daemon) holds the database's lock.
 
     \b
     Examples:
       agg fetch
-      agg fetch --due --quiet        # from cron: silent unless something fails
+      agg fetch --due                # from cron: silent unless something fails
+      agg fetch --wait               # queue behind a run in progress
       agg fetch --concurrency 50
     """
+    from aggregator.lock import LockHeld, RunLock
     from aggregator.pipeline import describe, run
 
     config = ctx.config()
-    store = ctx.store()
+    store = ctx.store()  # first, so that an unusable database path is reported as such
     try:
-        summary = run(config, store, due_only=due, concurrency=concurrency, re_extract=re_extract)
+        with RunLock(ctx.db_path, wait=wait), _fetch_progress(ctx) as progress:
+            summary = run(config, store, due_only=due, concurrency=concurrency, re_extract=re_extract,
+                          progress=progress)
+    except LockHeld as exc:
+        fail(terminal_safe(exc), EXIT_LOCKED)
     except StoreError as exc:
         fail(str(exc))
     for outcome in summary.failures:
         click.echo(f"agg: {terminal_safe(outcome.url)}: {terminal_safe(outcome.error)}", err=True)
-    if not ctx.quiet:
+    if ctx.verbose or (not ctx.quiet and sys.stderr.isatty()):
         click.echo(describe(summary), err=True)
 
 
@@ -296,6 +323,687 @@ def _print_entry(row: dict) -> None:
                + (f" ({terminal_safe(row['extract_error'])})" if row.get("extract_error") else ""))
     click.echo("")
     click.echo(terminal_safe(row["text"], keep_newlines=True))
+
+
+# ---- running unattended: daemon, status ---------------------------------------------------------
+
+
+@cli.command()
+@click.option("--concurrency", type=click.IntRange(1, 1000), metavar="N",
+              help="Requests in flight at once [default: the config's, 20].")
+@pass_context
+def daemon(ctx: Context, concurrency: int | None) -> None:
+    """Run in the foreground, fetching each feed when it is due, until stopped.
+
+    Holds the database's lock (a second 'agg fetch' or 'agg daemon' exits
+    with status 75), logs one line per run on stderr, prunes old entries
+    daily. SIGTERM or Ctrl-C stops it cleanly; SIGHUP, or saving
+    feeds.yaml, reloads the config. See docs/deploy.md for systemd.
+
+    \b
+    Examples:
+      agg daemon
+      agg --config /etc/agg/feeds.yaml --db /var/lib/agg/agg.db daemon
+      kill -HUP <pid>      # reload feeds.yaml now
+    """
+    from aggregator.daemon import Daemon
+    from aggregator.lock import LockHeld, RunLock
+
+    config = ctx.config()
+    if not ctx.quiet:
+        logging.getLogger("aggregator").setLevel(min(logging.INFO, logging.getLogger().level))
+        # journald stamps each line itself; elsewhere the time is worth printing.
+        stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(logging.Formatter(f"{stamp}%(levelname)s %(name)s: %(message)s"))
+    store = ctx.store()
+    try:
+        with RunLock(ctx.db_path, purpose="agg daemon"):
+            Daemon(config, store, concurrency=concurrency).serve()
+    except LockHeld as exc:
+        fail(terminal_safe(exc), EXIT_LOCKED)
+    finally:
+        store.close()
+
+
+def time_until(value: str | None, now: datetime | None = None) -> str:
+    """``in 12 min``-style wait until a stored time (``due`` once it has come)."""
+    moment = from_db_time(value)
+    if moment is None:
+        return "-"
+    seconds = int((moment - (now or utc_now())).total_seconds())
+    if seconds <= 0:
+        return "due"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"in {seconds // size} {unit}"
+    return f"in {seconds} s"
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_context
+def status(ctx: Context, as_json: bool) -> None:
+    """Each feed's last fetch, HTTP status, error and next check; how many are failing.
+
+    A feed is 'failing' after failure_threshold failures in a row (it is then
+    tried daily) and 'disabled' after 410 Gone (it is no longer fetched).
+
+    \b
+    Examples:
+      agg status
+      agg status --json | jq '.feeds[] | select(.state != "ok") | .url'
+    """
+    from aggregator.daemon import status_report
+
+    now = utc_now()
+    report = status_report(ctx.store(readonly=True).feeds(), now)
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False))
+        return
+    rows = [
+        (terminal_safe(f["title"] or f["url"]), f["state"], time_ago(f["last_fetch_at"], now) if f["last_fetch_at"]
+         else "never", str(f["last_status"] or "-"), "-" if f["state"] == "disabled" else
+         time_until(f["next_check_at"], now), terminal_safe(f["last_error"] or ""))
+        for f in report["feeds"]
+    ]
+    if sys.stdout.isatty():
+        table = Table(show_edge=False, pad_edge=False, header_style="bold")
+        for name in ("Feed", "State", "Last fetch", "HTTP", "Next check"):
+            table.add_column(name, overflow="fold", ratio=3 if name == "Feed" else None)
+        table.add_column("Error", overflow="fold", ratio=2)
+        for row in rows:
+            table.add_row(*(Text(cell) for cell in row))
+        ctx.out.print(table)
+    else:
+        for row in rows:
+            click.echo("\t".join(row))
+    counts = report["counts"]
+    line = (f"{counts['feeds']} feeds: {counts['ok']} ok, {counts['failing']} failing, "
+            f"{counts['disabled']} disabled; {counts['due']} due now")
+    click.echo(line, err=True)
+
+
+# --- export and import (aggregator/export.py) --------------------------------
+
+_output_option = click.option(
+    "-o", "--output", default="-", show_default=True, metavar="FILE",
+    help="Where to write; '-' is stdout. A file is replaced atomically (temporary file, then rename).")
+
+
+def _story_window_options(default_since: str):
+    def decorate(command):
+        command = click.option("--min-outlets", type=click.IntRange(1), default=1, show_default=True,
+                               help="Only stories carried by N outlets or more.")(command)
+        return click.option("--since", metavar="WHEN", default=default_since, show_default=True,
+                            help="Only stories active since then: 24h, 7d, or a date.")(command)
+    return decorate
+
+
+def _feed_options(command):
+    command = click.option("--title", metavar="TEXT", help="The feed's title [default: 'agg: one item per story'].")(command)
+    return click.option("--feed-url", metavar="URL",
+                        help="Where the file will be served, written into it as its own address.")(command)
+
+
+def _write_export(output: str, data: bytes) -> None:
+    from aggregator.export import write_atomic
+
+    try:
+        write_atomic(output, data)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+
+
+@cli.group(name="export")
+def export_group() -> None:
+    """Write the subscriptions (OPML) or the stories (digest, JSON Feed, Atom).
+
+    Story exports hold one item per story, linking every report of it.
+
+    \b
+    Examples:
+      agg export opml -o subscriptions.opml
+      agg export digest --since 24h --min-outlets 2 -o digest.json
+      agg export atom --since 7d -o /var/www/agg.atom
+    """
+
+
+@export_group.command(name="opml")
+@_output_option
+@pass_context
+def export_opml(ctx: Context, output: str) -> None:
+    """OPML 2.0 of the feeds in feeds.yaml, a folder per feed's first tag.
+
+    All of a feed's tags go into its category attribute, so 'agg import opml'
+    gives them back. The site address (htmlUrl) comes from the database when
+    there is one.
+
+    \b
+    Examples:
+      agg export opml > subscriptions.opml
+      agg export opml -o subscriptions.opml
+    """
+    from aggregator.export import build_opml
+
+    config = ctx.config()
+    rows = {row["url"]: row for row in ctx.store(readonly=True).feeds()} if ctx.db_path.exists() else {}
+    _write_export(output, build_opml(config.feeds, rows, generated_at=utc_now()))
+
+
+@export_group.command(name="digest")
+@_story_window_options("24h")
+@_output_option
+@pass_context
+def export_digest(ctx: Context, since: str, min_outlets: int, output: str) -> None:
+    """A JSON digest of the stories: summary, original source and every report.
+
+    The format is versioned and described in docs/digest.md
+    (JSON Schema: docs/digest.schema.json).
+
+    \b
+    Examples:
+      agg export digest
+      agg export digest --since 7d --min-outlets 3 -o week.json
+      agg export digest | jq '.stories[].title'
+    """
+    from aggregator.export import build_digest, json_bytes, load_stories
+
+    window_start = parse_since(since)
+    now = utc_now()
+    stories = load_stories(ctx.store(readonly=True), since=window_start, min_outlets=min_outlets)
+    document = build_digest(stories, since=window_start, until=now, min_outlets=min_outlets, generated_at=now)
+    _write_export(output, json_bytes(document))
+
+
+@export_group.command(name="jsonfeed")
+@_story_window_options("7d")
+@_feed_options
+@_output_option
+@pass_context
+def export_jsonfeed(ctx: Context, since: str, min_outlets: int, feed_url: str | None, title: str | None,
+                    output: str) -> None:
+    """A JSON Feed 1.1 with one item per story, for any feed reader.
+
+    \b
+    Examples:
+      agg export jsonfeed -o /var/www/agg.json --feed-url https://example.org/agg.json
+      agg export jsonfeed --since 24h --min-outlets 2
+    """
+    from aggregator.export import DEFAULT_FEED_TITLE, build_json_feed, json_bytes, load_stories
+
+    stories = load_stories(ctx.store(readonly=True), since=parse_since(since), min_outlets=min_outlets)
+    _write_export(output, json_bytes(build_json_feed(stories, title=title or DEFAULT_FEED_TITLE,
+                                                     feed_url=feed_url)))
+
+
+@export_group.command(name="atom")
+@_story_window_options("7d")
+@_feed_options
+@_output_option
+@pass_context
+def export_atom(ctx: Context, since: str, min_outlets: int, feed_url: str | None, title: str | None,
+                output: str) -> None:
+    """An Atom 1.0 feed with one entry per story, for any feed reader.
+
+    \b
+    Examples:
+      agg export atom -o /var/www/agg.atom --feed-url https://example.org/agg.atom
+      agg export atom --since 24h --min-outlets 2
+    """
+    from aggregator.export import DEFAULT_FEED_TITLE, build_atom, load_stories
+
+    stories = load_stories(ctx.store(readonly=True), since=parse_since(since), min_outlets=min_outlets)
+    _write_export(output, build_atom(stories, generated_at=utc_now(), title=title or DEFAULT_FEED_TITLE,
+                                     feed_url=feed_url))
+
+
+@cli.group(name="import")
+def import_group() -> None:
+    """Add subscriptions from another feed reader to feeds.yaml.
+
+    \b
+    Examples:
+      agg import opml subscriptions.opml --dry-run
+      agg --config my.yaml import opml subscriptions.opml
+    """
+
+
+@import_group.command(name="opml")
+@click.argument("file", type=click.File("rb"))
+@click.option("--dry-run", is_flag=True, help="Print what would be added; change nothing.")
+@pass_context
+def import_opml_command(ctx: Context, file: Any, dry_run: bool) -> None:
+    """Add the feeds of an OPML file (OPML 1.0 or 2.0) to feeds.yaml.
+
+    Folders become tags. Existing feeds, comments and order are kept; feeds
+    already there, repeated or not http(s) are skipped and listed on stderr.
+    feeds.yaml is created if missing. A malformed file changes nothing.
+
+    \b
+    Examples:
+      agg import opml subscriptions.opml --dry-run
+      agg import opml subscriptions.opml
+      agg --config my.yaml import opml - < export.opml
+    """
+    from aggregator.export import OpmlError, import_opml
+
+    try:
+        plan = import_opml(ctx.config_path, file.read(), dry_run=dry_run)
+    except OpmlError as exc:
+        fail(f"{file.name} cannot be imported: {exc}; {ctx.config_path} was not changed")
+    except ConfigError as exc:
+        lines = "\n".join(f"  {p}" for p in exc.problems)
+        fail(f"cannot add feeds to {exc.path}, so nothing was done:\n{lines}")
+    except OSError as exc:
+        fail(f"cannot write {ctx.config_path}: {exc.strerror or exc}")
+    verb = "would add" if dry_run else "added"
+    for feed in plan.added:
+        tags = f"\t[{', '.join(terminal_safe(t) for t in feed.tags)}]" if feed.tags else ""
+        click.echo(f"{verb}\t{terminal_safe(feed.url)}\t{terminal_safe(feed.title or '')}{tags}")
+    for feed, reason in plan.skipped:
+        click.echo(f"agg: skipped {terminal_safe(feed.url)}: {terminal_safe(reason)}", err=True)
+    if not ctx.quiet:
+        target = "" if dry_run else f" to {ctx.config_path}"
+        click.echo(f"{verb} {len(plan.added)} feeds{target}, skipped {len(plan.skipped)}", err=True)
+
+
+# ---------------------------------------------------------------------------
+# Subscriptions, search, stats (issue 9)
+# ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _fetch_progress(ctx: Context) -> Iterator[Any]:
+    """The fetch progress bar on a terminal; None (no bar) when piped, with --quiet or with -v."""
+    if ctx.quiet or ctx.verbose or not sys.stderr.isatty():
+        yield None
+        return
+    from aggregator.progress import FetchProgress
+
+    with FetchProgress(ctx.err) as progress:
+        yield progress
+
+
+def _optional_config(ctx: Context) -> Config | None:
+    """The config when the file exists (it must then be valid), else None."""
+    return ctx.config() if ctx.config_path.exists() else None
+
+
+def _typed_url(url: str) -> str:
+    """A URL or local path typed on the command line, as a feed URL."""
+    from aggregator.config import validate_feed_url
+
+    try:
+        return validate_feed_url(url, Path.cwd())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="URL") from None
+
+
+@cli.group(name="feeds")
+def feeds_group() -> None:
+    """Manage the subscriptions in feeds.yaml: list, add, remove, check.
+
+    add and remove edit feeds.yaml in place: comments, blank lines and the
+    order of the other feeds stay as they are.
+
+    \b
+    Examples:
+      agg feeds list
+      agg feeds add https://example.com/ --tag news
+      agg feeds check https://example.com/feed.xml
+      agg feeds remove https://example.com/feed.xml
+    """
+
+
+@feeds_group.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@pass_context
+def feeds_list(ctx: Context, as_json: bool) -> None:
+    """List the subscriptions, with their state in the database when there is one.
+
+    States: ok; failing (failed many times in a row: still tried, less
+    often); disabled (the server said it is gone, or feeds.yaml says
+    enabled: false); never fetched.
+
+    \b
+    Examples:
+      agg feeds list
+      agg feeds list | grep failing
+      agg feeds list --json | jq -r 'select(.entries == 0) | .url'
+    """
+    from aggregator.feeds import subscriptions
+
+    config = ctx.config()
+    rows = subscriptions(config, ctx.store(readonly=True) if ctx.db_path.exists() else None)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False, default=str))
+    elif sys.stdout.isatty():
+        _print_feeds_table(ctx, rows)
+    else:
+        for row in rows:
+            click.echo("\t".join(terminal_safe(value) for value in (
+                row["url"], row["state"], row["entries"] if row["entries"] is not None else "",
+                row["last_fetch_at"] or "", row["title"] or "", ",".join(row["tags"]))))
+
+
+_STATE_STYLES = {"ok": "green", "failing": "red", "disabled": "dim red"}
+
+
+def _print_feeds_table(ctx: Context, rows: list[dict]) -> None:
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    table.add_column("Feed", overflow="fold", ratio=3, min_width=24)
+    table.add_column("State", no_wrap=True)
+    table.add_column("Entries", justify="right")
+    table.add_column("Newest", no_wrap=True)
+    table.add_column("Fetched", no_wrap=True)
+    table.add_column("Problem", overflow="fold", ratio=2)
+    for row in rows:
+        feed = Text.assemble((terminal_safe(row["title"] or row["url"]), "bold"))
+        if row["tags"]:
+            feed.append(" " + " ".join(f"#{terminal_safe(tag)}" for tag in row["tags"]), style="cyan")
+        if row["title"]:
+            feed.append("\n" + terminal_safe(row["url"]), style="dim")
+        problem = row["last_error"] if row["state"] != "ok" else None
+        if row["moved_to"]:
+            problem = f"moved to {row['moved_to']}: update feeds.yaml"
+        table.add_row(feed, Text(row["state"], style=_STATE_STYLES.get(row["state"], "yellow")),
+                      "" if row["entries"] is None else str(row["entries"]),
+                      time_ago(row["newest_entry"]) if row["newest_entry"] else "",
+                      time_ago(row["last_fetch_at"]) if row["last_fetch_at"] else "",
+                      Text(terminal_safe(problem or "")))
+    ctx.out.print(table)
+    ctx.err.print(f"{len(rows)} feeds in {ctx.config_path}", style="dim")
+
+
+@feeds_group.command(name="add")
+@click.argument("url")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the feed (repeat for several tags).")
+@click.option("--title", help="The outlet's name [default: the feed's own title].")
+@pass_context
+def feeds_add(ctx: Context, url: str, tags: tuple[str, ...], title: str | None) -> None:
+    """Subscribe to a feed, or to the feed of a site's home page.
+
+    URL may be a feed, or a web page: then agg looks for the feeds the page
+    links to (<link rel="alternate">, RSS, Atom or JSON Feed), else tries
+    common paths (/feed, /rss.xml, /atom.xml, ...). The feed is fetched to
+    check it works before it is added at the end of feeds.yaml (created if
+    missing). A feed already subscribed is refused. Prints the feed added
+    on stdout.
+
+    \b
+    Examples:
+      agg feeds add https://example.com/
+      agg feeds add https://example.com/rss.xml --tag business --tag uk
+      agg feeds add ./local-feed.xml --title "Local test feed"
+    """
+    from aggregator import feeds
+
+    config = _optional_config(ctx)
+    target = _typed_url(url)
+    if config is not None and (existing := config.feed(target)):
+        fail(f"{url} is already in {ctx.config_path} (line {existing.line})")
+    try:
+        found = feeds.discover_feeds(target, config.settings if config else None)
+        chosen = found.feeds[0]
+        feed_url = chosen.moved_to or chosen.url
+        feeds.add_subscription(ctx.config_path, feed_url, title=title or chosen.title, tags=list(tags))
+    except feeds.FeedsError as exc:
+        fail(terminal_safe(exc))
+    except OSError as exc:
+        fail(f"cannot write {ctx.config_path}: {exc.strerror or exc}")
+    added_title = title or chosen.title or ""
+    click.echo(f"added\t{terminal_safe(feed_url)}\t{terminal_safe(added_title)}")
+    if not ctx.quiet:
+        newest = f", newest {time_ago(to_db_time(chosen.newest))}" if chosen.newest else ""
+        click.echo(f"agg: found by {found.found_by}: {chosen.format}, {chosen.entries} entries{newest}; "
+                   f"added to {ctx.config_path}", err=True)
+        for other in found.feeds[1:]:
+            click.echo(f"agg: the page also offers {terminal_safe(other.url)} ({other.format}, "
+                       f"{terminal_safe(other.title or 'untitled')}): 'agg feeds add' it too if you want it",
+                       err=True)
+
+
+@feeds_group.command(name="remove")
+@click.argument("url")
+@pass_context
+def feeds_remove(ctx: Context, url: str) -> None:
+    """Unsubscribe: take a feed out of feeds.yaml (by URL, or by its exact title).
+
+    The feed's own comment lines go with it; everything else in the file
+    stays. Entries already stored stay in the database. Prints the feed
+    removed on stdout.
+
+    \b
+    Examples:
+      agg feeds remove https://example.com/rss.xml
+      agg feeds remove "The Daily Ledger"
+    """
+    from aggregator import feeds
+
+    try:
+        removed = feeds.remove_subscription(ctx.config_path, url)
+    except feeds.FeedsError as exc:
+        fail(terminal_safe(exc))
+    except ConfigError as exc:
+        lines = "\n".join(f"  {p}" for p in exc.problems)
+        fail(f"the config {exc.path} has problems, so nothing was done:\n{lines}")
+    except OSError as exc:
+        fail(f"cannot write {ctx.config_path}: {exc.strerror or exc}")
+    click.echo(f"removed\t{terminal_safe(removed.url)}\t{terminal_safe(removed.title or '')}")
+    if not ctx.quiet:
+        click.echo(f"agg: removed from {ctx.config_path}; its stored entries stay in {ctx.db_path}", err=True)
+
+
+@feeds_group.command(name="check")
+@click.argument("url")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_context
+def feeds_check(ctx: Context, url: str, as_json: bool) -> None:
+    """Fetch a feed and report what it is: status, format, entries, newest entry, conditional GET.
+
+    Conditional GET is tried by fetching again with the ETag and
+    Last-Modified the server gave: "works" means it answered 304 Not
+    Modified, so agg's frequent checks of it cost almost nothing. Exit
+    status 1 when the URL is not a working feed (for a web page, the feeds
+    it links to are listed).
+
+    \b
+    Examples:
+      agg feeds check https://example.com/feed.xml
+      agg feeds check https://example.com/ --json | jq .advertised
+    """
+    from aggregator import feeds
+
+    config = _optional_config(ctx)
+    check = feeds.check_feed(_typed_url(url), config.settings if config else None)
+    if as_json:
+        data = dict(vars(check), usable=check.usable, newest=to_db_time(check.newest))
+        click.echo(json.dumps(data, ensure_ascii=False))
+    else:
+        for label, value in _check_lines(check):
+            click.echo(f"{label + ':':<17} {terminal_safe(value)}")
+    if not check.usable:
+        sys.exit(EXIT_CANNOT_RUN)
+
+
+def _check_lines(check: Any) -> list[tuple[str, str]]:
+    from aggregator.stats import human_bytes
+
+    answer = f"HTTP {check.status}" if check.status else "no answer"
+    if check.error:
+        answer += f": {check.error}"
+    elif check.status:
+        answer += f", {check.content_type or 'no content type'}, {human_bytes(check.bytes)} in {check.seconds:.2f} s"
+    lines = [("URL", check.url), ("Answer", answer)]
+    if check.final_url != check.url:
+        lines.append(("Final URL", check.final_url))
+    if check.moved_to:
+        lines.append(("Moved", f"permanently to {check.moved_to}: subscribe to that URL"))
+    if check.format:
+        lines.append(("Format", check.format + (f", titled {check.title!r}" if check.title else "")))
+        newest = (f", newest {check.newest:%Y-%m-%d %H:%M} UTC ({time_ago(to_db_time(check.newest))})"
+                  if check.newest else ", none dated")
+        lines.append(("Entries", f"{check.entries}{newest if check.entries else ''}"))
+    if check.is_html:
+        lines.append(("Feeds it links to", ", ".join(check.advertised) or "none (try 'agg feeds add' on it)"))
+    if check.problem:
+        lines.append(("Problem", check.problem))
+    if check.conditional_get:
+        validators = " and ".join(name for name, value in (("ETag", check.etag),
+                                                           ("Last-Modified", check.last_modified)) if value)
+        meaning = {"works": f"works ({validators} → 304 Not Modified)",
+                   "ignored": f"ignored (the server sends {validators} but answers 200 with the whole feed)",
+                   "not offered": "not offered (no ETag or Last-Modified)"}
+        lines.append(("Conditional GET", meaning.get(check.conditional_get, check.conditional_get)))
+    lines.append(("Verdict", "works" if check.usable else "does not work as a feed"))
+    return lines
+
+
+@cli.command(name="search")
+@click.argument("query", nargs=-1, required=True)
+@click.option("--since", metavar="WHEN", help="Only reports published since then: 24h, 7d, or a date.")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True, metavar="N", help="At most N stories.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@pass_context
+def search_command(ctx: Context, query: tuple[str, ...], since: str | None, limit: int, as_json: bool) -> None:
+    """Full-text search over titles and article texts: one result per story, best first.
+
+    Words are matched whole, in any order, with their other forms (strike
+    finds strikes). FTS5 syntax works too: "a phrase", AND, OR, NOT (in
+    capitals), prefix*, title:word. Each story appears once, as its
+    best-ranked matching report (bm25), with the match highlighted.
+
+    \b
+    Examples:
+      agg search port strike
+      agg search '"interest rates" NOT mortgage' --since 7d
+      agg search 'title:merger' --json | jq .story_id
+    """
+    from aggregator.search import SearchQueryError, search, with_markers
+
+    store = ctx.store(readonly=True)
+    try:
+        hits = search(store, " ".join(query), since=parse_since(since), limit=limit)
+    except SearchQueryError as exc:
+        fail(terminal_safe(exc), EXIT_USAGE)
+    except StoreError as exc:
+        fail(str(exc))
+    if as_json:
+        for hit in hits:
+            data = dict(vars(hit), title=with_markers(hit.title), snippet=with_markers(hit.snippet),
+                        snippet_html=_marked_html(hit.snippet))
+            click.echo(json.dumps(data, ensure_ascii=False))
+    elif sys.stdout.isatty():
+        _print_hits(ctx, hits)
+    else:
+        for hit in hits:
+            click.echo("\t".join(terminal_safe(value) for value in (
+                hit.story_id or "", hit.entry_id, hit.published, hit.outlet,
+                with_markers(hit.title), with_markers(hit.snippet))))
+    waiting = store.entries_not_indexed()
+    if waiting and not ctx.quiet:
+        click.echo(f"agg: {waiting} entries are not searchable yet: the index is brought up to date "
+                   "at the end of each 'agg fetch'", err=True)
+
+
+def _marked_html(marked: str) -> str:
+    from html import escape
+
+    from aggregator.search import split_matches
+
+    return "".join(f"<mark>{escape(part)}</mark>" if is_match else escape(part)
+                   for part, is_match in split_matches(marked))
+
+
+def _styled(marked: str, style: str = "") -> Text:
+    from aggregator.search import split_matches
+
+    text = Text(style=style)
+    for part, is_match in split_matches(marked):
+        text.append(terminal_safe(part), style="bold yellow" if is_match else None)
+    return text
+
+
+def _print_hits(ctx: Context, hits: list[Any]) -> None:
+    for hit in hits:
+        line = Text.assemble((f"{hit.story_id or '-':>5}  ", "dim"), _styled(hit.title, "bold"))
+        ctx.out.print(line)
+        about = f"{terminal_safe(hit.outlet)} · {time_ago(hit.published)}"
+        if hit.story_reports > 1:
+            about += f" · story of {hit.story_reports} reports from {hit.story_outlets} outlets"
+        if hit.matching_reports > 1:
+            about += f", {hit.matching_reports} of them match"
+        ctx.out.print(Text("       " + about, style="dim"))
+        ctx.out.print(Text("       ").append_text(_styled(hit.snippet)))
+        ctx.out.print()
+    ctx.err.print(f"{len(hits)} {'story' if len(hits) == 1 else 'stories'}"
+                  + (" (see 'agg show ID')" if hits else ""), style="dim")
+
+
+@cli.command(name="stats")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_context
+def stats_command(ctx: Context, as_json: bool) -> None:
+    """Numbers about the database: feeds by state, entries, stories, folding, extraction, size.
+
+    "Reports folded" is how many reports a story gathers on average, and
+    the share of grouped entries that joined an existing story rather than
+    starting one. The extraction rate counts the article pages tried.
+
+    \b
+    Examples:
+      agg stats
+      agg stats --json | jq .extraction_success_rate
+    """
+    from aggregator.stats import collect, describe
+
+    store = ctx.store(readonly=True)
+    try:
+        configured = [feed.url for feed in load_config(ctx.config_path).feeds]
+    except ConfigError:
+        configured = None  # the numbers come from the database; the config only adds a detail
+    stats = collect(store, configured)
+    if as_json:
+        click.echo(json.dumps(stats.as_json(), ensure_ascii=False))
+        return
+    lines = describe(stats)
+    width = max(len(label) for label, _ in lines) + 1
+    for label, value in lines:
+        ctx.out.print(Text.assemble((f"{label + ':':<{width}} ", "bold"), value))
+    ctx.err.print(f"{ctx.db_path}", style="dim")
+
+
+@cli.command(name="eval-dedup")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "uci"]), default="jsonl", show_default=True,
+              help="jsonl: id, title, text, url, source, published, gold story; uci: the UCI headlines CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_context
+def eval_dedup(ctx: Context, file: Path, fmt: str, as_json: bool) -> None:
+    """Group a labelled FILE with the pipeline's story grouping and score it against its gold stories.
+
+    Prints pairwise and B-cubed precision/recall/F1, gold and predicted story
+    counts, and seconds. Thresholds come from the config's dedup: block when
+    the config exists.
+
+    \b
+    Examples:
+      agg eval-dedup tests/fixtures/dedup/stories.jsonl
+      agg eval-dedup --format uci ../shared/data/headlines/uci-news-aggregator.head6366.csv --json
+    """
+    from aggregator.evaluate import evaluate_file, format_result
+
+    config = _optional_config(ctx)
+    try:
+        result = evaluate_file(file, fmt=fmt, settings=config.settings.dedup if config else None)
+    except (ValueError, KeyError) as exc:
+        fail(f"cannot read {file} as {fmt}: {exc}")
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        click.echo(format_result(result))
 
 
 def main() -> None:

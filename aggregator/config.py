@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.util import load_yaml_guess_indent
 
 from aggregator.dedup import DedupSettings
 
@@ -28,6 +29,9 @@ DEFAULT_CONFIG_PATH = Path("feeds.yaml")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# The first segment of a plain path that is more likely a forgotten "https://":
+# dotted labels ending in a top-level domain, not a feed file's extension.
+_HOST_LIKE = re.compile(r"^(?:[a-z0-9-]+\.)+(?!(?:xml|rss|atom|json|rdf|yaml|yml|txt|html?)$)[a-z]{2,}$", re.IGNORECASE)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
 
@@ -181,11 +185,30 @@ def load_yaml_document(path: Path) -> Any:
 
 
 def save_yaml_document(path: Path, document: Any) -> None:
-    """Write a round-trip YAML tree atomically (temporary file, then rename)."""
+    """Write a round-trip YAML tree atomically (temporary file, then rename), in the file's own indentation."""
+    yaml = _yaml()
+    yaml.indent(**_indentation_of(path))
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", encoding="utf-8") as handle:
-        _yaml().dump(document, handle)
+        yaml.dump(document, handle)
     os.replace(tmp, path)
+
+
+def _indentation_of(path: Path) -> dict[str, int]:
+    """The block indentation of the YAML file at ``path``, as ``YAML.indent`` takes it.
+
+    ruamel re-indents the whole file on dump, so without this a one-line
+    edit would rewrite every line of a file indented differently from the
+    defaults. A new or sequence-free file gets agg's style (``  - url: …``).
+    """
+    try:
+        _, sequence_indent, dash_offset = load_yaml_guess_indent(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, YAMLError):
+        sequence_indent = dash_offset = None
+    if sequence_indent is None or dash_offset is None:
+        mapping = sequence_indent or 2
+        return {"mapping": mapping, "sequence": mapping + 2, "offset": 2}
+    return {"mapping": max(2, sequence_indent - dash_offset), "sequence": sequence_indent, "offset": dash_offset}
 
 
 def validate_feed_url(url: Any, base_dir: Path | None = None) -> str:
@@ -210,12 +233,16 @@ def validate_feed_url(url: Any, base_dir: Path | None = None) -> str:
             raise ValueError(f"{url!r} contains white space")
         return url
     if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"{url!r}: a file:// URL takes an absolute path, like file:///srv/feeds/news.xml")
         return url
     if scheme and len(scheme) > 1:
         raise ValueError(f"{url!r}: only http, https, file:// URLs and local paths are supported")
     local = Path(url).expanduser()
     if not local.is_absolute() and base_dir is not None:
         local = base_dir / local
+    if not local.exists() and _HOST_LIKE.match(url.split("/", 1)[0]):
+        raise ValueError(f"{url!r} looks like a web address without its scheme: write https://{url}")
     return local.resolve().as_uri()
 
 

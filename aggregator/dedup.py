@@ -24,12 +24,16 @@ Decisions go from cheap to expensive:
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 import re
+import sqlite3
 import unicodedata
-from collections import Counter, defaultdict, deque
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import islice
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,11 +59,11 @@ class DedupSettings:
 
     window_hours: float = 72.0
     """Reports further apart in publication time than this never match."""
-    join_threshold: float = 0.55
+    join_threshold: float = 0.37
     """Least average link between a report and a story's members for the report to join it."""
-    merge_threshold: float = 0.60
-    """Least average link between two stories' members for them to be merged."""
-    min_body_chars: int = 250
+    merge_threshold: float = 0.33
+    """Least average link between two stories' members for them to be merged (a report must join both)."""
+    min_body_chars: int = 100
     """Bodies shorter than this are treated as absent (feed teasers, empty extractions)."""
     min_fingerprint_chars: int = 400
     """Least normalised body length for the exact-body fingerprint to prove identity."""
@@ -69,6 +73,10 @@ class DedupSettings:
     """How many of the stories sharing the most rare-token weight are scored for each report."""
     max_members_compared: int = 8
     """How many members of a story (representative first, then newest) the average link uses."""
+    min_candidate_share: float = 0.1
+    """A story is scored only if the rare tokens it shares with a report weigh this share of the report's title."""
+    min_representative_link: float = 0.25
+    """A story whose representative scores below this is not compared further (saves time; below join_threshold)."""
     max_token_df: float = 0.05
     """Tokens carried by more than this share of the window's reports are too common to find candidates."""
     lead_chars: int = 600
@@ -139,8 +147,6 @@ TITLE_PREFIX = re.compile(
 # " - BBC News", " | Reuters", " — The Guardian": a short tail after a separator.
 TITLE_SUFFIX = re.compile(r"\s+[-|–—•·]\s+([^-|–—•·]{2,40})$")
 TOKEN = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
-import os
-MODE = os.environ.get("MODE", "mean")
 NUMBER = re.compile(r"^\d")
 
 # "…, the Financial Times reported" / "according to Reuters" / "first reported by Bloomberg".
@@ -158,9 +164,20 @@ NOT_OUTLETS = frozenset(
 )
 
 
+THOUSANDS_SEPARATOR = re.compile(r"(?<=\d)[,.](?=\d{3}\b)")
+DECIMAL_COMMA = re.compile(r"(?<=\d),(?=\d{1,2}\b)")
+# Proper names and figures: capitalised words (also hyphenated, like "Lumen-47c") and numbers.
+ENTITY = re.compile(r"\b(?:[A-Z][\w'-]*[\w]|\d[\d.,:]*\d|\d)")
+
+
+def _normalise_numbers(text: str) -> str:
+    """"1,100" and "1.100" read as 1100; "6,4" as 6.4, so figures agree across styles and languages."""
+    return DECIMAL_COMMA.sub(".", THOUSANDS_SEPARATOR.sub("", text))
+
+
 def fold(text: str) -> str:
     """Lower case, accents removed, punctuation turned into spaces, spaces collapsed."""
-    decomposed = unicodedata.normalize("NFKD", text or "")
+    decomposed = unicodedata.normalize("NFKD", _normalise_numbers(text or ""))
     bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
     return " ".join(TOKEN.findall(bare))
 
@@ -188,6 +205,14 @@ def tokens(folded: str) -> list[str]:
     return [t for t in folded.split() if t not in STOPWORDS and (len(t) > 1 or t.isdigit())]
 
 
+def entities(text: str) -> frozenset[str]:
+    """Folded names and figures of a text: what tells one event from another about the same subject."""
+    found = set()
+    for match in ENTITY.finditer(_normalise_numbers(text or "")):
+        found.update(tokens(fold(match.group(0))))
+    return frozenset(found)
+
+
 def body_fingerprint(folded_body: str) -> str:
     return hashlib.sha1(folded_body.encode()).hexdigest()
 
@@ -211,9 +236,14 @@ class _Doc:
     lead: str  # folded, "" without a body
     key_tokens: frozenset[str]  # title + lead tokens: what the inverted index holds
     body_counts: Counter[str]
+    names: frozenset[str]  # names and figures of title and body
+    title_numbers: frozenset[str]
+    hour: float | None  # publication time in hours since the epoch
     canonical: str
     fingerprint: str | None
-    vector: dict[str, float] = field(default_factory=dict)
+    # Rarity weights, frozen when the report arrives so that later reports never change past decisions.
+    weights: dict[str, float] = field(default_factory=dict)  # title tokens and names
+    vector: dict[str, float] = field(default_factory=dict)  # body TF-IDF
     norm: float = 0.0
 
     @property
@@ -225,7 +255,7 @@ def _make_doc(report: Report, seq: int, settings: DedupSettings) -> _Doc:
     title = clean_title(report.title, report.source)
     body = (report.text or "").strip()
     folded_body = fold(body) if len(body) >= settings.min_body_chars else ""
-    lead = folded_body[: settings.lead_chars]
+    lead = " ".join(tokens(folded_body[: settings.lead_chars]))
     title_tokens = frozenset(tokens(title))
     return _Doc(
         report=report,
@@ -236,6 +266,9 @@ def _make_doc(report: Report, seq: int, settings: DedupSettings) -> _Doc:
         lead=lead,
         key_tokens=title_tokens | frozenset(tokens(lead)),
         body_counts=Counter(tokens(folded_body)),
+        names=entities(f"{TITLE_PREFIX.sub('', report.title or '')}. {body if folded_body else ''}"),
+        title_numbers=frozenset(t for t in title_tokens if NUMBER.match(t)),
+        hour=report.published.timestamp() / 3600 if report.published else None,
         canonical=canonical_url(report.url, report.canonical_url) if (report.url or report.canonical_url) else "",
         fingerprint=body_fingerprint(folded_body) if len(folded_body) >= settings.min_fingerprint_chars else None,
     )
@@ -282,20 +315,15 @@ class _Frequencies:
 # --------------------------------------------------------------------------
 
 
-def _weighted_overlap(a: frozenset[str], b: frozenset[str], idf: _Frequencies) -> float:
-    """IDF-weighted overlap of two token sets, relative to the smaller one's weight."""
-    if not a or not b:
+def _weighted_jaccard(a: _Doc, b: _Doc, a_tokens: frozenset[str], b_tokens: frozenset[str]) -> float:
+    """Jaccard overlap of two token sets, each token counted by its rarity."""
+    if not a_tokens or not b_tokens:
         return 0.0
-    shared = sum(idf.idf(t) for t in a & b)
-    smaller = min(sum(idf.idf(t) for t in a), sum(idf.idf(t) for t in b))
-    return shared / smaller if smaller else 0.0
-
-
-def _weighted_jaccard(a: frozenset[str], b: frozenset[str], idf: _Frequencies) -> float:
-    if not a or not b:
+    wa, wb = a.weights, b.weights
+    shared = sum([wa[t] + wb[t] for t in a_tokens & b_tokens]) / 2
+    if not shared:
         return 0.0
-    shared = sum(idf.idf(t) for t in a & b)
-    union = sum(idf.idf(t) for t in a | b)
+    union = sum([wa[t] for t in a_tokens]) + sum([wb[t] for t in b_tokens]) - shared
     return shared / union if union else 0.0
 
 
@@ -306,45 +334,40 @@ def _cosine(a: _Doc, b: _Doc) -> float:
     return sum(w * large.get(t, 0.0) for t, w in small.items()) / (a.norm * b.norm)
 
 
-def _numbers(doc_tokens: frozenset[str]) -> frozenset[str]:
-    return frozenset(t for t in doc_tokens if NUMBER.match(t))
-
-
-def score_pair(a: _Doc, b: _Doc, idf: _Frequencies, settings: DedupSettings) -> tuple[float, dict[str, float]]:
+def score_pair(a: _Doc, b: _Doc, settings: DedupSettings) -> tuple[float, dict[str, float]]:
     """How likely two reports tell the same story, in [0, 1], with the measures behind it."""
-    if a.report.published and b.report.published:
-        gap = abs((a.report.published - b.report.published).total_seconds()) / 3600
+    if a.hour is not None and b.hour is not None:
+        gap = abs(a.hour - b.hour)
         if gap > settings.window_hours:
-            return 0.0, {"hours_apart": round(gap, 1)}
+            return 0.0, {"hours_apart": gap}
     evidence: dict[str, float] = {}
     title_usable = not (a.generic_title or b.generic_title)
     if title_usable:
         set_ratio = fuzz.token_set_ratio(a.title, b.title) / 100
         sort_ratio = fuzz.token_sort_ratio(a.title, b.title) / 100
-        rare_title = _weighted_jaccard(a.title_tokens, b.title_tokens, idf)
+        rare_title = _weighted_jaccard(a, b, a.title_tokens, b.title_tokens)
         title_score = 0.3 * set_ratio + 0.3 * sort_ratio + 0.4 * rare_title
         evidence.update(title_set=set_ratio, title_sort=sort_ratio, title_rare=rare_title)
     else:
         title_score = 0.0
         evidence["generic_title"] = 1.0
-    title_numbers_a, title_numbers_b = _numbers(a.title_tokens), _numbers(b.title_tokens)
-    number_clash = bool(title_numbers_a and title_numbers_b and not title_numbers_a & title_numbers_b)
+    number_clash = bool(a.title_numbers and b.title_numbers and not a.title_numbers & b.title_numbers)
     if a.has_body and b.has_body:
         lead_score = fuzz.token_set_ratio(a.lead, b.lead) / 100
-        rare_key = _weighted_overlap(a.key_tokens, b.key_tokens, idf)
+        names_score = _weighted_jaccard(a, b, a.names, b.names)
         body_score = _cosine(a, b)
-        evidence.update(lead=lead_score, key_rare=rare_key, body_cosine=body_score)
+        evidence.update(lead=lead_score, names=names_score, body_cosine=body_score)
         # A body match proves a report the title cannot: syndicated copies under new headlines.
-        content = 0.5 * body_score + 0.25 * rare_key + 0.25 * lead_score
-        score = max(content, 0.35 * title_score + 0.65 * content) if title_usable else content
-    else:
-        if not title_usable:
-            return 0.0, evidence
-        score = title_score
-    if number_clash:
-        score *= 0.7
+        content = 0.35 * body_score + 0.5 * names_score + 0.15 * lead_score
+        score = max(content, 0.3 * title_score + 0.7 * content) if title_usable else content
+    elif not title_usable:
+        return 0.0, evidence
+    elif number_clash:
+        # Without bodies, different figures in the headlines ("rate rises to 4.25%" / "to 4.5%") are the best clue.
+        score = 0.7 * title_score
         evidence["number_clash"] = 1.0
-    evidence = {k: round(v, 3) for k, v in evidence.items()}
+    else:
+        score = title_score
     return score, evidence
 
 
@@ -362,8 +385,8 @@ class _Story:
     def compared_members(self, limit: int) -> list[_Doc]:
         """The representative first, then the newest members: a sample that follows the story as it moves."""
         rep = self.representative
-        others = [m for m in reversed(self.members) if m is not rep]
-        return ([rep] if rep else []) + others[: limit - (1 if rep else 0)]
+        newest = (m for m in reversed(self.members) if m is not rep)
+        return ([rep] if rep else []) + list(islice(newest, limit - (1 if rep else 0)))
 
 
 class StoryGrouper:
@@ -384,14 +407,14 @@ class StoryGrouper:
         self._merged_into: dict[int, int] = {}
         self._freq = _Frequencies()
         self._observed: set[Any] = set()
-        self._postings: dict[str, set[int]] = defaultdict(set)  # token -> doc seqs
+        # token -> {story id: how many of its reports in the window carry the token}
+        self._postings: dict[str, Counter[int]] = defaultdict(Counter)
         self._docs: dict[int, _Doc] = {}
         self._doc_story: dict[int, int] = {}
         self._by_url: dict[str, int] = {}
         self._by_guid: dict[str, int] = {}
         self._by_fingerprint: dict[str, int] = {}
-        self._timeline: deque[_Doc] = deque()  # docs with a time, oldest first, for eviction
-        self._newest: datetime | None = None
+        self._timeline: list[tuple[datetime, int]] = []  # heap of (published, seq), for eviction
         self._seq = 0
 
     # -- public ------------------------------------------------------------
@@ -475,6 +498,7 @@ class StoryGrouper:
         # Weights are frozen when the report arrives, so later reports never change past decisions.
         weights = {t: (1 + math.log(c)) * self._freq.idf(t) for t, c in doc.body_counts.items()}
         doc.vector = weights
+        doc.weights = {t: self._freq.idf(t) for t in doc.title_tokens | doc.names}
         doc.norm = math.sqrt(sum(w * w for w in weights.values()))
         return doc
 
@@ -486,7 +510,7 @@ class StoryGrouper:
         self._docs[doc.seq] = doc
         self._doc_story[doc.seq] = story.id
         for token in doc.key_tokens:
-            self._postings[token].add(doc.seq)
+            self._postings[token][story.id] += 1
         if doc.canonical:
             self._by_url.setdefault(doc.canonical, doc.seq)
         guid = _meaningful_guid(doc.report.guid)
@@ -495,28 +519,29 @@ class StoryGrouper:
         if doc.fingerprint:
             self._by_fingerprint.setdefault(doc.fingerprint, doc.seq)
         if doc.report.published:
-            self._timeline.append(doc)
-            if self._newest is None or doc.report.published > self._newest:
-                self._newest = doc.report.published
+            heapq.heappush(self._timeline, (doc.report.published, doc.seq))
 
     def _evict_old(self, incoming: _Doc) -> None:
         """Forget index entries too old to match anything arriving from now on."""
-        if incoming.report.published and (self._newest is None or incoming.report.published > self._newest):
-            self._newest = incoming.report.published
-        if self._newest is None:
+        if incoming.report.published is None:
             return
-        horizon = self._newest - timedelta(hours=2 * self.settings.window_hours)
-        while self._timeline and self._timeline[0].report.published < horizon:
-            old = self._timeline.popleft()
-            for token in old.key_tokens:
-                seqs = self._postings.get(token)
-                if seqs is not None:
-                    seqs.discard(old.seq)
-                    if not seqs:
-                        del self._postings[token]
+        # Relative to the incoming report, so a late arrival still finds the stories of its own days.
+        horizon = incoming.report.published - timedelta(hours=2 * self.settings.window_hours)
+        while self._timeline and self._timeline[0][0] < horizon:
+            old = self._docs.pop(heapq.heappop(self._timeline)[1])
+            self._unpost(old, self._doc_story[old.seq])
             if old.report.id in self._observed:
                 self._observed.discard(old.report.id)
                 self._freq.remove(self._all_tokens(old.report))
+
+    def _unpost(self, doc: _Doc, story_id: int) -> None:
+        for token in doc.key_tokens:
+            stories = self._postings[token]
+            stories[story_id] -= 1
+            if stories[story_id] <= 0:
+                del stories[story_id]
+                if not stories:
+                    del self._postings[token]
 
     def _identity_match(self, doc: _Doc) -> tuple[str, int] | None:
         guid = _meaningful_guid(doc.report.guid)
@@ -535,27 +560,35 @@ class StoryGrouper:
         cap = max(20, self.settings.max_token_df * self._freq.n)
         weight: Counter[int] = Counter()
         for token in doc.key_tokens:
-            seqs = self._postings.get(token)
-            if not seqs or len(seqs) > cap:
+            stories = self._postings.get(token)
+            if not stories or self._freq.df.get(token, 0) > cap:
                 continue
             idf = self._freq.idf(token)
-            for story_id in {self.resolve(self._doc_story[s]) for s in seqs}:
+            for story_id in stories:
                 weight[story_id] += idf
-        return [self.stories[sid] for sid, _ in weight.most_common(self.settings.max_candidate_stories)]
+        # Relative to the title's weight: a shared lead adds evidence on top of it.
+        floor = self.settings.min_candidate_share * sum(self._freq.idf(t) for t in doc.title_tokens)
+        return [
+            self.stories[story_id]
+            for story_id, shared in weight.most_common(self.settings.max_candidate_stories)
+            if shared >= floor
+        ]
 
     def _story_link(self, doc: _Doc, story: _Story) -> tuple[float, dict[str, Any]]:
         """Average link between the report and the story's sampled members."""
         sample = story.compared_members(self.settings.max_members_compared)
-        scored = [score_pair(doc, member, self._freq, self.settings) for member in sample]
-        ordered = sorted(s for s, _ in scored)
-        average = ordered[(len(ordered) - 1) // 2] if MODE == "median" else sum(ordered) / len(ordered)
+        first = score_pair(doc, sample[0], self.settings)
+        if first[0] < self.settings.min_representative_link:
+            return first[0], {"representative_link": round(first[0], 3)}
+        scored = [first] + [score_pair(doc, member, self.settings) for member in sample[1:]]
+        average = sum(s for s, _ in scored) / len(scored)
         best_index = max(range(len(scored)), key=lambda i: scored[i][0])
         evidence: dict[str, Any] = {
             "average_link": round(average, 3),
             "compared": len(scored),
             "best_member": sample[best_index].report.id,
             "best": round(scored[best_index][0], 3),
-            **scored[best_index][1],
+            **{name: round(value, 3) for name, value in scored[best_index][1].items()},
         }
         return average, evidence
 
@@ -564,11 +597,13 @@ class StoryGrouper:
         for story in self._candidate_stories(doc):
             average, evidence = self._story_link(doc, story)
             linked.append((average, story, evidence))
-        joinable = sorted((x for x in linked if x[0] >= self.settings.join_threshold), key=lambda x: -x[0])
-        if not joinable:
+        linked.sort(key=lambda x: -x[0])
+        if not linked or linked[0][0] < self.settings.join_threshold:
             return None
-        score, story, evidence = joinable[0]
-        return story, score, evidence, [(s, sc) for sc, s, _ in joinable[1:]]
+        score, story, evidence = linked[0]
+        # Only stories the report would join as well are merge candidates: the report is the bridge.
+        related = [(s, sc) for sc, s, _ in linked[1:] if sc >= self.settings.join_threshold]
+        return story, score, evidence, related
 
     def _merge_related(self, story: _Story, others: list[tuple[_Story, float]]) -> int:
         """Fold stories that the new report joined as well, when they match as wholes."""
@@ -582,6 +617,10 @@ class StoryGrouper:
             older, younger = (current, other) if current.id < other.id else (other, current)
             for member in younger.members:
                 older.members.append(member)
+                if member.seq in self._docs:  # still in the window: move its postings
+                    self._unpost(member, younger.id)
+                    for token in member.key_tokens:
+                        self._postings[token][older.id] += 1
                 self._doc_story[member.seq] = older.id
                 self.story_of[member.report.id] = older.id
             if older.representative is None:
@@ -595,7 +634,7 @@ class StoryGrouper:
     def _stories_link(self, a: _Story, b: _Story) -> float:
         limit = max(2, self.settings.max_members_compared // 2)
         pairs = [
-            score_pair(x, y, self._freq, self.settings)[0]
+            score_pair(x, y, self.settings)[0]
             for x in a.compared_members(limit)
             for y in b.compared_members(limit)
         ]
@@ -627,3 +666,208 @@ def original_source(reports: Sequence[Report]) -> tuple[Report | None, str | Non
         name for r in reports if (name := credited_outlet(f"{r.title}. {r.text}")) and fold(name) != fold(r.source)
     )
     return earliest, credits.most_common(1)[0][0] if credits else None
+
+
+# ==========================================================================
+# DB step: place stored entries that have no story yet (the only I/O here)
+# ==========================================================================
+
+TAG = re.compile(r"<[^>]+>")
+
+
+@dataclass
+class GroupingSummary:
+    placed: int = 0
+    new_stories: int = 0
+    joined: int = 0
+    merges: int = 0
+
+
+def _db_time(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _parse_db_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+ENTRY_COLUMNS = """
+    e.id, e.guid, e.link, e.canonical_url, e.title, e.summary, e.text, e.published, e.first_seen,
+    e.story_id, f.title AS feed_title
+"""
+
+
+def _report_from_row(row: dict[str, Any]) -> Report:
+    text = row["text"] or TAG.sub(" ", row["summary"] or "")
+    return Report(
+        id=row["id"],
+        title=row["title"] or "",
+        text=text,
+        url=row["link"] or "",
+        source=(row["feed_title"] or "").strip() or host_of(row["link"] or ""),
+        published=_parse_db_time(row["published"]) or _parse_db_time(row["first_seen"]),
+        guid=row["guid"],
+        canonical_url=row["canonical_url"],
+    )
+
+
+def resolve_story_id(db: sqlite_utils.Database, story_id: int) -> int:
+    """The story that ``story_id`` now lives in, following ``merged_into`` links."""
+    seen = set()
+    while story_id not in seen:
+        seen.add(story_id)
+        row = db.execute("SELECT merged_into FROM stories WHERE id = ?", [story_id]).fetchone()
+        if not row or row[0] is None:
+            return story_id
+        story_id = row[0]
+    return story_id
+
+
+def group_new_entries(
+    db: sqlite_utils.Database, settings: DedupSettings, now: datetime | None = None
+) -> GroupingSummary:
+    """Give every extracted entry without a story one, in a single transaction; safe to re-run.
+
+    Existing stories with members inside the window around the new entries
+    are loaded first, so new entries join them and ids never change.
+    """
+    now = now or datetime.now(UTC)
+    with _transaction(db.conn):
+        return _group_new_entries(db, settings, now)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, taken before reading so that no other writer slips in between."""
+    if conn.in_transaction:  # the caller's transaction: it commits
+        yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _group_new_entries(db: sqlite_utils.Database, settings: DedupSettings, now: datetime) -> GroupingSummary:
+    new_rows = _rows(
+        db,
+        f"SELECT {ENTRY_COLUMNS} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id "
+        "WHERE e.story_id IS NULL AND e.extract_status != 'pending' ORDER BY e.id",
+    )
+    if not new_rows:
+        return GroupingSummary()
+    new_reports = [_report_from_row(row) for row in new_rows]
+    times = [r.published for r in new_reports if r.published]
+    margin = timedelta(hours=settings.window_hours)
+    first_new_id = (db.execute("SELECT max(id) FROM stories").fetchone()[0] or 0) + 1
+    grouper = StoryGrouper(settings, first_new_id=first_new_id)
+    if times:
+        _seed_existing(db, grouper, _db_time(min(times) - margin), _db_time(max(times) + margin))
+    placements = grouper.add_many(new_reports)
+    summary = GroupingSummary(placed=len(placements), merges=len(grouper.merges))
+    touched = {grouper.resolve(p.story_id) for p in placements.values()}
+    stamp = _db_time(now)
+    for story_id in sorted(touched):
+        # A placeholder row first, so members can point at it; _write_story fills it in.
+        db.execute(
+            "INSERT OR IGNORE INTO stories (id, first_seen, last_seen) VALUES (?, ?, ?)", [story_id, stamp, stamp]
+        )
+    for merge in grouper.merges:
+        # Stories born and merged within this run were never stored: nothing points at them.
+        if db.execute("SELECT 1 FROM stories WHERE id = ?", [merge.merged]).fetchone():
+            _fold_story(db, merge, now)
+    for report in new_reports:
+        placement = placements[report.id]
+        story_id = grouper.resolve(placement.story_id)
+        summary.new_stories += placement.rule == "seed"
+        summary.joined += placement.rule != "seed"
+        db.execute(
+            "INSERT OR REPLACE INTO story_members (entry_id, story_id, rule, score, evidence, joined_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [report.id, story_id, placement.rule, placement.score,
+             json.dumps(placement.evidence, default=str), stamp],
+        )
+        db.execute("UPDATE entries SET story_id = ? WHERE id = ?", [story_id, report.id])
+    touched.update(grouper.resolve(m.into) for m in grouper.merges)
+    for story_id in sorted(touched):
+        _write_story(db, grouper, story_id)
+    return summary
+
+
+def _rows(db: sqlite_utils.Database, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    cursor = db.execute(sql, list(params))
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def _seed_existing(db: sqlite_utils.Database, grouper: StoryGrouper, start: str, end: str) -> None:
+    """Load the stories that have members published inside [start, end], with all their members in the window."""
+    rows = _rows(
+        db,
+        f"SELECT {ENTRY_COLUMNS}, s.representative_id FROM entries e "
+        "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
+        "WHERE e.story_id IS NOT NULL AND coalesce(e.published, e.first_seen) BETWEEN ? AND ? "
+        "ORDER BY coalesce(e.published, e.first_seen), e.id",
+        [start, end],
+    )
+    by_story: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_story[resolve_story_id(db, row["story_id"])].append(row)
+    for story_id, members in sorted(by_story.items()):
+        # The representative goes first so that the grouper keeps it as the story's face.
+        members.sort(key=lambda row: row["id"] != row["representative_id"])
+        grouper.seed(story_id, [_report_from_row(row) for row in members])
+
+
+def _fold_story(db: sqlite_utils.Database, merge: Merge, now: datetime) -> None:
+    evidence = json.dumps({"merged_from": merge.merged, "story_link": merge.score})
+    db.execute(
+        "UPDATE story_members SET story_id = ?, rule = 'merge', score = ?, evidence = ?, joined_at = ? "
+        "WHERE story_id = ?",
+        [merge.into, merge.score, evidence, _db_time(now), merge.merged],
+    )
+    db.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", [merge.into, merge.merged])
+    db.execute(
+        "UPDATE stories SET merged_into = ?, n_reports = 0, n_outlets = 0 WHERE id = ?", [merge.into, merge.merged]
+    )
+
+
+def _write_story(db: sqlite_utils.Database, grouper: StoryGrouper, story_id: int) -> None:
+    """Recompute a story's row from all its members in the database."""
+    rows = _rows(
+        db,
+        f"SELECT {ENTRY_COLUMNS} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
+        [story_id],
+    )
+    reports = [_report_from_row(row) for row in rows]
+    times = [r.published for r in reports if r.published]
+    earliest, credited = original_source(reports)
+    representative = grouper.representative(story_id) if story_id in grouper.stories else None
+    representative = representative or earliest
+    first_seen = _db_time(min(times)) if times else _db_time(datetime.now(UTC))
+    last_seen = _db_time(max(times)) if times else first_seen
+    db.execute(
+        "INSERT INTO stories (id, title, first_seen, last_seen, n_reports, n_outlets, representative_id, "
+        "original_entry_id, credited_outlet) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(id) DO UPDATE SET title = excluded.title, first_seen = excluded.first_seen, "
+        "last_seen = excluded.last_seen, n_reports = excluded.n_reports, n_outlets = excluded.n_outlets, "
+        "representative_id = excluded.representative_id, original_entry_id = excluded.original_entry_id, "
+        "credited_outlet = excluded.credited_outlet",
+        [
+            story_id,
+            representative.title if representative else "",
+            first_seen,
+            last_seen,
+            len(reports),
+            len({fold(r.source) for r in reports}),
+            representative.id if representative else None,
+            earliest.id if earliest else None,
+            credited,
+        ],
+    )

@@ -27,7 +27,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
-from urllib.parse import unquote, urlsplit
+from typing import Any
+from urllib.parse import unquote
 
 PLACEHOLDER = b"{{BASE_URL}}"
 TEXT_SUFFIXES = frozenset(
@@ -146,11 +147,16 @@ def resolve_under(root: Path, request_path: str) -> tuple[Path, str] | None:
     None for anything that is missing, a directory, or would leave ``root``
     (``..`` segments, encoded or not, and symlinks pointing outside).
     """
-    relative = unquote(urlsplit(request_path).path).lstrip("/")
+    # Split by hand: urlsplit would read "//x/y" as a host name.
+    path_only = request_path.split("?", 1)[0].split("#", 1)[0]
+    relative = unquote(path_only).lstrip("/")
     if "\x00" in relative:
         return None
-    candidate = (root / relative).resolve()
-    if not candidate.is_relative_to(root) or not candidate.is_file():
+    try:
+        candidate = (root / relative).resolve()
+        if not candidate.is_relative_to(root) or not candidate.is_file():
+            return None
+    except (OSError, RuntimeError):  # a name too long, a symlink loop
         return None
     return candidate, candidate.relative_to(root).as_posix()
 
@@ -159,6 +165,8 @@ class _SampleRequestHandler(BaseHTTPRequestHandler):
     server: _SampleHTTPServer
     protocol_version = "HTTP/1.1"
     timeout = IDLE_CONNECTION_SECONDS
+    # Headers and body go out in two writes; with Nagle on, keep-alive clients wait ~40 ms for each.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self._respond(send_body=True)
@@ -225,9 +233,15 @@ class _SampleHTTPServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _SampleRequestHandler)
         self.root = root
-        bound_host, bound_port = self.server_address[:2]
-        shown_host = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
+        bound_host, bound_port = self.socket.getsockname()[:2]
+        shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.base_url = f"http://{shown_host}:{bound_port}"
+
+    def handle_error(self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any) -> None:
+        # A client hanging up mid-response (a bench's timeout, say) is not worth a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class SampleServer:
@@ -286,7 +300,10 @@ class SampleServer:
 
 
 def write_config(server: SampleServer, template: Path, destination: Path) -> None:
-    """Write ``template`` with the server's URL filled in, atomically, so a waiting reader never sees half a file."""
+    """Write ``template`` with the server's URL filled in to ``destination``.
+
+    Written whole, then renamed, so that a reader waiting for the file never sees half of it.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".partial")
     partial.write_text(server.substitute(template.read_text(encoding="utf-8")), encoding="utf-8")
@@ -308,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         help="once listening, write ROOT/feeds.yaml with the live URL filled in to FILE",
     )
     args = parser.parse_args(argv)
+    if not args.root.is_dir():
+        parser.error(f"{args.root} is not a folder")
 
     stop_requested = threading.Event()
 
@@ -317,11 +336,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    with SampleServer(args.root, args.host, args.port) as server:
+    server = SampleServer(args.root, args.host, args.port)
+    try:
+        server.start()
+    except OSError as error:
+        print(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    try:
         if args.write_config is not None:
             write_config(server, server.root / "feeds.yaml", args.write_config)
         print(f"serving {args.root} at {server.base_url}", file=sys.stderr, flush=True)
         stop_requested.wait()
+    finally:
+        server.stop()
     return 0
 
 

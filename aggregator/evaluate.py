@@ -13,7 +13,7 @@ import csv
 import json
 import os
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Hashable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,8 +54,10 @@ class RunSummary:
     feeds: list[FeedOutcome] = field(default_factory=list)
     pages_extracted: int = 0
     pages_failed: int = 0
-    stories_touched: int = 0
+    grouping: dedup.GroupingSummary = field(default_factory=dedup.GroupingSummary)
     seconds: float = 0.0
+    # Set when the run was asked to stop: the feeds not listed were left for the next run.
+    stopped: bool = False
 
     def count(self, status: str) -> int:
         return sum(1 for feed in self.feeds if feed.status == status)
@@ -70,6 +73,9 @@ class RunSummary:
 
 ProgressCallback = Callable[[FeedOutcome, int, int], None]
 
+# How often a run looks at its ``stop`` event.
+STOP_POLL_SECONDS = 0.1
+
 
 def run(
     config: Config,
@@ -80,11 +86,18 @@ def run(
     re_extract: bool = False,
     progress: ProgressCallback | None = None,
     now: datetime | None = None,
+    stop: threading.Event | None = None,
 ) -> RunSummary:
-    """Fetch every enabled feed (only those due, with ``due_only``) and process what is new."""
+    """Fetch every enabled feed (only those due, with ``due_only``) and process what is new.
+
+    Setting ``stop`` (from another thread, e.g. a signal handler) ends the
+    run within a fraction of a second: requests and extractions in progress
+    are abandoned, each feed's write either completes or never starts, and
+    whatever was left undone stays due for the next run.
+    """
     return asyncio.run(
         run_async(config, store, due_only=due_only, concurrency=concurrency, re_extract=re_extract,
-                  progress=progress, now=now)
+                  progress=progress, now=now, stop=stop)
     )
 
 
@@ -110,6 +123,7 @@ async def run_async(
     re_extract: bool = False,
     progress: ProgressCallback | None = None,
     now: datetime | None = None,
+    stop: threading.Event | None = None,
 ) -> RunSummary:
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -119,31 +133,46 @@ async def run_async(
     summary = RunSummary()
     settings = config.settings
     async with Fetcher(settings, concurrency) as fetcher, ExtractorPool(time_limit=settings.extract_timeout) as pool:
-        runner = _Run(config, store, fetcher, pool, summary, re_extract, now)
+        runner = _Run(config, store, fetcher, pool, summary, re_extract, now, stop)
         done = 0
 
         async def one(feed: FeedConfig) -> None:
             nonlocal done
             outcome = await runner.feed(feed, rows[feed.url])
             summary.feeds.append(outcome)
+            log.debug("%s: %s, %d new, %d updated entries%s", outcome.url, outcome.status, outcome.new_entries,
+                      outcome.updated_entries, f" ({outcome.error})" if outcome.error else "")
             done += 1
             if progress:
                 progress(outcome, done, len(feeds))
 
-        await asyncio.gather(*(one(feed) for feed in feeds))
+        feed_tasks = [asyncio.create_task(one(feed)) for feed in feeds]
+        watcher = asyncio.create_task(runner.cancel_on_stop(feed_tasks)) if stop is not None else None
+        await _settle(feed_tasks)
         if re_extract and not feeds:
             await runner.extract_all()
-        await asyncio.gather(*runner.page_tasks)
-    summary.stories_touched = dedup.group_new_entries(store.db, settings.dedup, now=now).stories_touched
+        await _settle(runner.page_tasks)
+        if watcher is not None:
+            watcher.cancel()
+    if not summary.stopped:  # grouping is incremental: a stopped run leaves it to the next one
+        summary.grouping = dedup.group_new_entries(store.db, settings.dedup, now=now)
+    log.debug("search index: %d entries added", store.refresh_search_index())
     summary.seconds = loop.time() - started
     return summary
+
+
+async def _settle(tasks: list[asyncio.Task]) -> None:
+    """Wait for every task; those cancelled by a stop are passed over, a failure is raised."""
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, Exception):
+            raise result
 
 
 class _Run:
     """The state one run shares across its feeds."""
 
     def __init__(self, config: Config, store: Store, fetcher: Fetcher, pool: ExtractorPool,
-                 summary: RunSummary, re_extract: bool, now: datetime):
+                 summary: RunSummary, re_extract: bool, now: datetime, stop: threading.Event | None = None):
         self.config = config
         self.store = store
         self.fetcher = fetcher
@@ -151,30 +180,47 @@ class _Run:
         self.summary = summary
         self.re_extract = re_extract
         self.now = now
+        self.stop = stop
         self.page_tasks: list[asyncio.Task] = []
 
+    async def cancel_on_stop(self, feed_tasks: list[asyncio.Task]) -> None:
+        """Once ``stop`` is set, cancel every fetch and extraction still pending.
+
+        Cancellation lands only at an await, and a feed's database write has
+        none, so each write is either done or not begun.
+        """
+        assert self.stop is not None
+        while not self.stop.is_set():
+            await asyncio.sleep(STOP_POLL_SECONDS)
+        self.summary.stopped = True
+        for task in [*feed_tasks, *self.page_tasks]:
+            task.cancel()
+
     async def feed(self, feed: FeedConfig, row: dict) -> FeedOutcome:
-        url = row["url"]
+        feed_url = row["url"]
+        url = row["fetch_url"] or feed_url
         try:
             guard = await self.fetcher.guard_for(url)
             result = await self.fetcher.fetch(url, etag=row["etag"], last_modified=row["last_modified"], guard=guard)
             parsed = self._parse(result)
-            error = result.error or (parsed.problem if parsed is not None and not parsed.entries else None)
+            error = result.error or feed_problem(parsed)
             columns = schedule.after_fetch(row, feed, self.config.settings, result, parsed, error, self.now)
             saved = self.store.save_fetch(row["id"], result, parsed if not error else None, columns,
-                                          extract=feed.extract, now=self.now)
+                                          extract=feed.extract, now=self.now, error=error)
         except Exception as exc:  # a bug or a storage failure for one feed must not stop the others
             log.exception("processing %s failed", url)
-            return FeedOutcome(url, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+            return FeedOutcome(feed_url, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
         if error:
-            return FeedOutcome(url, "failed", error=error)
+            return FeedOutcome(feed_url, "failed", error=error)
         if feed.extract:
             # Pending entries include those a killed run left behind.
             pending = self.store.entries_needing_extraction(row["id"], include_done=self.re_extract)
             self._queue_pages([entry["id"] for entry in pending], guard)
         status = "unchanged" if result.not_modified else "fetched"
-        return FeedOutcome(url, status, len(saved.new_entry_ids), saved.updated,
-                           moved_to=columns.get("url") if columns.get("url") != url else None)
+        moved_to = columns.get("fetch_url")
+        if moved_to:
+            log.warning("%s has moved permanently to %s: fetching it from there (update feeds.yaml)", url, moved_to)
+        return FeedOutcome(feed_url, status, len(saved.new_entry_ids), saved.updated, moved_to=moved_to)
 
     def _parse(self, result: FetchResult) -> ParsedFeed | None:
         if not result.ok or result.not_modified:
@@ -191,6 +237,8 @@ class _Run:
                 self._queue_pages(ids, guard)
 
     def _queue_pages(self, entry_ids: list[int], guard: bool) -> None:
+        if self.stop is not None and self.stop.is_set():
+            return  # their entries stay pending for the next run
         for entry_id in entry_ids:
             self.page_tasks.append(asyncio.create_task(self._page(entry_id, guard)))
 
@@ -226,14 +274,21 @@ class _Run:
                                    canonical_url=canonical, language=language, now=self.now)
 
 
+def feed_problem(parsed: ParsedFeed | None) -> str | None:
+    """Why a parsed document counts as a failed fetch: not a feed, or a feed with no entries."""
+    if parsed is None or parsed.entries:
+        return None
+    return parsed.problem or "the feed has no entries"
+
+
 def describe(summary: RunSummary) -> str:
     """The closing summary of a run, in one line."""
     return (
         f"{summary.count('fetched')} fetched, {summary.count('unchanged')} unchanged, "
         f"{summary.count('failed')} failed; {summary.new_entries} new entries, "
         f"{summary.pages_extracted} pages extracted ({summary.pages_failed} not), "
-        f"in {summary.seconds:.1f}s"
+        f"in {summary.seconds:.1f}s" + ("; stopped early" if summary.stopped else "")
     )
 
 
-__all__ = ["FeedOutcome", "RunSummary", "describe", "run", "run_async", "select_feeds", "to_db_time"]
+__all__ = ["FeedOutcome", "RunSummary", "describe", "feed_problem", "run", "run_async", "select_feeds", "to_db_time"]

@@ -137,6 +137,78 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX story_members_story ON story_members(story_id);
     """,
+    # 2: scheduling. ``url`` stays the feed's identity in feeds.yaml; ``fetch_url``
+    # is where it is fetched from once a permanent redirect has been confirmed.
+    # ``entry_gap_seconds`` is the feed's rhythm (average gap between entries).
+    """
+    ALTER TABLE feeds ADD COLUMN fetch_url TEXT;
+    ALTER TABLE feeds ADD COLUMN entry_gap_seconds REAL;
+    """,
+    # 3: full-text search and Datasette views.
+    # ``entries_fts`` has the shape sqlite-utils' enable_fts gives (content=[entries]),
+    # so sqlite-utils and Datasette find it. It has no INSERT trigger: indexing on
+    # the insert path made inserts ~12x slower, so new entries are indexed in one
+    # batch by Store.refresh_search_index after each run, up to the watermark
+    # ``search_index_state.indexed_through``. Entries at or below the watermark are
+    # kept in step by the UPDATE and DELETE triggers; a delete of the newest entries
+    # lowers the watermark, as SQLite may hand their ids to the next inserts.
+    """
+    CREATE VIRTUAL TABLE [entries_fts] USING FTS5 (
+        [title], [text],
+        tokenize='porter unicode61 remove_diacritics 2',
+        content=[entries]
+    );
+    CREATE TABLE search_index_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        indexed_through INTEGER NOT NULL
+    );
+    INSERT INTO search_index_state (id, indexed_through) VALUES (1, 0);
+    CREATE TRIGGER entries_fts_update AFTER UPDATE OF title, text ON entries
+    WHEN old.id <= (SELECT indexed_through FROM search_index_state)
+         AND (old.title IS NOT new.title OR old.text IS NOT new.text)
+    BEGIN
+        INSERT INTO entries_fts (entries_fts, rowid, title, text) VALUES ('delete', old.id, old.title, old.text);
+        INSERT INTO entries_fts (rowid, title, text) VALUES (new.id, new.title, new.text);
+    END;
+    CREATE TRIGGER entries_fts_delete AFTER DELETE ON entries
+    WHEN old.id <= (SELECT indexed_through FROM search_index_state)
+    BEGIN
+        INSERT INTO entries_fts (entries_fts, rowid, title, text) VALUES ('delete', old.id, old.title, old.text);
+        UPDATE search_index_state SET indexed_through = (SELECT COALESCE(max(id), 0) FROM entries)
+        WHERE indexed_through > (SELECT COALESCE(max(id), 0) FROM entries);
+    END;
+    CREATE VIEW story_reports AS
+    SELECT s.id AS story_id, s.title AS story_title, s.n_reports, s.n_outlets,
+           e.id AS entry_id, COALESCE(f.title, f.url) AS outlet, e.title, e.link,
+           e.published, e.first_seen, m.rule, m.score, e.id IS s.original_entry_id AS is_original,
+           e.extract_status, e.text_source, length(e.text) AS text_chars, f.url AS feed_url
+    FROM stories s
+    JOIN entries e ON e.story_id = s.id
+    JOIN feeds f ON f.id = e.feed_id
+    LEFT JOIN story_members m ON m.entry_id = e.id
+    WHERE s.merged_into IS NULL;
+    CREATE VIEW story_overview AS
+    SELECT s.id AS story_id, s.title, s.n_reports, s.n_outlets, s.first_seen, s.last_seen,
+           (SELECT group_concat(outlet, ', ') FROM (
+               SELECT COALESCE(f.title, f.url) AS outlet FROM entries e JOIN feeds f ON f.id = e.feed_id
+               WHERE e.story_id = s.id GROUP BY f.id ORDER BY min(COALESCE(e.published, e.first_seen)))
+           ) AS outlets,
+           (SELECT COALESCE(f.title, f.url) FROM entries e JOIN feeds f ON f.id = e.feed_id
+            WHERE e.id = s.original_entry_id) AS original_outlet,
+           (SELECT e.link FROM entries e WHERE e.id = s.original_entry_id) AS original_link
+    FROM stories s
+    WHERE s.merged_into IS NULL;
+    CREATE VIEW feed_health AS
+    SELECT f.id AS feed_id, f.url, f.title, f.tags, f.state, f.format, f.last_status, f.last_error, f.fetch_url AS moved_to,
+           f.error_count, f.last_fetch_at, f.next_check_at,
+           (SELECT count(*) FROM entries e WHERE e.feed_id = f.id) AS entries,
+           (SELECT max(COALESCE(e.published, e.first_seen)) FROM entries e WHERE e.feed_id = f.id) AS newest_entry,
+           (SELECT count(*) FROM entries e WHERE e.feed_id = f.id AND e.extract_status = 'ok') AS pages_extracted,
+           (SELECT count(*) FROM fetch_log l WHERE l.feed_id = f.id) AS fetches,
+           (SELECT count(*) FROM fetch_log l WHERE l.feed_id = f.id AND l.error IS NOT NULL) AS failed_fetches,
+           (SELECT CAST(avg(l.duration_ms) AS INTEGER) FROM fetch_log l WHERE l.feed_id = f.id) AS mean_fetch_ms
+    FROM feeds f;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -170,6 +242,10 @@ class Store:
     def open(cls, path: str | Path, *, readonly: bool = False) -> Store:
         """Open (creating it and its folder if needed) and migrate the database at ``path``."""
         path = Path(path)
+        if path.is_dir():
+            raise StoreError(f"the database path {path} is a folder: pass --db FILE, like {path / 'agg.db'}")
+        if path.parent.exists() and not path.parent.is_dir():
+            raise StoreError(f"cannot create the database {path}: {path.parent} is a file, not a folder")
         try:
             if readonly:
                 if not path.exists():
@@ -212,11 +288,15 @@ class Store:
                 f"the database {self.path} has schema version {version}, newer than this agg "
                 f"understands ({SCHEMA_VERSION}): upgrade agg"
             )
-        for number in range(version, SCHEMA_VERSION):
+        while version < SCHEMA_VERSION:
             with self.transaction():
-                for statement in _split_sql(MIGRATIONS[number]):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number + 1}")
+                # Read again under the write lock: another process may have migrated meanwhile.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version < SCHEMA_VERSION:
+                    for statement in _split_sql(MIGRATIONS[version]):
+                        conn.execute(statement)
+                    version += 1
+                    conn.execute(f"PRAGMA user_version = {version}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -268,8 +348,13 @@ class Store:
         *,
         extract: bool,
         now: datetime | None = None,
+        error: str | None = None,
     ) -> SavedFetch:
-        """Store one feed's fetch in one transaction: its entries, its feed row, its log line."""
+        """Store one feed's fetch in one transaction: its entries, its feed row, its log line.
+
+        ``error`` is what made the fetch a failure when the request itself went
+        well (not a feed, no entries); the log records it, else the request's error.
+        """
         now_text = to_db_time(now or utc_now())
         saved = SavedFetch()
         with self.transaction() as conn:
@@ -280,7 +365,7 @@ class Store:
                 "INSERT INTO fetch_log (feed_id, url, started_at, status, bytes, new_entries, updated_entries, "
                 "duration_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (feed_id, result.url, now_text, result.status, len(result.body or b""),
-                 len(saved.new_entry_ids), saved.updated, int(result.elapsed * 1000), result.error),
+                 len(saved.new_entry_ids), saved.updated, int(result.elapsed * 1000), error or result.error),
             )
         return saved
 
@@ -400,6 +485,21 @@ class Store:
             "WHERE e.story_id = ? ORDER BY COALESCE(e.published, e.first_seen), e.id", [story["id"]]))
         return story
 
+    def stories_with_reports(
+        self, *, since: datetime | None = None, min_outlets: int = 1, limit: int | None = None
+    ) -> list[dict]:
+        """:meth:`stories`, each with its ``reports`` (as :meth:`story` lists them) and ``lead_text``:
+        the representative's text, else the text of the earliest report that has one."""
+        stories = self.stories(since=since, min_outlets=min_outlets, limit=limit)
+        for story in stories:
+            story["reports"] = (self.story(story["id"]) or {}).get("reports", [])
+            texts = list(self.db.query(
+                "SELECT text FROM entries WHERE story_id = ? AND text != '' "
+                "ORDER BY id IS ? DESC, COALESCE(published, first_seen), id LIMIT 1",
+                [story["id"], story["representative_id"]]))
+            story["lead_text"] = texts[0]["text"] if texts else ""
+        return stories
+
     def entries(
         self,
         *,
@@ -453,6 +553,32 @@ class Store:
                 "WHERE id = ?",
                 (text, text_source, status, error, canonical_url, language, to_db_time(now or utc_now()), entry_id),
             )
+
+    # -- full-text search index --------------------------------------------
+
+    def refresh_search_index(self, *, rebuild: bool = False) -> int:
+        """Index the entries added since the last refresh (all of them with ``rebuild``); returns how many.
+
+        Called once at the end of each run, so indexing stays off the insert
+        path; see migration 3 for how indexed entries are kept in step.
+        """
+        with self.transaction() as conn:
+            newest = conn.execute("SELECT COALESCE(max(id), 0) FROM entries").fetchone()[0]
+            if rebuild:
+                conn.execute("INSERT INTO entries_fts (entries_fts) VALUES ('rebuild')")
+                indexed = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+            else:
+                watermark = conn.execute("SELECT indexed_through FROM search_index_state").fetchone()[0]
+                indexed = conn.execute(
+                    "INSERT INTO entries_fts (rowid, title, text) "
+                    "SELECT id, title, text FROM entries WHERE id > ? AND id <= ?", (watermark, newest)).rowcount
+            conn.execute("UPDATE search_index_state SET indexed_through = ?", (newest,))
+        return indexed
+
+    def entries_not_indexed(self) -> int:
+        """How many entries the next :meth:`refresh_search_index` will index."""
+        return self.db.execute(
+            "SELECT count(*) FROM entries WHERE id > (SELECT indexed_through FROM search_index_state)").fetchone()[0]
 
 
 _ENTRY_COLUMNS = ("link", "title", "summary", "content", "author", "published", "updated", "tags", "enclosures")

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -182,14 +181,23 @@ def parsers() -> dict[str, Callable[[Document], int]]:
     return table
 
 
-def entries_per_second(parse: Callable[[Document], int], documents: list[Document], repeat: int) -> float:
-    best = float("inf")
-    entries = 0
+def measure(
+    table: dict[str, Callable[[Document], int]], inputs: dict[str, list[Document]], repeat: int
+) -> dict[str, dict[str, float]]:
+    """Entries per second of every parser on every input, best of ``repeat`` rounds.
+
+    Rounds interleave the parsers, so that a burst of load on a shared
+    machine slows all of them rather than whichever happened to be running.
+    """
+    best = {name: {label: float("inf") for label in inputs} for name in table}
+    entries = {name: {label: 0 for label in inputs} for name in table}
     for _ in range(repeat):
-        started = time.perf_counter()
-        entries = sum(parse(document) for document in documents)
-        best = min(best, time.perf_counter() - started)
-    return entries / best if best > 0 else 0.0
+        for name, parse in table.items():
+            for label, documents in inputs.items():
+                started = time.perf_counter()
+                entries[name][label] = sum(parse(document) for document in documents)
+                best[name][label] = min(best[name][label], time.perf_counter() - started)
+    return {name: {label: entries[name][label] / best[name][label] for label in inputs} for name in table}
 
 
 # --- fast-path equivalence ---------------------------------------------------
@@ -238,7 +246,7 @@ def compare_fast_path(documents: list[Document]) -> list[tuple[str, str]]:
 def main(argv: list[str] | None = None) -> None:
     options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     options.add_argument("--feeds", type=int, default=4, help="synthetic feeds of each format (50 entries each)")
-    options.add_argument("--repeat", type=int, default=3, help="passes per measurement; the best is kept")
+    options.add_argument("--repeat", type=int, default=5, help="passes per measurement; the best is kept")
     arguments = options.parse_args(argv)
 
     inputs: dict[str, list[Document]] = {
@@ -252,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         print("feeds-dev not found under AGG_SHARED_DATA: synthetic feeds only")
 
     table = parsers()
-    results = {name: {label: entries_per_second(run, docs, arguments.repeat) for label, docs in inputs.items()} for name, run in table.items()}
+    results = measure(table, inputs, arguments.repeat)
     baseline = results["feedparser (defaults)"]
 
     print(f"entries/second, best of {arguments.repeat} (x = relative to feedparser defaults)")

@@ -1,0 +1,80 @@
+"""The run lock: at most one agg run (``agg fetch`` or ``agg daemon``) per database.
+
+The lock is an ``fcntl.flock`` on a file next to the database
+(``agg.db`` → ``agg.db.lock``). The kernel releases it when the process
+ends, however it ends, so a killed run never leaves a stale lock behind.
+The file holds the holder's pid and command, for the message a second run
+prints; it is never deleted (deleting a flock file lets two runs each
+lock a different file of the same name).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+class LockHeld(Exception):
+    """Another run holds the lock; the message says which, and what to do."""
+
+
+def lock_path_for(db_path: str | Path) -> Path:
+    db_path = Path(db_path)
+    return db_path.with_name(db_path.name + ".lock")
+
+
+class RunLock:
+    """``with RunLock(db_path):`` — raises :class:`LockHeld` at once if another run holds it, unless ``wait``."""
+
+    def __init__(self, db_path: str | Path, *, wait: bool = False, purpose: str | None = None):
+        self.path = lock_path_for(db_path)
+        self.wait = wait
+        self.purpose = purpose or " ".join(["agg", *sys.argv[1:]])
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise LockHeld(
+                f"another agg run holds {self.path}{f' ({holder})' if holder else ''}; "
+                "this run did nothing. Try again later, or pass --wait to wait for it"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        os.write(fd, f"pid {os.getpid()}, {self.purpose}, since {started}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""

@@ -1,0 +1,47 @@
+"""The progress bar ``agg fetch`` shows on a terminal: feeds done of total, failures so far.
+
+It is a :data:`aggregator.pipeline.ProgressCallback`; the command line shows
+it only when stderr is a terminal and neither ``--quiet`` nor ``-v`` is given
+(debug logs and a live bar would garble each other).
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from aggregator.pipeline import FeedOutcome
+
+
+class FetchProgress:
+    """``with FetchProgress(console) as progress: run(..., progress=progress)``."""
+
+    def __init__(self, console: Console):
+        self._failed = 0
+        self._bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("feeds, [red]{task.fields[failed]} failed[/]"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task = self._bar.add_task("fetching", total=None, failed=0)
+
+    def __enter__(self) -> FetchProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._bar.stop()
+
+    def __call__(self, outcome: FeedOutcome, done: int, total: int) -> None:
+        if outcome.status == "failed":
+            self._failed += 1
+        description = "fetching" if done < total else "extracting articles, grouping stories"
+        self._bar.update(self._task, completed=done, total=total, failed=self._failed, description=description)

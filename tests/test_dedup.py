@@ -1,0 +1,269 @@
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aggregator.dedup import (
+    DedupSettings,
+    Report,
+    StoryGrouper,
+    clean_title,
+    credited_outlet,
+    original_source,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "dedup" / "stories.jsonl"
+T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
+
+
+def fixture_reports(*ids: str) -> list[Report]:
+    reports = []
+    for line in FIXTURE.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if not ids or row["id"] in ids:
+            published = datetime.fromisoformat(row["published"].replace("Z", "+00:00"))
+            reports.append(Report(row["id"], row["title"], row["text"], row["url"], row["source"], published))
+    return reports
+
+
+def headline(report_id, title, hours=0.0, **kwargs) -> Report:
+    return Report(id=report_id, title=title, published=T0 + timedelta(hours=hours), **kwargs)
+
+
+def test_clean_title_removes_outlet_tags_and_folds():
+    assert clean_title("UPDATE 2-Central bank lifts key rate - Valdoria Herald", "Valdoria Herald") == (
+        "central bank lifts key rate"
+    )
+    assert clean_title("WATCH: Séisme à Malatya | Reuters") == "seisme a malatya"
+    assert clean_title("EXCLUSIVE: Hallberg strike: what passengers need to know") == (
+        "hallberg strike what passengers need to know"
+    )
+
+
+def test_syndicated_copy_with_other_headline_and_utm_url_joins_its_original():
+    original = fixture_reports("nd1")[0]
+    copy = Report(
+        id="copy",
+        title="Car dealers take Norvik to court, saying they are owed $86 million",
+        # The syndicator adds its own credit line and drops the dateline.
+        text=original.text.replace("DETROIT (Wire) - ", "") + " (Reporting by Wire Service staff.)",
+        url="https://www.lakeside.example.com/biz/norvik?utm_source=twitter&utm_medium=social",
+        source="Lakeside Courier",
+        published=original.published + timedelta(hours=2),
+    )
+    grouper = StoryGrouper()
+    first = grouper.add(original)
+    placed = grouper.add(copy)
+    assert placed.story_id == first.story_id
+    assert placed.rule == "similar"
+    assert placed.evidence["body_cosine"] > 0.8
+
+
+def test_same_url_after_canonicalisation_is_identity():
+    grouper = StoryGrouper()
+    a = grouper.add(headline("a", "Ferry crews strike at Harbor Line", url="https://news.example.com/ferry-strike"))
+    b = grouper.add(headline("b", "Something else entirely", 1, url="http://m.news.example.com/ferry-strike/?utm_source=x"))
+    assert (b.story_id, b.rule) == (a.story_id, "same-url")
+
+
+def test_two_lawsuits_against_one_company_in_one_week_stay_apart():
+    grouper = StoryGrouper()
+    grouper.add_many(fixture_reports("nd1", "nd2", "nd3", "nd4", "nd5", "no1", "no2", "no3", "no4"))
+    clusters = grouper.clusters()
+    dealers = {clusters[i] for i in ("nd1", "nd2", "nd3", "nd4", "nd5")}
+    oregon = {clusters[i] for i in ("no1", "no2", "no3", "no4")}
+    assert dealers.isdisjoint(oregon)
+    assert clusters["nd1"] == clusters["nd2"] == clusters["nd3"]
+    assert clusters["no1"] == clusters["no2"] == clusters["no3"]
+
+
+def test_ceo_fired_and_reinstated_days_later_stay_apart():
+    ids = ("hf1", "hf2", "hf3", "hf4", "hb1", "hb2", "hb3", "hb4")
+    clusters = StoryGrouper()
+    clusters.add_many(fixture_reports(*ids))
+    stories = clusters.clusters()
+    assert {stories[i] for i in ids[:4]}.isdisjoint({stories[i] for i in ids[4:]})
+
+
+def test_generic_titles_never_match_on_title_alone():
+    grouper = StoryGrouper()
+    first = grouper.add(headline("a", "Live updates", source="World Today"))
+    second = grouper.add(headline("b", "Live updates", 1, source="Daily Compass"))
+    third = grouper.add(headline("c", "Morning briefing", 2))
+    fourth = grouper.add(headline("d", "Morning briefing", 3))
+    assert len({first.story_id, second.story_id}) == 2
+    assert len({third.story_id, fourth.story_id}) == 2
+
+
+def test_generic_title_joins_on_its_body():
+    reports = fixture_reports("ta1", "ta2", "mq2")  # two "Live updates" pages: one storm, one quake
+    grouper = StoryGrouper()
+    placements = grouper.add_many(reports)
+    assert placements["ta2"].story_id == placements["ta1"].story_id
+    assert placements["mq2"].story_id != placements["ta1"].story_id
+
+
+def test_no_chaining_through_a_bridging_report():
+    a = headline("a", "Orbital Freight wins NASA contract for lunar cargo landers")
+    b = headline("b", "Orbital Freight lunar cargo contract draws protest from rival Selene Aerospace", 1)
+    c = headline("c", "Selene Aerospace chief executive Mara Quint steps down after protest", 2)
+
+    def joins(existing: list[Report], newcomer: Report) -> bool:
+        grouper = StoryGrouper()
+        first = grouper.add_many(existing)
+        return grouper.add(newcomer).story_id in {p.story_id for p in first.values()}
+
+    assert joins([b], c), "B~C: C matches B alone"
+    assert not joins([a], c), "A≁C"
+    assert joins([a], b)
+    grouper = StoryGrouper()
+    placements = grouper.add_many([a, b, c])
+    assert placements["a"].story_id == placements["b"].story_id
+    assert placements["c"].story_id != placements["a"].story_id
+
+
+def test_ids_are_stable_across_runs_and_merges_go_into_the_older_id():
+    settings = DedupSettings(join_threshold=0.5, merge_threshold=0.45)
+    a = headline("a", "Harbor Line ferry strike halts crossings to Vantor Island")
+    c = headline("c", "Vantor Island cut off as crews walk out at Harbor Line", 1)
+    b = headline("b", "Harbor Line ferry crews strike, halting Vantor Island crossings", 2)
+    other = headline("x", "Kestrel recalls 300,000 chargers over shock risk", 2)
+
+    first_run = StoryGrouper(settings, first_new_id=10)
+    placed = first_run.add_many([a, c])
+    assert (placed["a"].story_id, placed["c"].story_id) == (10, 11)
+
+    # A later run is seeded with what the first stored, then sees the bridging report.
+    second_run = StoryGrouper(settings, first_new_id=12)
+    second_run.seed(10, [a])
+    second_run.seed(11, [c])
+    bridging = second_run.add(b)
+    unrelated = second_run.add(other)
+    assert bridging.story_id == 10
+    assert [(m.merged, m.into) for m in second_run.merges] == [(11, 10)]
+    assert second_run.resolve(11) == 10
+    assert second_run.clusters() == {"a": 10, "c": 10, "b": 10, "x": 12}
+    assert unrelated.story_id == 12
+
+
+def test_reports_outside_the_window_never_match():
+    title = "Bank of Valdoria raises key interest rate to 4.25 percent"
+    grouper = StoryGrouper(DedupSettings(window_hours=72))
+    first = grouper.add(headline("a", title))
+    months_later = grouper.add(headline("b", title, 24 * 90))
+    assert months_later.story_id != first.story_id
+
+
+def test_every_placement_is_explained():
+    grouper = StoryGrouper()
+    placements = grouper.add_many(fixture_reports())
+    rules = {p.rule for p in placements.values()}
+    assert rules <= {"seed", "same-url", "same-guid", "same-body", "similar"}
+    for placement in placements.values():
+        if placement.rule == "similar":
+            assert placement.score >= grouper.settings.join_threshold
+            assert "average_link" in placement.evidence and "best_member" in placement.evidence
+
+
+def test_credited_outlet_and_original_source():
+    assert credited_outlet("The board met on Friday, the Financial Times reported.") == "Financial Times"
+    assert credited_outlet("Prices rose, according to Reuters.") == "Reuters"
+    assert credited_outlet("The deal was first reported by Bloomberg News on Monday.") == "Bloomberg News"
+    assert credited_outlet("The minister said prices would fall.") is None
+    reports = fixture_reports("hb1", "hb2", "hb4")
+    earliest, credited = original_source(reports)
+    assert earliest.id == "hb1"
+    assert credited == "Nordic Business"
+
+
+# -- the DB step ------------------------------------------------------------
+
+import pytest  # noqa: E402
+
+from aggregator.dedup import group_new_entries, resolve_story_id  # noqa: E402
+from aggregator.store import Store  # noqa: E402
+
+
+def _insert_entries(db, reports, feed_ids, status="ok"):
+    for report in reports:
+        db.execute(
+            "INSERT INTO entries (feed_id, guid, link, title, text, published, first_seen, changed_at, "
+            "content_hash, extract_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [feed_ids[report.source], f"guid-{report.id}", report.url, report.title, report.text,
+             report.published.isoformat(timespec="seconds"), report.published.isoformat(timespec="seconds"),
+             report.published.isoformat(timespec="seconds"), "x", status],
+        )
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store.open(tmp_path / "agg.db")
+    yield store
+    store.close()
+
+
+def _feeds(db, reports):
+    ids = {}
+    for source in sorted({r.source for r in reports}):
+        cursor = db.execute(
+            "INSERT INTO feeds (url, title, created_at) VALUES (?, ?, ?)",
+            [f"https://{len(ids)}.example.com/feed", source, "2024-01-01T00:00:00+00:00"],
+        )
+        ids[source] = cursor.lastrowid
+    return ids
+
+
+def test_group_new_entries_writes_stories_idempotently_and_keeps_ids(store):
+    db = store.db
+    first_batch = fixture_reports("hf1", "hf2", "hf3", "no1", "no2", "no3")
+    second_batch = fixture_reports("hf4", "no4", "hb1", "hb2")
+    feed_ids = _feeds(db, first_batch + second_batch)
+    _insert_entries(db, first_batch, feed_ids)
+    _insert_entries(db, fixture_reports("kx1"), {"Consumer Tech": feed_ids["Tech Pulse"]}, status="pending")
+
+    summary = group_new_entries(db, DedupSettings())
+    assert summary.placed == 6 and summary.new_stories == 2
+    assert group_new_entries(db, DedupSettings()).placed == 0  # nothing left: idempotent
+
+    story_of = dict(db.execute("SELECT title, story_id FROM entries").fetchall())
+    fired_id = story_of["Halvard Systems ousts CEO Dana Pryce"]
+    oregon_id = story_of["Oregon sues Norvik Motors, says it misreported hybrid emissions"]
+    assert story_of["BREAKING: Halvard board fires co-founder Dana Pryce as CEO"] == fired_id
+    assert fired_id != oregon_id
+    assert story_of["Kestrel recalls 300,000 chargers over shock risk"] is None  # still pending extraction
+
+    _insert_entries(db, second_batch, feed_ids)
+    group_new_entries(db, DedupSettings())
+    story_of = dict(db.execute("SELECT title, story_id FROM entries").fetchall())
+    assert story_of["Halvard Systems ousts CEO Dana Pryce"] == fired_id  # ids never change
+    assert story_of["Halvard shares slide 9% after CEO Pryce dismissed"] == fired_id
+    assert story_of["Norvik Brava emissions case: what Oregon is alleging"] == oregon_id
+    reinstated = story_of["Dana Pryce to return as Halvard CEO after staff revolt"]
+    assert reinstated not in (fired_id, oregon_id)
+
+    fired = dict(zip(
+        ("title", "n_reports", "n_outlets", "representative_id", "original_entry_id", "first_seen", "merged_into"),
+        db.execute(
+            "SELECT title, n_reports, n_outlets, representative_id, original_entry_id, first_seen, merged_into "
+            "FROM stories WHERE id = ?", [fired_id],
+        ).fetchone(),
+    ))
+    assert fired["n_reports"] == 4 and fired["n_outlets"] == 4
+    assert fired["title"] == "Halvard Systems ousts CEO Dana Pryce"
+    assert fired["first_seen"] == "2024-05-03T13:00:00+00:00"
+    assert fired["merged_into"] is None
+    members = db.execute("SELECT rule, score, evidence FROM story_members WHERE story_id = ?", [fired_id]).fetchall()
+    assert sorted(rule for rule, _, _ in members) == ["seed", "similar", "similar", "similar"]
+    assert all(json.loads(evidence) is not None for _, _, evidence in members)
+    assert db.execute("SELECT count(*) FROM story_members").fetchone()[0] == 10
+    assert resolve_story_id(db, fired_id) == fired_id
+
+
+def test_resolve_story_id_follows_merges(store):
+    db = store.db
+    for story_id, merged_into in ((1, None), (2, 1), (3, 2)):
+        db.execute(
+            "INSERT INTO stories (id, first_seen, last_seen, merged_into) VALUES (?, ?, ?, ?)",
+            [story_id, "2024-01-01T00:00:00+00:00", "2024-01-01T00:00:00+00:00", merged_into],
+        )
+    assert resolve_story_id(db, 3) == 1
+    assert resolve_story_id(db, 1) == 1

@@ -1,0 +1,72 @@
+"""Story grouping measured against gold labels. Floors are only ever raised, just under what was measured."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aggregator.evaluate import UCI_HEADLINES, evaluate_file, format_result, score_clustering
+
+FIXTURES = Path(__file__).parent / "fixtures" / "dedup"
+
+# Measured 2026-11-28: fixtures P 1.000 R 0.909 F1 0.952, B-cubed F1 0.972;
+# UCI headlines P 0.871 R 0.526 F1 0.656, B-cubed F1 0.671.
+FIXTURE_FLOORS = {"pairwise_precision": 0.99, "pairwise_f1": 0.93, "bcubed_f1": 0.96}
+UCI_FLOORS = {"pairwise_precision": 0.86, "pairwise_f1": 0.64, "bcubed_f1": 0.66}
+
+
+def test_scores_of_known_clusterings():
+    gold = {"a": 1, "b": 1, "c": 1, "d": 2}
+    perfect = score_clustering(gold, {"a": "x", "b": "x", "c": "x", "d": "y"})
+    assert perfect["pairwise_f1"] == perfect["bcubed_f1"] == 1.0
+    split = score_clustering(gold, {"a": "x", "b": "x", "c": "z", "d": "y"})
+    assert split["pairwise_precision"] == 1.0
+    assert split["pairwise_recall"] == pytest.approx(1 / 3)
+    assert split["bcubed_recall"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 3 + 1) / 4)
+    lumped = score_clustering(gold, {k: "x" for k in gold})
+    assert lumped["pairwise_precision"] == pytest.approx(3 / 6)
+    assert lumped["gold_clusters"] == 2 and lumped["predicted_clusters"] == 1
+
+
+def test_fixtures_cover_the_hard_cases():
+    rows = [json.loads(line) for path in FIXTURES.glob("*.jsonl") for line in path.read_text().splitlines()]
+    stories = {row["story"] for row in rows}
+    assert len(rows) >= 50 and len(stories) >= 15
+    assert {"norvik-dealers", "norvik-oregon", "halvard-fired", "halvard-back"} <= stories
+    assert {"valdoria-march", "valdoria-june", "rovers-cup", "rovers-playoff"} <= stories
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.jsonl")), ids=lambda p: p.name)
+def test_own_fixtures_stay_above_floors(path):
+    result = evaluate_file(path)
+    measured = result.to_dict()
+    for name, floor in FIXTURE_FLOORS.items():
+        assert measured[name] >= floor, f"{name} fell to {measured[name]:.3f}\n{format_result(result)}"
+
+
+def test_uci_headlines_stay_above_floors(shared_data):
+    path = shared_data / UCI_HEADLINES
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    result = evaluate_file(path, fmt="uci")
+    assert result.documents == 6366 and result.gold_clusters == 87
+    measured = result.to_dict()
+    for name, floor in UCI_FLOORS.items():
+        assert measured[name] >= floor, f"{name} fell to {measured[name]:.3f}\n{format_result(result)}"
+
+
+def test_format_result_is_a_table():
+    result = evaluate_file(FIXTURES / "stories.jsonl")
+    text = format_result(result)
+    assert "pairwise P / R / F1" in text and "B-cubed" in text
+    assert json.loads(json.dumps(result.to_dict()))["documents"] == result.documents
+
+
+def test_cli_eval_dedup_prints_table_and_json(agg, tmp_path):
+    config = tmp_path / "absent.yaml"  # no config: default thresholds
+    table = agg("--config", config, "eval-dedup", FIXTURES / "stories.jsonl")
+    assert table.exit_code == 0, table.output
+    assert "pairwise P / R / F1" in table.output
+    as_json = agg("--config", config, "eval-dedup", "--json", FIXTURES / "stories.jsonl")
+    measured = json.loads(as_json.output)
+    assert measured["documents"] == 57 and measured["gold_clusters"] == 18

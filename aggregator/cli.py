@@ -275,7 +275,8 @@ def _print_story_table(ctx: Context, stories: list[dict], show_all: bool) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def show(ctx: Context, story_id: int, entry: bool, as_json: bool) -> None:
-    """Show a story with every report (outlet, title, time, URL, rule, score) and its original source.
+    """Show a story with every report (outlet, title, time, URL, rule, score), its original source
+    and the body of its representative report; with --entry, one entry and its extracted body.
 
     \b
     Examples:
@@ -311,6 +312,12 @@ def show(ctx: Context, story_id: int, entry: bool, as_json: bool) -> None:
         click.echo(f"{mark} [{report['id']}] {report['published'] or report['first_seen']}  "
                    f"{terminal_safe(report['outlet'])}: {terminal_safe(report['title'])}")
         click.echo(f"      {terminal_safe(report['link'])}  rule={report['rule'] or '-'} score={score}")
+    representative = story.get("representative_id")
+    if representative and (row := store.entry(representative)) is not None:
+        click.echo("")
+        click.echo(f"Body of report {row['id']} ({terminal_safe(row['title'])}), "
+                   f"from {row['text_source'] or '?'}, extraction {row['extract_status']}:")
+        click.echo(terminal_safe(row["text"], keep_newlines=True))
 
 
 def _print_entry(row: dict) -> None:

@@ -75,7 +75,7 @@ class DedupSettings:
     """How many members of a story (representative first, then newest) the average link uses."""
     min_candidate_share: float = 0.1
     """A story is scored only if the rare tokens it shares with a report weigh this share of the report's title."""
-    min_representative_link: float = 0.25
+    min_representative_link: float = 0.3
     """A story whose representative scores below this is not compared further (saves time; below join_threshold)."""
     max_token_df: float = 0.05
     """Tokens carried by more than this share of the window's reports are too common to find candidates."""

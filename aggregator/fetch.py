@@ -20,6 +20,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -40,12 +41,44 @@ FEED_ACCEPT = (
     "application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5"
 )
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
+_ALLOW_HINT = "set allow_private_networks: true in the config's defaults to allow it"
 
 
 class _Refused(Exception):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
+
+
+class _NonPublicAddress(OSError):
+    """Raised by the connector's resolver for a guarded request to a name that resolves privately."""
+
+
+# Set while a guarded request is being made, for the connector's resolver to see.
+_GUARDED: ContextVar[bool] = ContextVar("agg_guarded_request", default=False)
+
+
+class _GuardingResolver(aiohttp.abc.AbstractResolver):
+    """The connector's resolver: during a guarded request, refuses names resolving to non-public addresses.
+
+    The check before a guarded request resolves the name on its own; checking
+    again the addresses actually connected to closes the gap a DNS answer that
+    changes in between (DNS rebinding) would open. IP literals are never
+    resolved, so the check before the request covers them alone.
+    """
+
+    def __init__(self) -> None:
+        self._resolver = aiohttp.resolver.DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list:
+        infos = await self._resolver.resolve(host, port, family)
+        blocked = [info["host"] for info in infos if not is_public_address(info["host"])]
+        if blocked and _GUARDED.get():
+            raise _NonPublicAddress(f"{host} resolves to a non-public address ({blocked[0]})")
+        return infos
+
+    async def close(self) -> None:
+        await self._resolver.close()
 
 
 def is_public_address(address: str) -> bool:
@@ -123,7 +156,9 @@ class Fetcher:
             sock_connect=self.settings.connect_timeout,
             sock_read=self.settings.read_timeout,
         )
-        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0, ttl_dns_cache=300)
+        # No DNS cache: a cached answer would skip the resolver's check on guarded requests.
+        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0, use_dns_cache=False,
+                                         resolver=_GuardingResolver())
         self._session = aiohttp.ClientSession(
             timeout=timeout,
             connector=connector,
@@ -176,7 +211,11 @@ class Fetcher:
                 result = await asyncio.to_thread(self._read_file, url, last_modified)
             elif scheme in ("http", "https"):
                 async with self._global:
-                    result = await self._get(url, etag, last_modified, accept, untrusted and guard, guard)
+                    guarded = _GUARDED.set(guard)
+                    try:
+                        result = await self._get(url, etag, last_modified, accept, untrusted and guard, guard)
+                    finally:
+                        _GUARDED.reset(guarded)
             else:
                 raise _Refused("bad-scheme", f"refused to fetch {url!r}: only http and https links are followed")
         except _Refused as exc:
@@ -232,8 +271,7 @@ class Fetcher:
         if blocked:
             raise _Refused(
                 "refused-address",
-                f"refused {url}: {host} resolves to a non-public address ({blocked[0]}); "
-                "set allow_private_networks: true in the config's defaults to allow it",
+                f"refused {url}: {host} resolves to a non-public address ({blocked[0]}); {_ALLOW_HINT}",
             )
 
     async def _request(self, url: str, headers: dict[str, str], result: FetchResult) -> tuple[int, str] | None:
@@ -258,6 +296,8 @@ class Fetcher:
         except _Refused:
             raise
         except aiohttp.ClientConnectorDNSError as exc:
+            if isinstance(exc.os_error, _NonPublicAddress):
+                raise _Refused("refused-address", f"refused {url}: {exc.os_error}; {_ALLOW_HINT}") from None
             result.error, result.error_kind = f"DNS lookup failed for {urlsplit(url).hostname}: {exc.os_error}", "dns"
         except aiohttp.ClientConnectorError as exc:
             result.error, result.error_kind = f"could not connect to {urlsplit(url).netloc}: {exc.os_error}", "connection"

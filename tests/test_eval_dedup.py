@@ -10,9 +10,9 @@ from aggregator.evaluate import UCI_HEADLINES, evaluate_file, format_result, sco
 FIXTURES = Path(__file__).parent / "fixtures" / "dedup"
 
 # Measured 2026-11-28: fixtures P 1.000 R 0.909 F1 0.952, B-cubed F1 0.972;
-# UCI headlines P 0.871 R 0.526 F1 0.656, B-cubed F1 0.671.
+# UCI headlines P 0.878 R 0.527 F1 0.658, B-cubed F1 0.667.
 FIXTURE_FLOORS = {"pairwise_precision": 0.99, "pairwise_f1": 0.93, "bcubed_f1": 0.96}
-UCI_FLOORS = {"pairwise_precision": 0.86, "pairwise_f1": 0.64, "bcubed_f1": 0.66}
+UCI_FLOORS = {"pairwise_precision": 0.87, "pairwise_f1": 0.65, "bcubed_f1": 0.66}
 
 
 def test_scores_of_known_clusterings():

@@ -70,9 +70,7 @@ def titles(db: Path) -> list[str]:
     (Reply(body=b'{"version": "https://jsonfeed.org/version/1.1", "items": [', content_type="application/json"),
      "invalid JSON"),
     (Reply(body=b"definitely not gzip", headers={"Content-Encoding": "gzip"}), "badly encoded"),
-    (Reply(body=gzip.compress(FEED)[: len(gzip.compress(FEED)) // 2], headers={"Content-Encoding": "gzip"}),
-     "cut short"),
-], ids=["empty", "blank", "html-page", "binary", "truncated-json", "invalid-gzip", "truncated-gzip"])
+], ids=["empty", "blank", "html-page", "binary", "truncated-json", "invalid-gzip"])
 def test_a_body_that_is_not_a_feed_fails_the_feed_with_a_reason(tmp_path, server, agg, reply, reason):
     result, db, url = fetch_feed(tmp_path, server, agg, reply)
     row = feed_row(db, url)
@@ -109,12 +107,22 @@ def test_html_page_without_a_feed_is_refused_by_feeds_add(tmp_path, server, agg)
 
 # --- damaged feeds: what can be read is kept ---------------------------------------------
 
-def test_truncated_xml_keeps_the_complete_entries(tmp_path, server, agg):
-    cut = FEED[: FEED.index(b"<item><guid>b-4</guid>") + 30]
-    _, db, url = fetch_feed(tmp_path, server, agg, Reply(body=cut))
+CUT_AT = FEED.index(b"<item><guid>b-4</guid>") + 30
+# Level 0 stores the bytes as they are, so the cut falls at the same place in the document.
+GZIP_HEADERS = 10 + 5
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(body=FEED[:CUT_AT]),
+    Reply(body=gzip.compress(FEED, compresslevel=0)[: GZIP_HEADERS + CUT_AT], headers={"Content-Encoding": "gzip"}),
+], ids=["xml", "gzip-stream"])
+def test_truncated_xml_keeps_the_complete_entries(tmp_path, server, agg, reply):
+    _, db, url = fetch_feed(tmp_path, server, agg, reply)
     assert titles(db)[:4] == [f"Caf\u00e9 story {n}" for n in range(4)]
     assert "b-5" not in {guid for (guid,) in query(db, "SELECT guid FROM entries")}
     assert feed_row(db, url)["last_error"] is None
+    [(problem,)] = query(db, "SELECT problem FROM feeds WHERE url = ?", url)
+    assert problem  # the damage is recorded, in the parser's words
 
 
 def test_invalid_characters_are_dropped_not_fatal(tmp_path, server, agg):
@@ -182,19 +190,19 @@ class Counted:
 
 CAP = 2 * MiB
 BIG = 50 * 10**6
-BOMB = 4 * 2**30
+BOMB = 16 * 2**30  # 16 MB on the wire: bigger than the kernel's socket buffers, which absorb a few MB
 
 
 @pytest.mark.parametrize("make, wire_total", [
     (lambda: big_body_reply(BIG, declared=False), BIG),
     (lambda: bomb_reply(BOMB), gzip_bomb(BOMB).wire_size),
-], ids=["50MB-undeclared", "gzip-bomb-4GiB"])
+], ids=["50MB-undeclared", "gzip-bomb-16GiB"])
 def test_huge_bodies_are_cut_at_the_cap_while_streaming(server, make, wire_total):
     body = Counted(make())
     result, peak = fetch_measured(server.route("/huge", body), Settings(max_body=CAP))
     assert result.error_kind == "too-large" and result.body is None and "max_body" in result.error
     # The server was stopped long before the end: the client hung up at the cap...
-    assert body.sent < wire_total / 4
+    assert body.sent < wire_total / 2
     # ...and never held much more than the cap (Python allocations, decompressed included).
     assert peak < 4 * CAP, f"peak {peak / MiB:.1f} MiB"
 

@@ -1,0 +1,390 @@
+"""Benchmark of fetching at scale: ``agg fetch`` against the physical limit, feedparser and newsboat.
+
+Usage: python bench/fetch_scale.py [--feeds N] [--latency SECONDS] [--concurrency C]
+                                   [--sequential K] [--hosts H] [--no-newsboat] [--quick]
+
+A local aiohttp server, in its own process so it never shares a GIL with
+the client, serves N RSS feeds of 50 entries (30-60 KB each, gzip when asked,
+with ETag and Last-Modified, 304 on a matching conditional request) after an
+added latency per request. The feeds are spread over H loopback addresses
+(127.0.1.1 ... 127.0.1.H; Linux routes all of 127/8 to lo), so agg's
+per-host cap does not bind. Side by side, each cold (nothing cached) and then
+again with everything cached (every answer a 304):
+
+- ``agg fetch --concurrency C`` as a subprocess (config with ``extract: false``),
+  with its peak RSS;
+- a sequential ``feedparser.parse(url)`` loop: only the first K feeds are
+  timed and the time is scaled to N (the table says so);
+- ``newsboat -x reload`` with ``reload-threads C``, when newsboat is installed.
+
+The physical limit is N x latency / C: what C requests in flight at all
+times would take. The server counts its answers, so the table shows that
+the second run really was all 304s.
+
+The server half (:class:`FeedServer`) is reused by ``bench/pipeline.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from email.utils import format_datetime
+from datetime import UTC, datetime, timedelta
+from html import escape
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+ENTRIES_PER_FEED = 50
+LAST_MODIFIED = "Sat, 28 Nov 2026 18:00:00 GMT"
+WORDS = (
+    "market council election storm river vaccine budget court energy school minister report league "
+    "climate housing transport police museum festival harbour bridge data study union wages rail "
+    "hospital farmers drought tariff summit talks ceasefire inquiry verdict airline strike"
+).split()
+BOILERPLATE_LINKS = ["Home", "World", "Business", "Politics", "Science", "Sport", "Culture", "Opinion",
+                     "Newsletters", "Podcasts", "Subscribe", "Sign in", "About us", "Contact", "Careers"]
+
+
+# --- content ------------------------------------------------------------------
+
+
+def _sentence(rng: random.Random, low: int = 8, high: int = 22) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high))).capitalize() + "."
+
+
+def _paragraph(rng: random.Random, sentences: int) -> str:
+    return " ".join(_sentence(rng) for _ in range(sentences))
+
+
+def feed_path(number: int) -> str:
+    return f"/feeds/{number}.xml"
+
+
+def page_path(feed: int, entry: int) -> str:
+    return f"/articles/{feed}/{entry}.html"
+
+
+def feed_document(number: int, base_url: str) -> bytes:
+    """A 50-entry RSS 2.0 feed of 30-60 KB, with HTML descriptions and links to article pages."""
+    rng = random.Random(number)
+    published = datetime(2026, 11, 28, 18, tzinfo=UTC)
+    items = []
+    for entry in range(ENTRIES_PER_FEED):
+        title = _sentence(rng, 5, 11)[:-1]
+        link = f"{base_url}{page_path(number, entry)}"
+        body = "".join(f"<p>{_paragraph(rng, rng.randint(1, 3))}</p>" for _ in range(rng.randint(1, 3)))
+        body += f'<p><a href="{link}">Read more</a> <img src="/img/{number}-{entry}.jpg" alt=""></p>'
+        published -= timedelta(minutes=rng.randint(5, 90))
+        items.append(
+            f"<item><title>{escape(title)}</title><link>{link}</link>"
+            f'<guid isPermaLink="false">feed-{number}-entry-{entry}</guid>'
+            f"<pubDate>{format_datetime(published)}</pubDate>"
+            f"<category>{rng.choice(WORDS)}</category><author>desk@example.com (News desk)</author>"
+            f"<description>{escape(body)}</description></item>"
+        )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel>'
+        f"<title>Bench outlet {number}</title><link>{base_url}/</link>"
+        f"<description>Synthetic feed {number}</description><language>en</language>"
+        f"<lastBuildDate>{LAST_MODIFIED}</lastBuildDate>" + "".join(items) + "</channel></rss>"
+    ).encode()
+
+
+def article_page(feed: int, entry: int) -> bytes:
+    """A news article page: navigation, related links, cookie banner and footer around 5-12 paragraphs."""
+    rng = random.Random(feed * 1_000 + entry)
+    title = _sentence(rng, 5, 11)[:-1]
+    nav = "".join(f'<li><a href="/{name.lower().replace(" ", "-")}">{name}</a></li>' for name in BOILERPLATE_LINKS)
+    related = "".join(f'<li><a href="/related/{rng.randint(1, 10**6)}">{_sentence(rng, 4, 9)}</a></li>'
+                      for _ in range(8))
+    paragraphs = "".join(f"<p>{_paragraph(rng, rng.randint(2, 5))}</p>" for _ in range(rng.randint(5, 12)))
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title} | Bench outlet {feed}</title>'
+        '<meta name="viewport" content="width=device-width"><link rel="stylesheet" href="/site.css">'
+        f'<link rel="canonical" href="/articles/{feed}/{entry}.html">'
+        '<script>window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments)}</script>'
+        f'</head><body><header class="site-header"><a class="logo" href="/">Bench outlet {feed}</a>'
+        f'<nav class="menu"><ul>{nav}</ul></nav></header>'
+        '<div class="cookie-banner">We use cookies to improve your experience. <button>Accept</button></div>'
+        f'<main><article><h1>{title}</h1><p class="byline">By News desk, 28 November 2026</p>'
+        f'<div class="article-body">{paragraphs}</div></article>'
+        f'<aside class="related"><h2>Related stories</h2><ul>{related}</ul></aside></main>'
+        f'<footer><ul>{nav}</ul><p>Copyright 2026 Bench outlet {feed}. All rights reserved.</p></footer>'
+        "</body></html>"
+    ).encode()
+
+
+# --- the server ---------------------------------------------------------------
+
+
+def loopback_hosts(count: int) -> list[str]:
+    if not 1 <= count <= 250:
+        raise ValueError("between 1 and 250 loopback addresses")
+    return [f"127.0.1.{i}" for i in range(1, count + 1)]
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _serve(ready, feeds: int, hosts: list[str], port: int, latency: float) -> None:
+    from aiohttp import web
+
+    def base_url(number: int) -> str:
+        return f"http://{hosts[number % len(hosts)]}:{port}"
+
+    documents = []
+    for number in range(feeds):
+        body = feed_document(number, base_url(number))
+        documents.append((body, gzip.compress(body, 6), f'"{hashlib.sha1(body).hexdigest()[:16]}"'))
+    answers: Counter[str] = Counter()
+
+    async def feed(request: web.Request) -> web.StreamResponse:
+        number = int(request.match_info["number"])
+        if number >= feeds:
+            raise web.HTTPNotFound()
+        body, packed, etag = documents[number]
+        await asyncio.sleep(latency)
+        headers = {"ETag": etag, "Last-Modified": LAST_MODIFIED}
+        if request.headers.get("If-None-Match") == etag or request.headers.get("If-Modified-Since") == LAST_MODIFIED:
+            answers["feed 304"] += 1
+            return web.Response(status=304, headers=headers)
+        answers["feed 200"] += 1
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            body = packed
+        return web.Response(body=body, headers=headers, content_type="application/rss+xml")
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(latency)
+        answers["page 200"] += 1
+        return web.Response(body=article_page(int(request.match_info["feed"]), int(request.match_info["entry"])),
+                            content_type="text/html", charset="utf-8")
+
+    async def stats(request: web.Request) -> web.StreamResponse:
+        counts = dict(answers)
+        if request.query.get("reset"):
+            answers.clear()
+        return web.json_response(counts)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/feeds/{number:\\d+}.xml", feed)
+        app.router.add_get("/articles/{feed:\\d+}/{entry:\\d+}.html", page)
+        app.router.add_get("/stats", stats)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        for host in hosts:
+            await web.TCPSite(runner, host, port, backlog=1024).start()
+        ready.send(True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+class FeedServer:
+    """The bench server in a child process: ``with FeedServer(1000, 0.1) as server: server.feed_urls``."""
+
+    def __init__(self, feeds: int, latency: float, hosts: int = 50):
+        self.feeds = feeds
+        self.latency = latency
+        self.hosts = loopback_hosts(hosts)
+        self.port = _free_port(self.hosts[0])
+        self._process: multiprocessing.Process | None = None
+
+    def __enter__(self) -> FeedServer:
+        context = multiprocessing.get_context("spawn")
+        receiver, sender = context.Pipe(duplex=False)
+        self._process = context.Process(target=_serve, args=(sender, self.feeds, self.hosts, self.port, self.latency),
+                                        daemon=True)
+        self._process.start()
+        if not receiver.poll(120):
+            raise RuntimeError("the bench server did not start within 120 s")
+        receiver.recv()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._process is not None
+        self._process.terminate()
+        self._process.join(10)
+
+    @property
+    def feed_urls(self) -> list[str]:
+        return [f"http://{self.hosts[n % len(self.hosts)]}:{self.port}{feed_path(n)}" for n in range(self.feeds)]
+
+    def answers(self, reset: bool = True) -> Counter[str]:
+        """What the server answered since the last reset (``feed 200``, ``feed 304``, ``page 200``)."""
+        url = f"http://{self.hosts[0]}:{self.port}/stats" + ("?reset=1" if reset else "")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return Counter(json.load(response))
+
+
+# --- the contenders -------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    seconds: float
+    peak_rss_mb: float | None = None
+    answers: str = ""
+    note: str = ""
+
+
+def run_measured(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Timing:
+    """Run a command, returning its wall time and the peak RSS of it and its waited-for children."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    errors = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[0]} exited with {process.returncode}: {errors.decode(errors='replace')[-2000:]}")
+    return Timing(seconds, usage.ru_maxrss / 1024)
+
+
+def write_agg_config(path: Path, urls: list[str], concurrency: int, extract: bool) -> None:
+    lines = ["defaults:", f"  concurrency: {concurrency}", f"  extract: {str(extract).lower()}", "feeds:"]
+    lines += [f"  - url: {url}" for url in urls]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def agg_command(config: Path, db: Path, concurrency: int) -> list[str]:
+    return [sys.executable, "-m", "aggregator", "--config", str(config), "--db", str(db), "-q",
+            "fetch", "--concurrency", str(concurrency)]
+
+
+def time_agg(server: FeedServer, work: Path, concurrency: int) -> tuple[Timing, Timing]:
+    config, db = work / "feeds.yaml", work / "agg.db"
+    write_agg_config(config, server.feed_urls, concurrency, extract=False)
+    server.answers()
+    runs = []
+    for _ in range(2):
+        timing = run_measured(agg_command(config, db, concurrency), cwd=PROJECT)
+        timing.answers = _describe_answers(server.answers())
+        runs.append(timing)
+    return runs[0], runs[1]
+
+
+def time_sequential_feedparser(server: FeedServer, sample: int) -> tuple[Timing, Timing]:
+    import feedparser
+
+    urls = server.feed_urls[:sample]
+    scale = server.feeds / len(urls)
+    server.answers()
+    etags = {}
+    started = time.perf_counter()
+    for url in urls:
+        etags[url] = feedparser.parse(url).get("etag")
+    cold = Timing((time.perf_counter() - started) * scale, note=f"first {len(urls)} timed, x{scale:g}")
+    cold.answers = _describe_answers(server.answers())
+    started = time.perf_counter()
+    for url in urls:
+        feedparser.parse(url, etag=etags[url])
+    warm = Timing((time.perf_counter() - started) * scale, note=cold.note)
+    warm.answers = _describe_answers(server.answers())
+    return cold, warm
+
+
+def time_newsboat(server: FeedServer, work: Path, threads: int) -> tuple[Timing, Timing] | None:
+    newsboat = shutil.which("newsboat")
+    if newsboat is None:
+        return None
+    home = work / "newsboat-home"
+    home.mkdir()
+    urls, config, cache = home / "urls", home / "config", home / "cache.db"
+    urls.write_text("\n".join(server.feed_urls) + "\n")
+    config.write_text(f"reload-threads {threads}\ndownload-timeout 60\n")
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_DATA_HOME": str(home / ".local")}
+    command = [newsboat, "-x", "reload", "-u", str(urls), "-c", str(cache), "-C", str(config), "-q"]
+    server.answers()
+    runs = []
+    for _ in range(2):
+        timing = run_measured(command, env=env)
+        timing.answers = _describe_answers(server.answers())
+        runs.append(timing)
+    return runs[0], runs[1]
+
+
+def _describe_answers(answers: Counter[str]) -> str:
+    return ", ".join(f"{count} x {kind.split()[1]}" for kind, count in sorted(answers.items()) if count)
+
+
+# --- report ---------------------------------------------------------------------
+
+
+def _row(name: str, cold: Timing, warm: Timing, limit: float) -> str:
+    rss = f"{max(cold.peak_rss_mb, warm.peak_rss_mb):.0f}" if cold.peak_rss_mb is not None else "-"
+    note = f" ({cold.note})" if cold.note else ""
+    return (f"| {name}{note} | {cold.seconds:.2f} | {cold.seconds / limit:.2f}x | {warm.seconds:.2f} | "
+            f"{warm.seconds / limit:.2f}x | {rss} | {cold.answers} / {warm.answers} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--feeds", type=int, default=1000, help="feeds served (default 1000)")
+    parser.add_argument("--latency", type=float, default=0.1, help="added latency per request, seconds (0.1)")
+    parser.add_argument("--concurrency", type=int, default=50, help="requests in flight for agg and newsboat (50)")
+    parser.add_argument("--hosts", type=int, default=50, help="loopback addresses to spread the feeds over (50)")
+    parser.add_argument("--sequential", type=int, default=100, help="feeds timed in the sequential loop (100)")
+    parser.add_argument("--no-newsboat", action="store_true", help="skip newsboat even when installed")
+    parser.add_argument("--quick", action="store_true", help="200 feeds, 20 sequential: for iterating")
+    args = parser.parse_args()
+    if args.quick:
+        args.feeds, args.sequential = 200, 20
+    limit = args.feeds * args.latency / args.concurrency
+
+    with FeedServer(args.feeds, args.latency, args.hosts) as server, \
+            tempfile.TemporaryDirectory(prefix="agg-bench-") as tmp:
+        work = Path(tmp)
+        agg_cold, agg_warm = time_agg(server, work, args.concurrency)
+        sequential = time_sequential_feedparser(server, min(args.sequential, args.feeds))
+        newsboat = None if args.no_newsboat else time_newsboat(server, work, args.concurrency)
+
+    print(f"{args.feeds} feeds x {ENTRIES_PER_FEED} entries, {args.latency * 1000:.0f} ms latency, "
+          f"{args.concurrency} in flight, {len(server.hosts)} loopback hosts, {os.cpu_count()} cores; "
+          f"physical limit {limit:.2f} s\n")
+    print("| approach | cold s | cold / limit | all-304 s | all-304 / limit | peak RSS MB | server answers (cold / 2nd) |")
+    print("|---|---|---|---|---|---|---|")
+    print(_row(f"agg fetch --concurrency {args.concurrency}", agg_cold, agg_warm, limit))
+    print(_row("sequential feedparser.parse(url)", *sequential, limit))
+    if newsboat:
+        print(_row(f"newsboat -x reload, reload-threads {args.concurrency}", *newsboat, limit))
+    else:
+        print("| newsboat | not installed (apt-get install newsboat) or skipped | | | | | |")
+
+    checks = [
+        ("cold <= 2x limit", agg_cold.seconds <= 2 * limit),
+        ("all-304 <= 1.3x limit", agg_warm.seconds <= 1.3 * limit),
+        (f"peak RSS {agg_cold.peak_rss_mb:.0f} MB < 500 MB", max(agg_cold.peak_rss_mb, agg_warm.peak_rss_mb) < 500),
+    ]
+    if newsboat:
+        speedup = newsboat[0].seconds / agg_cold.seconds
+        checks.append((f"{speedup:.1f}x faster than newsboat cold (>= 5x)", speedup >= 5))
+    verdict = "; ".join(f"{name}: {'PASS' if ok else 'FAIL'}" for name, ok in checks)
+    print(f"\nsummary: agg fetch {args.feeds} feeds cold {agg_cold.seconds:.2f} s "
+          f"({agg_cold.seconds / limit:.2f}x limit), all-304 {agg_warm.seconds:.2f} s "
+          f"({agg_warm.seconds / limit:.2f}x); {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from rich.text import Text
 
 from aggregator import __version__
 from aggregator.config import Config, ConfigError, load_config, parse_duration, resolve_config_path
-from aggregator.store import Store, StoreError, from_db_time, to_db_time, utc_now
+from aggregator.store import Store, StoreError, describe_sqlite_error, from_db_time, to_db_time, utc_now
 
 DEFAULT_DB = Path("data/agg.db")
 EXIT_CANNOT_RUN = 1
@@ -189,6 +190,8 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
         fail(terminal_safe(exc), EXIT_LOCKED)
     except StoreError as exc:
         fail(str(exc))
+    except sqlite3.Error as exc:  # a write after the feeds' (extraction, grouping) failed the same way
+        fail(describe_sqlite_error(exc, ctx.db_path))
     for outcome in summary.failures:
         click.echo(f"agg: {terminal_safe(outcome.url)}: {terminal_safe(outcome.error)}", err=True)
     if ctx.verbose or (not ctx.quiet and sys.stderr.isatty()):

@@ -498,12 +498,19 @@ class ExtractorPool:
         self.workers = workers or available_cores()
         self.time_limit = time_limit
         self._extractor = extractor
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        self._pool = pebble.ProcessPool(max_workers=self.workers, max_tasks=_WORKER_MAX_TASKS, context=context)
+        # Started on the first page: a run with nothing to extract (every feed
+        # unchanged, or extract: false) then never pays for the workers.
+        self._pool: pebble.ProcessPool | None = None
+
+    def _started_pool(self) -> pebble.ProcessPool:
+        if self._pool is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            self._pool = pebble.ProcessPool(max_workers=self.workers, max_tasks=_WORKER_MAX_TASKS, context=context)
+        return self._pool
 
     async def extract(self, html: bytes, url: str | None, declared_charset: str | None = None) -> ExtractionOutcome:
-        future = self._pool.schedule(
+        future = self._started_pool().schedule(
             self._extractor,
             args=(html, url),
             kwargs={"declared_charset": declared_charset},
@@ -521,8 +528,9 @@ class ExtractorPool:
 
     def close(self) -> None:
         """Let queued pages finish, then stop the workers."""
-        self._pool.close()
-        self._pool.join()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
 
     def __enter__(self) -> ExtractorPool:
         return self

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -250,15 +251,20 @@ class Store:
             if readonly:
                 if not path.exists():
                     raise StoreError(f"no database at {path}: run 'agg fetch' first, or pass --db PATH")
-                conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
-                                       isolation_level=None, check_same_thread=False)
+                # On a read-only disk nothing can change the file, and SQLite can open a WAL
+                # database there only when told so (it cannot create the -shm file).
+                immutable = "&immutable=1" if os.statvfs(path).f_flag & os.ST_RDONLY else ""
+                conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True,
+                                       timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                        check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             store = cls(sqlite_utils.Database(conn), path)
-            if not readonly:
+            if readonly:
+                conn.execute("SELECT count(*) FROM sqlite_master")  # opens the file: failures are reported here
+            else:
                 store._prepare()
             return store
         except OSError as exc:
@@ -306,7 +312,8 @@ class Store:
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite has already rolled back after some errors, a full disk among them
+                conn.execute("ROLLBACK")
             raise
         else:
             conn.execute("COMMIT")
@@ -628,7 +635,10 @@ def describe_sqlite_error(exc: sqlite3.Error, path: Path | None) -> str:
     """A sqlite error in words that say what to do."""
     message = str(exc)
     lowered = message.lower()
-    if "readonly" in lowered or "read-only" in lowered:
+    # On a read-only disk SQLite cannot even open a WAL database (it needs the -shm file): "unable to open".
+    read_only_disk = "unable to open" in lowered and path is not None and path.exists() and not os.access(
+        path.parent, os.W_OK)
+    if "readonly" in lowered or "read-only" in lowered or read_only_disk:
         return f"the database {path} is read-only: make it (and its folder) writable, or pass --db PATH"
     if "disk is full" in lowered or "disk i/o" in lowered:
         return f"cannot write the database {path}: {message} (free some disk space and run again)"

@@ -51,11 +51,23 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 ENTRIES_PER_FEED = 50
 LAST_MODIFIED = "Sat, 28 Nov 2026 18:00:00 GMT"
-WORDS = (
-    "market council election storm river vaccine budget court energy school minister report league "
-    "climate housing transport police museum festival harbour bridge data study union wages rail "
-    "hospital farmers drought tariff summit talks ceasefire inquiry verdict airline strike"
-).split()
+SYLLABLES = "ba ce di fo gu ha je ki lo mu na pe ri so tu va we xi yo za bre cla dro fli gra ple sto tri".split()
+
+
+def _vocabulary(size: int = 5000) -> tuple[list[str], list[float]]:
+    """Pseudo-words with Zipf frequencies, so that token statistics (and grouping work) look like news text."""
+    rng = random.Random(0)
+    words = sorted({"".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 4))) for _ in range(size * 2)})
+    rng.shuffle(words)
+    words = words[:size]
+    cumulative, total = [], 0.0
+    for rank in range(1, len(words) + 1):
+        total += 1 / rank
+        cumulative.append(total)
+    return words, cumulative
+
+
+WORDS, CUMULATIVE_WEIGHTS = _vocabulary()
 BOILERPLATE_LINKS = ["Home", "World", "Business", "Politics", "Science", "Sport", "Culture", "Opinion",
                      "Newsletters", "Podcasts", "Subscribe", "Sign in", "About us", "Contact", "Careers"]
 
@@ -64,7 +76,8 @@ BOILERPLATE_LINKS = ["Home", "World", "Business", "Politics", "Science", "Sport"
 
 
 def _sentence(rng: random.Random, low: int = 8, high: int = 22) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high))).capitalize() + "."
+    words = rng.choices(WORDS, cum_weights=CUMULATIVE_WEIGHTS, k=rng.randint(low, high))
+    return " ".join(words).capitalize() + "."
 
 
 def _paragraph(rng: random.Random, sentences: int) -> str:
@@ -94,7 +107,7 @@ def feed_document(number: int, base_url: str) -> bytes:
             f"<item><title>{escape(title)}</title><link>{link}</link>"
             f'<guid isPermaLink="false">feed-{number}-entry-{entry}</guid>'
             f"<pubDate>{format_datetime(published)}</pubDate>"
-            f"<category>{rng.choice(WORDS)}</category><author>desk@example.com (News desk)</author>"
+            f"<category>{rng.choice(WORDS[:40])}</category><author>desk@example.com (News desk)</author>"
             f"<description>{escape(body)}</description></item>"
         )
     return (

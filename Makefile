@@ -24,7 +24,7 @@ demo: $(VENV)/.installed
 	  server=$$!; trap 'kill $$server 2>/dev/null' EXIT; \
 	  for i in $$(seq 100); do [ -s $(DEMO_DIR)/feeds.yaml ] && break; sleep 0.1; done; \
 	  $(BIN)/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db fetch && \
-	  $(BIN)/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db list --all
+	  $(BIN)/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db list
 
 # docs/cli.md is generated from the command line; tests/test_cli_docs.py fails when it is stale.
 docs: $(VENV)/.installed

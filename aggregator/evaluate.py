@@ -4,7 +4,9 @@ This module owns reading labelled collections (JSON Lines with a gold
 ``story`` per document, or the UCI News Aggregator headlines CSV), running
 them through exactly the engine the pipeline uses
 (:meth:`aggregator.dedup.StoryGrouper.add_many`) and scoring the result
-with pairwise and B-cubed precision, recall and F1.
+with pairwise and B-cubed precision, recall and F1; and scoring the stories
+a database already holds against gold labels keyed by (feed URL, GUID), as
+the bundled samples' ``stories.jsonl`` gives them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aggregator.dedup import DedupSettings, Report, StoryGrouper
+import sqlite_utils
+
+from aggregator.dedup import DedupSettings, Report, StoryGrouper, resolve_story_id
 
 UCI_HEADLINES = Path("headlines") / "uci-news-aggregator.head6366.csv"
 
@@ -174,3 +178,54 @@ def format_result(result: EvalResult) -> str:
 
 def _triple(p: float, r: float, f: float) -> str:
     return f"{p:.3f} / {r:.3f} / {f:.3f}"
+
+
+# --------------------------------------------------------------------------
+# Stories already in a database, against gold labels by (feed URL, GUID)
+# --------------------------------------------------------------------------
+
+BASE_URL_PLACEHOLDER = "{{BASE_URL}}"
+
+
+def load_gold_by_entry(path: str | Path, base_url: str = "") -> dict[tuple[str, str], Hashable]:
+    """Gold stories keyed by (feed URL, GUID) from JSON Lines with ``feed``, ``guid`` and ``story``.
+
+    ``{{BASE_URL}}`` in either field becomes ``base_url``; a feed given as a
+    path (``/feeds/x.xml``) is joined to ``base_url``.
+    """
+    gold: dict[tuple[str, str], Hashable] = {}
+    with Path(path).open(encoding="utf-8") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            feed = row["feed"].replace(BASE_URL_PLACEHOLDER, base_url)
+            if feed.startswith("/"):
+                feed = base_url.rstrip("/") + feed
+            gold[(feed, row["guid"].replace(BASE_URL_PLACEHOLDER, base_url))] = row["story"]
+    return gold
+
+
+def evaluate_db(db: sqlite_utils.Database, gold: Mapping[tuple[str, str], Hashable]) -> dict[str, float]:
+    """Score the stories stored in ``db`` against ``gold``; gold entries missing from the DB count as alone.
+
+    Adds ``missing`` (gold entries not in the DB, or in no story yet) to the scores.
+    """
+    stored = {
+        (feed_url, guid): story_id
+        for feed_url, guid, story_id in db.execute(
+            "SELECT f.url, e.guid, e.story_id FROM entries e JOIN feeds f ON f.id = e.feed_id"
+        ).fetchall()
+    }
+    predicted: dict[str, Hashable] = {}
+    missing = 0
+    for key in gold:
+        story_id = stored.get(key)
+        if story_id is None:
+            missing += 1
+            predicted[repr(key)] = ("alone", key)
+        else:
+            predicted[repr(key)] = resolve_story_id(db, story_id)
+    scores = score_clustering({repr(key): label for key, label in gold.items()}, predicted)
+    scores["missing"] = missing
+    return scores

@@ -2,7 +2,7 @@
 
 Everything stays on 127.0.0.1 and every loop is bounded:
 
-- :func:`zeros` and :func:`gzip_bomb` are *lazy* bodies for ``Reply(stream=...)``:
+- :func:`padding` and :class:`GzipBomb` are *lazy* bodies for ``Reply(stream=...)``:
   a 50 MB body or a gzip stream expanding to gigabytes is made chunk by chunk
   as it is sent, so neither the server nor the test holds it in memory, and
   the server stops as soon as the client hangs up;
@@ -35,7 +35,7 @@ CHUNK = 64 * 1024
 # --- lazy bodies ---------------------------------------------------------------
 
 
-def zeros(total: int, chunk: int = CHUNK, byte: bytes = b" ") -> Callable[[], Iterator[bytes]]:
+def padding(total: int, chunk: int = CHUNK, byte: bytes = b" ") -> Callable[[], Iterator[bytes]]:
     """A body of ``total`` copies of ``byte``, made ``chunk`` bytes at a time."""
 
     def generate() -> Iterator[bytes]:
@@ -49,39 +49,43 @@ def zeros(total: int, chunk: int = CHUNK, byte: bytes = b" ") -> Callable[[], It
     return generate
 
 
-def gzip_bomb(expanded: int, block: int = MiB) -> Callable[[], Iterator[bytes]]:
+class GzipBomb:
     """A valid gzip stream of ``expanded`` zero bytes, made lazily: ~1 kB on the wire per MiB expanded.
 
-    After a full flush the compressor's output for the same input block is
-    the same bytes, so one block is compressed once and repeated; only the
-    trailer's CRC needs every byte, and it is computed only if a client
-    reads that far.
+    Call it for the chunks. After a full flush the compressor's output for
+    the same input block is the same bytes, so one block is compressed once
+    and repeated; only the trailer's CRC needs every byte, and it is
+    computed only if a client reads that far.
     """
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    zero_block = bytes(block)
-    first = compressor.compress(zero_block) + compressor.flush(zlib.Z_FULL_FLUSH)
-    repeated = compressor.compress(zero_block) + compressor.flush(zlib.Z_FULL_FLUSH)
-    blocks = expanded // block
-    assert expanded % block == 0 and blocks >= 2
 
-    def generate() -> Iterator[bytes]:
-        yield first
-        for _ in range(blocks - 1):
-            yield repeated
-        crc = 0
-        for _ in range(blocks):
-            crc = zlib.crc32(zero_block, crc)
+    def __init__(self, expanded: int, block: int = MiB):
+        assert expanded % block == 0 and expanded // block >= 2
+        self.expanded, self.block = expanded, block
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        zeros_block = bytes(block)
+        self._first = compressor.compress(zeros_block) + compressor.flush(zlib.Z_FULL_FLUSH)
+        self._repeated = compressor.compress(zeros_block) + compressor.flush(zlib.Z_FULL_FLUSH)
+        self.wire_size = len(self._first) + len(self._repeated) * (self.blocks - 1) + 10
+
+    @property
+    def blocks(self) -> int:
+        return self.expanded // self.block
+
+    def __call__(self) -> Iterator[bytes]:
+        yield self._first
+        for _ in range(self.blocks - 1):
+            yield self._repeated
+        crc, zeros_block = 0, bytes(self.block)
+        for _ in range(self.blocks):
+            crc = zlib.crc32(zeros_block, crc)
         # The final empty stored block, then CRC-32 and size mod 2**32 (RFC 1952).
-        yield b"\x03\x00" + crc.to_bytes(4, "little") + (expanded % 2**32).to_bytes(4, "little")
-
-    generate.wire_size = len(first) + len(repeated) * (blocks - 1) + 10  # type: ignore[attr-defined]
-    return generate
+        yield b"\x03\x00" + crc.to_bytes(4, "little") + (self.expanded % 2**32).to_bytes(4, "little")
 
 
 def big_body_reply(total: int, *, declared: bool) -> Reply:
     """An RSS-looking body of ``total`` bytes, sent lazily; ``declared``: with its Content-Length."""
     head = b'<?xml version="1.0"?><rss version="2.0"><channel><title>big</title><description>'
-    pad = zeros(total - len(head))
+    pad = padding(total - len(head))
 
     def generate() -> Iterator[bytes]:
         yield head
@@ -92,7 +96,7 @@ def big_body_reply(total: int, *, declared: bool) -> Reply:
 
 
 def bomb_reply(expanded: int) -> Reply:
-    return Reply(stream=gzip_bomb(expanded), headers={"Content-Encoding": "gzip"})
+    return Reply(stream=GzipBomb(expanded), headers={"Content-Encoding": "gzip"})
 
 
 # --- scripted network faults --------------------------------------------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import rss_document
+from tests.conftest import PROJECT_ROOT, rss_document
 from tests.faults import agg_command, run_agg
 from tests.server import Reply, ScriptedServer, SeenRequest
 from tests.test_pipeline import write_config
@@ -90,7 +90,7 @@ def stored(db: Path) -> list[tuple[str, str]]:
 
 def killed_run(cfg: Path, db: Path, after: float) -> int | None:
     """Start ``agg fetch`` and SIGKILL it (and its extraction workers) ``after`` seconds later."""
-    process = subprocess.Popen(agg_command("--config", cfg, "--db", db, "fetch"), cwd=Path(__file__).parent.parent,
+    process = subprocess.Popen(agg_command("--config", cfg, "--db", db, "fetch"), cwd=PROJECT_ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         process.wait(timeout=after)

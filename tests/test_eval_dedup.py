@@ -8,11 +8,16 @@ import pytest
 from aggregator.evaluate import UCI_HEADLINES, evaluate_file, format_result, score_clustering
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dedup"
+# Written before the engine was tuned with time decay, figure/action clashes and containment, and never
+# tuned on: it measures how those changes generalise (before them: P 0.871 R 0.794, B-cubed F1 0.906).
+HELD_OUT = Path(__file__).parent / "fixtures" / "dedup-heldout" / "stories.jsonl"
 
-# Measured 2026-11-28: fixtures P 1.000 R 0.909 F1 0.952, B-cubed F1 0.972;
-# UCI headlines P 0.878 R 0.527 F1 0.658, B-cubed F1 0.667.
-FIXTURE_FLOORS = {"pairwise_precision": 0.99, "pairwise_f1": 0.93, "bcubed_f1": 0.96}
-UCI_FLOORS = {"pairwise_precision": 0.87, "pairwise_f1": 0.65, "bcubed_f1": 0.66}
+# Measured 2026-11-28 after the time decay / clash / containment changes: fixtures P 1.000 R 1.000,
+# B-cubed F1 1.000; held-out P 1.000 R 1.000, B-cubed F1 1.000;
+# UCI headlines P 0.901 R 0.519 F1 0.659, B-cubed F1 0.669.
+FIXTURE_FLOORS = {"pairwise_precision": 0.99, "pairwise_f1": 0.98, "bcubed_f1": 0.99}
+HELD_OUT_FLOORS = {"pairwise_precision": 0.99, "pairwise_f1": 0.98, "bcubed_f1": 0.99}
+UCI_FLOORS = {"pairwise_precision": 0.89, "pairwise_f1": 0.655, "bcubed_f1": 0.665}
 
 
 def test_scores_of_known_clusterings():
@@ -42,6 +47,14 @@ def test_own_fixtures_stay_above_floors(path):
     measured = result.to_dict()
     for name, floor in FIXTURE_FLOORS.items():
         assert measured[name] >= floor, f"{name} fell to {measured[name]:.3f}\n{format_result(result)}"
+
+
+def test_held_out_fixtures_stay_above_floors():
+    rows = [json.loads(line) for line in HELD_OUT.read_text().splitlines()]
+    assert len(rows) >= 40 and len({row["story"] for row in rows}) >= 15
+    measured = evaluate_file(HELD_OUT).to_dict()
+    for name, floor in HELD_OUT_FLOORS.items():
+        assert measured[name] >= floor, f"{name} fell to {measured[name]:.3f}"
 
 
 def test_uci_headlines_stay_above_floors(shared_data):

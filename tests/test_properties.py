@@ -16,7 +16,6 @@ guards: :func:`aggregator.cli.terminal_safe` and the exports' item HTML.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -86,7 +85,7 @@ def mutated_feed(draw) -> bytes:
 def test_mutated_real_feeds_parse_without_raising(body: bytes, content_type: str) -> None:
     feed = parse_feed(body, FEED_URL, {"content-type": content_type})
     assert_well_formed(feed)
-    assert b"root:" not in b"".join(e.summary.encode() + e.title.encode() for e in feed.entries) or b"root:" in body
+    assert not any("root:x:0:0" in entry.summary + entry.content for entry in feed.entries)  # no file was read
 
 
 def test_unmutated_samples_parse_with_entries() -> None:
@@ -110,7 +109,7 @@ def test_json_feed_parser_never_raises_on_bytes(body: bytes) -> None:
 
 # --- entity declarations: whatever is declared, the text never grows past the budget ---------------
 
-ENTITY_VALUES = st.one_of(st.text(alphabet="ab <&;%#x0123", max_size=300), st.just("A" * 5000),
+ENTITY_VALUES = st.one_of(st.text(alphabet="ab <&;%#x0123", max_size=300), st.just("A" * 5000), st.just("B" * 200),
                           st.sampled_from(["&#160;", "&#x2014;", "&a;&a;", "%p;", "file:///etc/passwd"]))
 
 
@@ -120,7 +119,8 @@ def entity_document(draw) -> bytes:
     declarations = "".join(
         f'<!ENTITY {name} {draw(st.sampled_from(["", "SYSTEM "]))}"{draw(ENTITY_VALUES).replace(chr(34), "")}">'
         for name in names)
-    references = "".join(f"&{draw(st.sampled_from(names))};" * draw(st.integers(1, 2000)) for _ in range(3))
+    references = "".join(f"&{draw(st.sampled_from(names))};" * draw(st.sampled_from([1, 7, 300, 3000]))
+                         for _ in range(3))
     return (f'<?xml version="1.0"?><!DOCTYPE rss [{declarations}]><rss version="2.0"><channel><title>t</title>'
             f"<item><guid>g</guid><title>{references[:500]}</title><description>{references}</description>"
             "</item></channel></rss>").encode()

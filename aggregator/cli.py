@@ -19,7 +19,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +99,24 @@ def parse_since(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        return utc_now() - timedelta(seconds=parse_duration(value))
+        seconds = parse_duration(value)
     except ValueError:
         pass
+    else:
+        try:
+            return utc_now() - timedelta(seconds=seconds)
+        except OverflowError:
+            raise click.BadParameter(f"{value!r} reaches back before the year 1") from None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is neither a duration (24h, 7d) nor a date (2026-11-28)") from None
-    return moment if moment.tzinfo else moment.astimezone()
+    try:
+        moment = moment if moment.tzinfo else moment.astimezone()
+        moment.astimezone(UTC)  # the database stores UTC: a time at the edge of year 1 or 9999 may not convert
+    except (ValueError, OverflowError):
+        raise click.BadParameter(f"{value!r} is out of the range of dates agg can store") from None
+    return moment
 
 
 def time_ago(value: str | None, now: datetime | None = None) -> str:

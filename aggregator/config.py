@@ -178,6 +178,8 @@ def load_yaml_document(path: Path) -> Any:
             return _yaml().load(handle)
     except FileNotFoundError:
         raise ConfigError(path, [f"{path}: no such file (create it, or pass --config PATH)"]) from None
+    except OSError as exc:  # a folder, no permission, an I/O error
+        raise ConfigError(path, [f"{path}: cannot read it: {exc.strerror or exc}"]) from None
     except (YAMLError, UnicodeDecodeError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -189,9 +191,12 @@ def save_yaml_document(path: Path, document: Any) -> None:
     yaml = _yaml()
     yaml.indent(**_indentation_of(path))
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        yaml.dump(document, handle)
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            yaml.dump(document, handle)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _indentation_of(path: Path) -> dict[str, int]:

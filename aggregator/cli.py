@@ -11,7 +11,6 @@ config, unusable database); 2 bad usage; 75 another run holds the lock.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -36,6 +35,7 @@ DEFAULT_DB = Path("data/agg.db")
 EXIT_CANNOT_RUN = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 75
+SQLITE_MAX_INTEGER = 2**63 - 1
 CLI_EPILOG = """\b
 Exit statuses:
   0   success (a fetch where some feeds failed is still a success: each failure is listed)
@@ -72,8 +72,9 @@ class Context:
         self.db_path = Path(db_path or os.environ.get("AGG_DB") or DEFAULT_DB)
         self.verbose = verbose
         self.quiet = quiet
-        self.out = Console(soft_wrap=True, highlight=False)
-        self.err = Console(stderr=True, highlight=False)
+        # markup=False: a "[" in a feed's text or a path must print as itself, never as a style.
+        self.out = Console(soft_wrap=True, highlight=False, markup=False)
+        self.err = Console(stderr=True, highlight=False, markup=False)
 
     def config(self) -> Config:
         try:
@@ -83,10 +84,30 @@ class Context:
             fail(f"the config {exc.path} has problems, so nothing was done:\n{lines}")
 
     def store(self, readonly: bool = False) -> Store:
+        """The database, closed when the command ends (however it ends)."""
         try:
-            return Store.open(self.db_path, readonly=readonly)
+            store = Store.open(self.db_path, readonly=readonly)
         except StoreError as exc:
             fail(str(exc))
+        click.get_current_context().call_on_close(store.close)
+        return store
+
+
+class PositiveInt(click.IntRange):
+    """An id or count of 1 or more, capped at SQLite's largest integer (a larger one would crash the query)."""
+
+    def __init__(self) -> None:
+        super().__init__(min=1)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        return min(super().convert(value, param, ctx), SQLITE_MAX_INTEGER)
+
+
+class TerminalSafeFormatter(logging.Formatter):
+    """Log lines quote feed content (URLs, server errors), so they are made terminal-safe like all output."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal_safe(super().format(record), keep_newlines=True)
 
 
 def fail(message: str, status: int = EXIT_CANNOT_RUN) -> None:
@@ -119,16 +140,22 @@ def parse_since(value: str | None) -> datetime | None:
     return moment
 
 
+def _whole_units(seconds: int) -> str | None:
+    """``3 d``, ``2 h`` or ``5 min``: the largest unit that fits; None under a minute."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return None
+
+
 def time_ago(value: str | None, now: datetime | None = None) -> str:
     """``2 h ago``-style age of a stored time."""
     moment = from_db_time(value)
     if moment is None:
         return "?"
     seconds = max(0, int(((now or utc_now()) - moment).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return "just now"
+    age = _whole_units(seconds)
+    return f"{age} ago" if age else "just now"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=CLI_EPILOG)
@@ -155,7 +182,9 @@ def cli(ctx: click.Context, config_path: str | None, db_path: str | None, verbos
         level = logging.DEBUG
     elif quiet:
         level = logging.ERROR
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TerminalSafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     if verbose < 2:
         for noisy in ("trafilatura", "htmldate", "courlan", "charset_normalizer", "asyncio", "urllib3"):
             logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
@@ -187,7 +216,7 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
       agg fetch --wait               # queue behind a run in progress
       agg fetch --concurrency 50
     """
-    from aggregator.lock import LockHeld, RunLock
+    from aggregator.lock import LockHeld, LockUnavailable, RunLock
     from aggregator.pipeline import describe, run
 
     config = ctx.config()
@@ -198,6 +227,8 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
                           progress=progress)
     except LockHeld as exc:
         fail(terminal_safe(exc), EXIT_LOCKED)
+    except LockUnavailable as exc:
+        fail(terminal_safe(exc))
     except StoreError as exc:
         fail(str(exc))
     except sqlite3.Error as exc:  # a write after the feeds' (extraction, grouping) failed the same way
@@ -206,6 +237,13 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
         click.echo(f"agg: {terminal_safe(outcome.url)}: {terminal_safe(outcome.error)}", err=True)
     if ctx.verbose or (not ctx.quiet and sys.stderr.isatty()):
         click.echo(describe(summary), err=True)
+
+
+def _echo_json(data: Any) -> None:
+    """One JSON document on a line of stdout (terminal-safe: every control character escaped)."""
+    from aggregator.export import json_text
+
+    click.echo(json_text(data))
 
 
 def _outlets_line(outlets: list[str], most: int = 4) -> str:
@@ -217,8 +255,8 @@ def _outlets_line(outlets: list[str], most: int = 4) -> str:
 @click.option("--since", metavar="WHEN", help="Only stories active since then: 24h, 7d, or a date.")
 @click.option("--feed", metavar="URL|TITLE", help="Only stories with a report from this feed.")
 @click.option("--tag", help="Only stories with a report from a feed with this tag.")
-@click.option("--min-outlets", type=click.IntRange(1), default=1, show_default=True, help="Only stories carried by N outlets or more.")
-@click.option("--limit", type=click.IntRange(1), metavar="N", help="At most N stories.")
+@click.option("--min-outlets", type=PositiveInt(), default=1, show_default=True, help="Only stories carried by N outlets or more.")
+@click.option("--limit", type=PositiveInt(), metavar="N", help="At most N stories.")
 @click.option("--all", "show_all", is_flag=True, help="Show every report under its story.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
 @pass_context
@@ -240,7 +278,7 @@ def list_(ctx: Context, since: str | None, feed: str | None, tag: str | None, mi
             story["reports"] = (store.story(story["id"]) or {}).get("reports", [])
     if as_json:
         for story in stories:
-            click.echo(json.dumps(_story_json(story, show_all), ensure_ascii=False))
+            _echo_json(_story_json(story, show_all))
         return
     if sys.stdout.isatty():
         _print_story_table(ctx, stories, show_all)
@@ -283,7 +321,7 @@ def _print_story_table(ctx: Context, stories: list[dict], show_all: bool) -> Non
 
 
 @cli.command()
-@click.argument("story_id", type=int)
+@click.argument("story_id", type=PositiveInt())
 @click.option("--entry", is_flag=True, help="ID is an entry's, not a story's: print the entry and its body.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
@@ -302,7 +340,7 @@ def show(ctx: Context, story_id: int, entry: bool, as_json: bool) -> None:
         if row is None:
             fail(f"no entry {story_id} (see 'agg list --all' for entry ids)")
         if as_json:
-            click.echo(json.dumps(row, ensure_ascii=False, default=str))
+            _echo_json(row)
             return
         _print_entry(row)
         return
@@ -310,7 +348,7 @@ def show(ctx: Context, story_id: int, entry: bool, as_json: bool) -> None:
     if story is None:
         fail(f"no story {story_id} (see 'agg list' for story ids)")
     if as_json:
-        click.echo(json.dumps(story, ensure_ascii=False, default=str))
+        _echo_json(story)
         return
     click.echo(f"Story {story['id']}: {terminal_safe(story['title'])}")
     click.echo(f"{story['n_reports']} reports from {story['n_outlets']} outlets, "
@@ -367,7 +405,7 @@ def daemon(ctx: Context, concurrency: int | None) -> None:
       kill -HUP <pid>      # reload feeds.yaml now
     """
     from aggregator.daemon import Daemon
-    from aggregator.lock import LockHeld, RunLock
+    from aggregator.lock import LockHeld, LockUnavailable, RunLock
 
     config = ctx.config()
     if not ctx.quiet:
@@ -375,15 +413,15 @@ def daemon(ctx: Context, concurrency: int | None) -> None:
         # journald stamps each line itself; elsewhere the time is worth printing.
         stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
         for handler in logging.getLogger().handlers:
-            handler.setFormatter(logging.Formatter(f"{stamp}%(levelname)s %(name)s: %(message)s"))
+            handler.setFormatter(TerminalSafeFormatter(f"{stamp}%(levelname)s %(name)s: %(message)s"))
     store = ctx.store()
     try:
         with RunLock(ctx.db_path, purpose="agg daemon"):
             Daemon(config, store, concurrency=concurrency).serve()
     except LockHeld as exc:
         fail(terminal_safe(exc), EXIT_LOCKED)
-    finally:
-        store.close()
+    except LockUnavailable as exc:
+        fail(terminal_safe(exc))
 
 
 def time_until(value: str | None, now: datetime | None = None) -> str:
@@ -394,10 +432,7 @@ def time_until(value: str | None, now: datetime | None = None) -> str:
     seconds = int((moment - (now or utc_now())).total_seconds())
     if seconds <= 0:
         return "due"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"in {seconds // size} {unit}"
-    return f"in {seconds} s"
+    return f"in {_whole_units(seconds) or f'{seconds} s'}"
 
 
 @cli.command()
@@ -419,7 +454,7 @@ def status(ctx: Context, as_json: bool) -> None:
     now = utc_now()
     report = status_report(ctx.store(readonly=True).feeds(), now)
     if as_json:
-        click.echo(json.dumps(report, ensure_ascii=False))
+        _echo_json(report)
         return
     rows = [
         (terminal_safe(f["title"] or f["url"]), f["state"], time_ago(f["last_fetch_at"], now) if f["last_fetch_at"]
@@ -453,7 +488,7 @@ _output_option = click.option(
 
 def _story_window_options(default_since: str):
     def decorate(command):
-        command = click.option("--min-outlets", type=click.IntRange(1), default=1, show_default=True,
+        command = click.option("--min-outlets", type=PositiveInt(), default=1, show_default=True,
                                help="Only stories carried by N outlets or more.")(command)
         return click.option("--since", metavar="WHEN", default=default_since, show_default=True,
                             help="Only stories active since then: 24h, 7d, or a date.")(command)
@@ -536,6 +571,20 @@ def export_digest(ctx: Context, since: str, min_outlets: int, output: str) -> No
     _write_export(output, json_bytes(document))
 
 
+def _write_story_feed(ctx: Context, fmt: str, since: str, min_outlets: int, feed_url: str | None,
+                      title: str | None, output: str) -> None:
+    """The stories of the window as a feed for readers: ``fmt`` is "jsonfeed" or "atom"."""
+    from aggregator.export import DEFAULT_FEED_TITLE, build_atom, build_json_feed, json_bytes, load_stories
+
+    stories = load_stories(ctx.store(readonly=True), since=parse_since(since), min_outlets=min_outlets)
+    title = title or DEFAULT_FEED_TITLE
+    if fmt == "atom":
+        data = build_atom(stories, generated_at=utc_now(), title=title, feed_url=feed_url)
+    else:
+        data = json_bytes(build_json_feed(stories, title=title, feed_url=feed_url))
+    _write_export(output, data)
+
+
 @export_group.command(name="jsonfeed")
 @_story_window_options("7d")
 @_feed_options
@@ -550,11 +599,7 @@ def export_jsonfeed(ctx: Context, since: str, min_outlets: int, feed_url: str | 
       agg export jsonfeed -o /var/www/agg.json --feed-url https://example.org/agg.json
       agg export jsonfeed --since 24h --min-outlets 2
     """
-    from aggregator.export import DEFAULT_FEED_TITLE, build_json_feed, json_bytes, load_stories
-
-    stories = load_stories(ctx.store(readonly=True), since=parse_since(since), min_outlets=min_outlets)
-    _write_export(output, json_bytes(build_json_feed(stories, title=title or DEFAULT_FEED_TITLE,
-                                                     feed_url=feed_url)))
+    _write_story_feed(ctx, "jsonfeed", since, min_outlets, feed_url, title, output)
 
 
 @export_group.command(name="atom")
@@ -571,11 +616,7 @@ def export_atom(ctx: Context, since: str, min_outlets: int, feed_url: str | None
       agg export atom -o /var/www/agg.atom --feed-url https://example.org/agg.atom
       agg export atom --since 24h --min-outlets 2
     """
-    from aggregator.export import DEFAULT_FEED_TITLE, build_atom, load_stories
-
-    stories = load_stories(ctx.store(readonly=True), since=parse_since(since), min_outlets=min_outlets)
-    _write_export(output, build_atom(stories, generated_at=utc_now(), title=title or DEFAULT_FEED_TITLE,
-                                     feed_url=feed_url))
+    _write_story_feed(ctx, "atom", since, min_outlets, feed_url, title, output)
 
 
 @cli.group(name="import")
@@ -607,11 +648,14 @@ def import_opml_command(ctx: Context, file: Any, dry_run: bool) -> None:
       agg --config my.yaml import opml - < export.opml
     """
     from aggregator.export import OpmlError, import_opml
+    from aggregator.feeds import FeedsError
 
     try:
         plan = import_opml(ctx.config_path, file.read(), dry_run=dry_run)
     except OpmlError as exc:
-        fail(f"{file.name} cannot be imported: {exc}; {ctx.config_path} was not changed")
+        fail(f"{file.name} cannot be imported: {terminal_safe(exc)}; {ctx.config_path} was not changed")
+    except FeedsError as exc:
+        fail(terminal_safe(exc))
     except ConfigError as exc:
         lines = "\n".join(f"  {p}" for p in exc.problems)
         fail(f"cannot add feeds to {exc.path}, so nothing was done:\n{lines}")
@@ -698,7 +742,7 @@ def feeds_list(ctx: Context, as_json: bool) -> None:
     rows = subscriptions(config, ctx.store(readonly=True) if ctx.db_path.exists() else None)
     if as_json:
         for row in rows:
-            click.echo(json.dumps(row, ensure_ascii=False, default=str))
+            _echo_json(row)
     elif sys.stdout.isatty():
         _print_feeds_table(ctx, rows)
     else:
@@ -840,7 +884,7 @@ def feeds_check(ctx: Context, url: str, as_json: bool) -> None:
     check = feeds.check_feed(_typed_url(url), config.settings if config else None)
     if as_json:
         data = dict(vars(check), usable=check.usable, newest=to_db_time(check.newest))
-        click.echo(json.dumps(data, ensure_ascii=False))
+        _echo_json(data)
     else:
         for label, value in _check_lines(check):
             click.echo(f"{label + ':':<17} {terminal_safe(value)}")
@@ -884,7 +928,7 @@ def _check_lines(check: Any) -> list[tuple[str, str]]:
 @cli.command(name="search")
 @click.argument("query", nargs=-1, required=True)
 @click.option("--since", metavar="WHEN", help="Only reports published since then: 24h, 7d, or a date.")
-@click.option("--limit", type=click.IntRange(1), default=20, show_default=True, metavar="N", help="At most N stories.")
+@click.option("--limit", type=PositiveInt(), default=20, show_default=True, metavar="N", help="At most N stories.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
 @pass_context
 def search_command(ctx: Context, query: tuple[str, ...], since: str | None, limit: int, as_json: bool) -> None:
@@ -914,7 +958,7 @@ def search_command(ctx: Context, query: tuple[str, ...], since: str | None, limi
         for hit in hits:
             data = dict(vars(hit), title=with_markers(hit.title), snippet=with_markers(hit.snippet),
                         snippet_html=_marked_html(hit.snippet))
-            click.echo(json.dumps(data, ensure_ascii=False))
+            _echo_json(data)
     elif sys.stdout.isatty():
         _print_hits(ctx, hits)
     else:
@@ -986,7 +1030,7 @@ def stats_command(ctx: Context, as_json: bool) -> None:
         configured = None  # the numbers come from the database; the config only adds a detail
     stats = collect(store, configured)
     if as_json:
-        click.echo(json.dumps(stats.as_json(), ensure_ascii=False))
+        _echo_json(stats.as_json())
         return
     lines = describe(stats)
     width = max(len(label) for label, _ in lines) + 1
@@ -1018,10 +1062,12 @@ def eval_dedup(ctx: Context, file: Path, fmt: str, as_json: bool) -> None:
     config = _optional_config(ctx)
     try:
         result = evaluate_file(file, fmt=fmt, settings=config.settings.dedup if config else None)
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror or exc}")
     except (ValueError, KeyError) as exc:
-        fail(f"cannot read {file} as {fmt}: {exc}")
+        fail(f"cannot read {file} as {fmt}: {terminal_safe(exc)}")
     if as_json:
-        click.echo(json.dumps(result.to_dict()))
+        _echo_json(result.to_dict())
     else:
         click.echo(format_result(result))
 

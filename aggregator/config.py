@@ -231,7 +231,7 @@ def validate_feed_url(url: Any, base_dir: Path | None = None) -> str:
         if not parts.hostname:
             raise ValueError(f"{url!r} has no host")
         try:
-            parts.port
+            parts.port  # noqa: B018 -- reading it raises ValueError for a port out of range or not a number
         except ValueError:
             raise ValueError(f"{url!r} has a bad port") from None
         if any(ch.isspace() for ch in url):

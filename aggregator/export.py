@@ -43,16 +43,11 @@ from urllib.parse import urlsplit
 
 import nh3
 from lxml import etree
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from aggregator import __version__
-from aggregator.config import (
-    ConfigError,
-    FeedConfig,
-    load_yaml_document,
-    save_yaml_document,
-    validate_feed_url,
-)
+from aggregator.config import FeedConfig, load_config, validate_feed_url
+from aggregator.feeds import append_feeds, feed_item
+from aggregator.parse import safe_http_url
 from aggregator.store import Store, to_db_time
 
 DIGEST_VERSION = 1
@@ -63,8 +58,10 @@ DEFAULT_FEED_ID = "urn:agg:stories"
 SUMMARY_SENTENCES = 2
 SUMMARY_CHARS = 300
 
-# Characters XML 1.0 cannot carry at all; lxml refuses them, so they are dropped.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+# Characters XML 1.0 cannot carry at all (lxml refuses them), and the C1 controls
+# it discourages (a terminal shown the file would obey them): all dropped.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
+_C1_CONTROLS = re.compile("[\x7f-\x9f]")
 # The end of a sentence: punctuation (and closing quotes) before a space and
 # a capital, a figure or an opening quote, or at the end. A single capital
 # before the stop is an initial ("J. Smith", "U.S."), not a sentence end.
@@ -132,7 +129,7 @@ class ExportStory:
     def link(self) -> str | None:
         """The representative report's address, else the first web address any report has."""
         preferred = [self.representative] if self.representative else []
-        return next((r.url for r in [*preferred, *self.reports] if is_web_url(r.url)), None)
+        return next(filter(None, (safe_http_url(r.url) for r in [*preferred, *self.reports])), None)
 
     @property
     def outlets(self) -> list[str]:
@@ -189,13 +186,6 @@ def lead_summary(text: str, sentences: int = SUMMARY_SENTENCES, max_chars: int =
     if " " in cut:
         cut = cut[:cut.rindex(" ")]
     return cut.rstrip(" ,;:-–—") + "…"
-
-
-def is_web_url(url: str | None) -> bool:
-    if not url:
-        return False
-    parts = urlsplit(url.strip())
-    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
 # --------------------------------------------------------------------------
@@ -261,8 +251,18 @@ def _digest_story(story: ExportStory) -> dict[str, Any]:
     }
 
 
+def json_text(document: Any, *, indent: int | None = None) -> str:
+    """``document`` as JSON, non-ASCII text kept as it is but every control character escaped.
+
+    json.dumps escapes C0 controls but lets C1 ones (U+0080-U+009F) through,
+    and a terminal shown the output would obey them as escape sequences.
+    """
+    text = json.dumps(document, ensure_ascii=False, indent=indent, default=str)
+    return _C1_CONTROLS.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
 def json_bytes(document: Any) -> bytes:
-    return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    return (json_text(document, indent=2) + "\n").encode("utf-8")
 
 
 # --------------------------------------------------------------------------
@@ -296,9 +296,10 @@ def _escape(text: str) -> str:
 
 
 def _link(url: str | None, text: str) -> str:
-    if not is_web_url(url):
+    href = safe_http_url(url)
+    if href is None:
         return _escape(text)
-    return f'<a href="{_escape(url.strip())}">{_escape(text)}</a>'
+    return f'<a href="{_escape(href)}">{_escape(text)}</a>'
 
 
 def _count(number: int, noun: str) -> str:
@@ -561,47 +562,18 @@ def plan_import(candidates: Sequence[OpmlFeed], existing_urls: Collection[str]) 
 def import_opml(config_path: Path, data: bytes, *, dry_run: bool = False) -> ImportPlan:
     """Add the OPML file's subscriptions to feeds.yaml, keeping its feeds, comments and order.
 
-    feeds.yaml is created (with a ``feeds:`` list) when missing. Nothing is
-    written when the OPML is unreadable (:class:`OpmlError`), when feeds.yaml
-    is (:class:`ConfigError`), with ``dry_run``, or when nothing is new.
+    feeds.yaml is created (with a ``feeds:`` list) when missing, and edited
+    as ``agg feeds add`` does (:func:`aggregator.feeds.append_feeds`). Nothing
+    is written when the OPML is unreadable (:class:`OpmlError`), when
+    feeds.yaml has problems (:class:`ConfigError`), with ``dry_run``, or
+    when nothing is new.
     """
     candidates = parse_opml(data)
-    document = load_yaml_document(config_path) if config_path.exists() else None
-    if document is None:
-        document = CommentedMap()
-    if not isinstance(document, CommentedMap):
-        raise ConfigError(config_path, [f"{config_path}:1: the file must be a mapping with a 'feeds:' list"])
-    feeds = document.get("feeds")
-    if feeds is None:
-        feeds = document["feeds"] = CommentedSeq()
-    elif not isinstance(feeds, list):
-        raise ConfigError(config_path, [f"{config_path}: feeds: must be a list of feeds, each with a url"])
-    plan = plan_import(candidates, _configured_urls(feeds, config_path.parent))
+    config = load_config(config_path) if config_path.exists() else None
+    plan = plan_import(candidates, {feed.url for feed in config.feeds} if config else set())
     if plan.added and not dry_run:
-        feeds.extend(_yaml_feed(feed) for feed in plan.added)
-        config_path.parent.mkdir(parents=True, exist_ok=True)
-        save_yaml_document(config_path, document)
+        append_feeds(config_path, [feed_item(feed.url, title=feed.title, tags=feed.tags) for feed in plan.added])
     return plan
-
-
-def _configured_urls(feeds: list, base_dir: Path) -> set[str]:
-    urls = set()
-    for item in feeds:
-        url = item.get("url") if isinstance(item, Mapping) else item
-        with suppress(ValueError):
-            urls.add(validate_feed_url(url, base_dir))
-    return urls
-
-
-def _yaml_feed(feed: OpmlFeed) -> CommentedMap:
-    item = CommentedMap(url=feed.url)
-    if feed.title:
-        item["title"] = feed.title
-    if feed.tags:
-        tags = CommentedSeq(feed.tags)
-        tags.fa.set_flow_style()
-        item["tags"] = tags
-    return item
 
 
 # --------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
-from urllib.parse import urljoin, urlsplit
 
 import pebble
 import trafilatura
@@ -36,6 +35,7 @@ from lxml.html import HtmlElement
 from trafilatura.settings import Document, set_date_params
 
 from aggregator.models import Article
+from aggregator.parse import safe_http_url
 
 __all__ = [
     "DEFAULT_TIME_LIMIT",
@@ -344,32 +344,16 @@ def _page_language(tree: HtmlElement) -> str | None:
 def _canonical_url(tree: HtmlElement, url: str | None) -> str | None:
     base = url
     for href in tree.xpath("//base/@href"):
-        base = _absolute_http_url(href, url) or url
+        base = safe_http_url(href, url) or url
         break
     candidates = [
         *tree.xpath("//link[contains(concat(' ', translate(@rel, 'CANONIL', 'canonil'), ' '), ' canonical ')]/@href"),
         *tree.xpath("//meta[@property='og:url' or @name='og:url']/@content"),
     ]
     for candidate in candidates:
-        absolute = _absolute_http_url(candidate, base)
+        absolute = safe_http_url(candidate, base)
         if absolute:
             return absolute
-    return None
-
-
-def _absolute_http_url(href: str, base: str | None) -> str | None:
-    """``href`` resolved against ``base``, if that gives a well-formed http(s) URL."""
-    href = href.strip()
-    if not href:
-        return None
-    try:
-        absolute = urljoin(base, href) if base else href
-        parts = urlsplit(absolute)
-        parts.port  # noqa: B018 — raises ValueError for an out-of-range port
-    except ValueError:  # e.g. "http://[broken" or port 99999
-        return None
-    if parts.scheme in ("http", "https") and parts.hostname:
-        return absolute
     return None
 
 

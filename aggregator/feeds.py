@@ -6,8 +6,8 @@
   the feeds it offers: the URL itself if it is a feed, else the page's
   ``<link rel="alternate">`` feeds, else the first of the common feed paths
   (``/feed``, ``/rss.xml``, …) that answers with a feed.
-- :func:`add_subscription` and :func:`remove_subscription` edit feeds.yaml.
-  A block-style feeds list is edited line by line, so every other line
+- :func:`add_subscription`, :func:`append_feeds` (also used by OPML import)
+  and :func:`remove_subscription` edit feeds.yaml. A block-style feeds list is edited line by line, so every other line
   (comments, blank lines, order, quoting) stays exactly as written; each
   edit is validated with :func:`aggregator.config.load_config` before it
   atomically replaces the file.
@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -192,22 +192,35 @@ def find_subscription(config: Config, url_or_title: str) -> FeedConfig | None:
 def add_subscription(path: Path, url: str, *, title: str | None = None, tags: list[str] | None = None) -> Config:
     """Append a feed to feeds.yaml (creating the file if needed); returns the new config.
 
-    Refuses a feed already subscribed. The new item takes the indentation of
-    the items before it and goes right after the last one, before any
-    trailing comments.
+    Refuses a feed already subscribed; see :func:`append_feeds` for where it goes.
     """
     config = load_config(path) if path.exists() else None
     existing = config.feed(validate_feed_url(url, path.parent)) if config is not None else None
     if existing is not None:
         raise FeedsError(f"{url} is already in {path} (line {existing.line})")
-    item = {"url": url, **({"title": title} if title else {}), **({"tags": list(tags)} if tags else {})}
+    return append_feeds(path, [feed_item(url, title=title, tags=tags)])
+
+
+def feed_item(url: str, *, title: str | None = None, tags: Sequence[str] | None = None) -> dict[str, Any]:
+    """A feeds.yaml item for :func:`append_feeds`: its url, and its title and tags when it has them."""
+    return {"url": url, **({"title": title} if title else {}), **({"tags": list(tags)} if tags else {})}
+
+
+def append_feeds(path: Path, items: Sequence[dict[str, Any]]) -> Config:
+    """Append feed items (see :func:`feed_item`) to feeds.yaml, creating it if needed; returns the new config.
+
+    Callers check for feeds already subscribed. The new items take the
+    indentation of the items before them and go right after the last one,
+    before any trailing comments; the edited file is validated before it
+    replaces the old one (:class:`FeedsError` when it would be invalid).
+    """
     text, document = _read(path)
     spans = _item_spans(text, document)
     if spans:
         lines = text.splitlines(keepends=True)
-        last_dash = _first_line_starting_with_dash(lines, spans[-1])
+        last_dash = lines[_first_line_starting_with_dash(lines, spans[-1])]
         insert_at = spans[-1][1]
-        new_lines = _render_item(item, lines[last_dash])
+        new_lines = [line for item in items for line in _render_item(item, last_dash)]
         if insert_at and not lines[insert_at - 1].endswith("\n"):
             new_lines[0] = "\n" + new_lines[0]
         return _replace_checked(path, lambda tmp: tmp.write_text(
@@ -219,11 +232,12 @@ def add_subscription(path: Path, url: str, *, title: str | None = None, tags: li
     feeds = document.get("feeds")
     if not isinstance(feeds, CommentedSeq):
         feeds = document["feeds"] = CommentedSeq()
-    entry = CommentedMap(item)
-    if tags:
-        entry["tags"] = CommentedSeq(tags)
-        entry["tags"].fa.set_flow_style()
-    feeds.append(entry)
+    for item in items:
+        entry = CommentedMap(item)
+        if item.get("tags"):
+            entry["tags"] = CommentedSeq(item["tags"])
+            entry["tags"].fa.set_flow_style()
+        feeds.append(entry)
     return _replace_checked(path, lambda tmp: _save_like(path, tmp, document))
 
 

@@ -210,12 +210,11 @@ class Fetcher:
             if scheme == "file" and not untrusted:
                 result = await asyncio.to_thread(self._read_file, url, last_modified)
             elif scheme in ("http", "https"):
-                async with self._global:
-                    guarded = _GUARDED.set(guard)
-                    try:
-                        result = await self._get(url, etag, last_modified, accept, untrusted and guard, guard)
-                    finally:
-                        _GUARDED.reset(guarded)
+                guarded = _GUARDED.set(guard)
+                try:
+                    result = await self._get(url, etag, last_modified, accept, untrusted and guard, guard)
+                finally:
+                    _GUARDED.reset(guarded)
             else:
                 raise _Refused("bad-scheme", f"refused to fetch {url!r}: only http and https links are followed")
         except _Refused as exc:
@@ -242,9 +241,12 @@ class Fetcher:
                 raise _Refused("bad-scheme", f"refused redirect to {current!r}: only http and https are followed")
             if check_first or hop > 0 and guard:
                 await self._check_public(host, parts.port or (443 if parts.scheme == "https" else 80), current)
+            # The host's slot first, then a global one: a request queued behind its
+            # host's cap must not hold a global slot that a request to another host could use.
             slot = await self._hosts(host)
             try:
-                outcome = await self._request(current, headers, result)
+                async with self._global:
+                    outcome = await self._request(current, headers, result)
             finally:
                 slot.release()
             if outcome is None:

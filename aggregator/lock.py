@@ -21,6 +21,10 @@ class LockHeld(Exception):
     """Another run holds the lock; the message says which, and what to do."""
 
 
+class LockUnavailable(Exception):
+    """The lock file cannot be opened (a folder in its place, no permission): no run can start."""
+
+
 def lock_path_for(db_path: str | Path) -> Path:
     db_path = Path(db_path)
     return db_path.with_name(db_path.name + ".lock")
@@ -36,8 +40,11 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LockUnavailable(f"cannot open the lock file {self.path}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

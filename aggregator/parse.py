@@ -453,14 +453,18 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def safe_http_url(value: Any, base: str) -> str | None:
-    """``value`` made absolute against ``base``, or None unless it is an http(s) URL with a host."""
+def safe_http_url(value: Any, base: str | None = None) -> str | None:
+    """``value`` made absolute against ``base``, or None unless it is an http(s) URL with a host and a valid port.
+
+    The one test of "a web address agg may fetch or link to", for feed, page and export code alike.
+    """
     if not isinstance(value, str) or not value.strip():
         return None
     try:
-        absolute = urljoin(base, value.strip())
+        absolute = urljoin(base, value.strip()) if base else value.strip()
         parts = urlsplit(absolute)
-    except ValueError:
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range or not a number
+    except ValueError:  # e.g. "http://[broken" or port 99999
         return None
     return absolute if parts.scheme in ("http", "https") and parts.hostname else None
 

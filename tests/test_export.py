@@ -411,9 +411,22 @@ def test_import_creates_a_missing_feeds_yaml(tmp_path):
     config = tmp_path / "feeds.yaml"
     plan = import_opml(config, OPML_TO_IMPORT)
     assert len(plan.added) == 3 and len(plan.skipped) == 5
-    assert config.read_text(encoding="utf-8").startswith("feeds:\n  - url: https://ledger.example/feed.xml\n")
+    text = config.read_text(encoding="utf-8")  # written as 'agg feeds add' writes a new file
+    assert text.startswith("# agg subscriptions") and "\nfeeds:\n  - url: https://ledger.example/feed.xml\n" in text
     assert [f.url for f in load_config(config).feeds] == [
         "https://ledger.example/feed.xml", "https://cafe.example/rss", "https://nested.example/feed"]
+
+
+def test_import_into_a_config_with_problems_changes_nothing(tmp_path, agg):
+    config = tmp_path / "feeds.yaml"
+    broken = EXISTING_CONFIG.replace("interval: 30m", "interval: soon")
+    config.write_text(broken, encoding="utf-8")
+    opml = tmp_path / "in.opml"
+    opml.write_bytes(OPML_TO_IMPORT)
+    result = agg("--config", config, "import", "opml", opml)
+    assert result.exit_code == 1
+    assert "agg: error: cannot add feeds to" in result.stderr and "interval" in result.stderr
+    assert config.read_text(encoding="utf-8") == broken
 
 
 def test_plan_import_compares_with_the_urls_already_configured():

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Hashable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import sqlite_utils
@@ -51,12 +52,30 @@ class EvalResult:
         return asdict(self)
 
 
+class EvalInputError(ValueError):
+    """The labelled file cannot be evaluated; the message says where and why."""
+
+
 def _parse_time(value: object) -> datetime | None:
-    if value in (None, ""):
+    """A publication time given as ISO 8601, an RFC 822 date, or seconds/milliseconds since the epoch."""
+    if value in (None, "") or isinstance(value, bool):
         return None
+    if isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit():
+        value = float(value)
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, UTC)
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        seconds = value / 1000 if abs(value) > 1e11 else value  # milliseconds, as in the UCI file
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    text = str(value).strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            parsed = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -68,21 +87,33 @@ def load_jsonl(path: Path) -> tuple[list[Report], dict[str, Hashable]]:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EvalInputError(f"line {number}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or row.get("story") is None:
+                raise EvalInputError(f"line {number}: each line must be a JSON object with a gold 'story' label")
             report_id = str(row.get("id", number))
+            if report_id in gold:
+                raise EvalInputError(f"line {number}: id {report_id!r} appears twice")
             reports.append(
                 Report(
                     id=report_id,
-                    title=row.get("title") or "",
-                    text=row.get("text") or "",
-                    url=row.get("url") or "",
-                    source=row.get("source") or "",
+                    title=_text(row.get("title")),
+                    text=_text(row.get("text")),
+                    url=_text(row.get("url")),
+                    source=_text(row.get("source")),
                     published=_parse_time(row.get("published")),
-                    guid=row.get("guid"),
+                    guid=_text(row.get("guid")) or None,
                 )
             )
-            gold[report_id] = row["story"]
+            story = row["story"]
+            gold[report_id] = story if isinstance(story, Hashable) else json.dumps(story, sort_keys=True)
     return reports, gold
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else "" if value is None else str(value)
 
 
 def load_uci(path: Path) -> tuple[list[Report], dict[str, Hashable]]:
@@ -160,6 +191,10 @@ def evaluate_file(path: str | Path, fmt: str = "jsonl", settings: DedupSettings 
     if fmt not in LOADERS:
         raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(LOADERS)}")
     reports, gold = LOADERS[fmt](Path(path))
+    if not reports:
+        expected = "a CSV with ID, TITLE, URL, PUBLISHER, STORY, TIMESTAMP columns" if fmt == "uci" else \
+            "one JSON object a line with id, title, text, url, source, published and a gold story"
+        raise EvalInputError(f"no labelled documents found (expected {expected})")
     return evaluate_reports(reports, gold, settings)
 
 

@@ -83,3 +83,34 @@ def test_cli_eval_dedup_prints_table_and_json(agg, tmp_path):
     as_json = agg("--config", config, "eval-dedup", "--json", FIXTURES / "stories.jsonl")
     measured = json.loads(as_json.output)
     assert measured["documents"] == 57 and measured["gold_clusters"] == 18
+
+
+def test_published_times_are_read_in_the_forms_real_files_use(agg, tmp_path):
+    from aggregator.evaluate import load_jsonl
+
+    rows = [
+        {"id": "a", "title": "t", "story": 1, "published": "2014-03-10T12:00:00Z"},
+        {"id": "b", "title": "t", "story": 1, "published": "Mon, 10 Mar 2014 12:00:00 GMT"},
+        {"id": "c", "title": "t", "story": 1, "published": 1394452800000},
+        {"id": "d", "title": "t", "story": 1, "published": "1394452800"},
+        {"id": "e", "title": "t", "story": 1, "published": "last Tuesday"},
+    ]
+    path = tmp_path / "times.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    reports, gold = load_jsonl(path)
+    times = {r.id: r.published for r in reports}
+    assert times["a"] == times["b"] == times["c"] == times["d"] and times["a"].year == 2014
+    assert times["e"] is None and set(gold) == set(times)
+
+
+@pytest.mark.parametrize("content, fmt, message", [
+    ('{"title": "no label"}\n', "jsonl", "line 1: each line must be a JSON object with a gold 'story' label"),
+    ('{"id": 1, "story": "x"}\nnot json\n', "jsonl", "line 2: not JSON"),
+    ('{"id": 1, "story": "x"}\n{"id": 1, "story": "y"}\n', "jsonl", "line 2: id '1' appears twice"),
+    ("root:x:0:0:root:/root:/bin/bash\n", "uci", "no labelled documents found"),
+])
+def test_unusable_files_get_a_clear_error(agg, tmp_path, content, fmt, message):
+    path = tmp_path / "bad.txt"
+    path.write_text(content)
+    result = agg("eval-dedup", "--format", fmt, path)
+    assert result.exit_code == 1 and message in result.output

@@ -24,22 +24,34 @@ Decisions go from cheap to expensive:
    story's members clears the threshold (no single-link chaining); two
    stories whose average link clears the merge threshold become one, under
    the older id.
+
+Work and memory per report are bounded, whatever the bodies and the window
+hold: only the first ``max_body_chars`` of a body are read (the DB step cuts
+them in SQL), texts are dropped once features are built, a body keeps its
+``max_vector_terms`` heaviest terms and ``max_names`` rarest names, candidate
+search reads at most ``max_candidate_postings`` postings (rarest tokens
+first), and fuzzy ratios are skipped for a representative whose score cannot
+reach ``min_representative_link`` on the cheap measures alone.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import heapq
 import json
 import math
 import re
 import sqlite3
+import sys
 import unicodedata
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import sqlite_utils
@@ -84,6 +96,16 @@ class DedupSettings:
     """A story whose representative scores below this is not compared further (saves time; below join_threshold)."""
     max_token_df: float = 0.05
     """Tokens carried by more than this share of the window's reports are too common to find candidates."""
+    max_posting_stories: int = 200
+    """Tokens shared with more stories than this are too common to find candidates, however large the window."""
+    max_candidate_postings: int = 1500
+    """Most story postings read to find one report's candidates (its rarest tokens first): bounded work per report."""
+    max_body_chars: int = 10_000
+    """Only the start of a body is scored: it says what the article is about, and keeps the cost bounded."""
+    max_vector_terms: int = 100
+    """The body's TF-IDF vector keeps its heaviest terms only, so a report's memory stays small."""
+    max_names: int = 48
+    """The rarest names and figures of a report that are compared (long articles name many in passing)."""
     lead_chars: int = 600
     """How much of the body counts as the lead."""
     full_credit_hours: float = 24.0
@@ -217,6 +239,7 @@ def actions_clash(a: frozenset[str], b: frozenset[str]) -> bool:
 
 THOUSANDS_SEPARATOR = re.compile(r"(?<=\d)[,.](?=\d{3}\b)")
 DECIMAL_COMMA = re.compile(r"(?<=\d),(?=\d{1,2}\b)")
+NUMBER_PUNCTUATION = re.compile(r"\d[,.]\d")
 # Proper names and figures: capitalised words (also hyphenated, like "Lumen-47c") and numbers.
 ENTITY = re.compile(r"\b(?:[A-Z][\w'-]*[\w]|\d[\d.,:]*\d|\d)")
 
@@ -231,15 +254,32 @@ def figures(names: Iterable[str]) -> frozenset[str]:
 
 def _normalise_numbers(text: str) -> str:
     """"1,100" and "1.100" read as 1100; "6,4" as 6.4, so figures agree across styles and languages."""
+    if not NUMBER_PUNCTUATION.search(text):  # one cheap pass spares most texts the two rewriting ones
+        return text
     return DECIMAL_COMMA.sub(".", THOUSANDS_SEPARATOR.sub("", text))
+
+
+def _fold_to_ascii(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: accents (combining marks) vanish, other non-ASCII characters part words."""
+    assert isinstance(error, UnicodeEncodeError)
+    chunk = error.object[error.start:error.end]
+    return "".join("" if unicodedata.combining(ch) else " " for ch in chunk), error.end
+
+
+codecs.register_error("agg-fold", _fold_to_ascii)
 
 
 def fold(text: str) -> str:
     """Lower case, accents removed, punctuation turned into spaces, spaces collapsed."""
-    text = _normalise_numbers(text or "")
-    if not text.isascii():  # most text is: skip the per-character pass
-        decomposed = unicodedata.normalize("NFKD", text)
-        text = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return _fold_normalised(_normalise_numbers(text or ""))
+
+
+def _fold_normalised(text: str) -> str:
+    """:func:`fold` of text whose numbers are normalised already."""
+    if not text.isascii():
+        # Tokens are ASCII: decompose, then let the codec drop the marks in one C-level pass
+        # (the handler sees only the few runs of non-ASCII characters).
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "agg-fold").decode("ascii")
     return " ".join(TOKEN.findall(text.lower()))
 
 
@@ -268,9 +308,13 @@ def tokens(folded: str) -> list[str]:
 
 def entities(text: str) -> frozenset[str]:
     """Folded names and figures of a text: what tells one event from another about the same subject."""
+    return _entities_normalised(_normalise_numbers(text or ""))
+
+
+def _entities_normalised(text: str) -> frozenset[str]:
+    """:func:`entities` of text whose numbers are normalised already."""
     # One fold for all matches: newlines keep them apart and cost nothing to fold.
-    matches = "\n".join(ENTITY.findall(_normalise_numbers(text or "")))
-    return frozenset(tokens(fold(matches)))
+    return frozenset(tokens(_fold_normalised("\n".join(ENTITY.findall(text)))))
 
 
 def body_fingerprint(folded_body: str) -> str:
@@ -286,58 +330,71 @@ def is_generic_title(folded_title: str, settings: DedupSettings) -> bool:
 # --------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Doc:
     report: Report
     title: str  # cleaned and folded
     generic_title: bool
-    title_tokens: frozenset[str]
+    title_tokens: tuple[str, ...]  # distinct
     lead: str  # folded, "" without a body
-    key_tokens: frozenset[str]  # title + lead tokens: what the inverted index holds
-    body_counts: Counter[str]
-    names: frozenset[str]  # names and figures of title and body
+    key_tokens: tuple[str, ...]  # distinct title + lead tokens: what the inverted index holds
+    # Distinct body tokens, then the title tokens the body lacks: what the window's frequencies count.
+    vocabulary: tuple[str, ...]
+    # How often each body token (the first len(body_counts) of vocabulary) occurs; dropped once the vector is built.
+    body_counts: array | None
+    names: tuple[str, ...]  # names and figures of title and body; dropped once weighted
     title_numbers: frozenset[str]
     figures: frozenset[str]  # figures of title and body
     actions: frozenset[str]  # kinds of action the title reports
     length: int  # informative tokens of the body
-    vocabulary: frozenset[str]  # title and body tokens: what the window's frequencies count
     hour: float | None  # publication time in hours since the epoch
     canonical: str
     fingerprint: str | None
     seq: int = -1  # arrival order, given when the report is placed
     # Rarity weights, frozen when the report arrives so that later reports never change past decisions.
-    weights: dict[str, float] = field(default_factory=dict)  # title tokens and names
-    vector: dict[str, float] = field(default_factory=dict)  # body TF-IDF
+    title_weights: dict[str, float] = field(default_factory=dict)
+    name_weights: dict[str, float] = field(default_factory=dict)  # the rarest names only (max_names)
+    title_mass: float = 0.0
+    names_mass: float = 0.0
+    vector: dict[str, float] = field(default_factory=dict)  # body TF-IDF, heaviest terms only (max_vector_terms)
     norm: float = 0.0
-    mass: dict[str, float] = field(default_factory=dict)  # total weight of "title_tokens" and of "names"
 
     @property
     def has_body(self) -> bool:
         return bool(self.lead)
 
+    def release(self) -> None:
+        """Drop what only comparisons need, once the report has left the window for good."""
+        self.vocabulary = self.key_tokens = ()
+        self.vector, self.name_weights = {}, {}
+
 
 def _make_doc(report: Report, settings: DedupSettings) -> _Doc:
     title = clean_title(report.title, report.source)
-    body = (report.text or "").strip()
-    folded_body = fold(body) if len(body) >= settings.min_body_chars else ""
+    # Long bodies are cut: the first pages of an article say what it is about, and cost stays bounded.
+    body = _normalise_numbers((report.text or "")[: settings.max_body_chars].strip())
+    folded_body = _fold_normalised(body) if len(body) >= settings.min_body_chars else ""
     lead = " ".join(tokens(folded_body[: settings.lead_chars]))
-    title_tokens = frozenset(tokens(title))
+    # Interned: the window holds each token once, however many reports carry it.
+    title_tokens = tuple(map(sys.intern, dict.fromkeys(tokens(title))))
     body_counts = Counter(tokens(folded_body))
-    names = entities(f"{TITLE_PREFIX.sub('', report.title or '')}. {body if folded_body else ''}")
+    title_only = tuple(t for t in title_tokens if t not in body_counts)
+    names = _entities_normalised(f"{TITLE_PREFIX.sub('', _normalise_numbers(report.title or ''))}. "
+                                 f"{body if folded_body else ''}")
     return _Doc(
-        report=report,
+        report=replace(report, text=""),  # the features below are all the engine reads of the text
         title=title,
         generic_title=is_generic_title(title, settings),
         title_tokens=title_tokens,
         lead=lead,
-        key_tokens=title_tokens | frozenset(tokens(lead)),
-        body_counts=body_counts,
-        names=names,
+        key_tokens=tuple(dict.fromkeys(title_tokens + tuple(map(sys.intern, lead.split())))),
+        vocabulary=tuple(map(sys.intern, body_counts)) + title_only,
+        body_counts=array("I", body_counts.values()),
+        names=tuple(names),
         title_numbers=frozenset(t for t in title_tokens if NUMBER.match(t)),
         figures=figures(names),
         actions=actions(title),
         length=sum(body_counts.values()),
-        vocabulary=title_tokens | body_counts.keys(),
         hour=report.published.timestamp() / 3600 if report.published else None,
         canonical=canonical_url(report.url, report.canonical_url) if (report.url or report.canonical_url) else "",
         fingerprint=body_fingerprint(folded_body) if len(folded_body) >= settings.min_fingerprint_chars else None,
@@ -385,16 +442,15 @@ class _Frequencies:
 # --------------------------------------------------------------------------
 
 
-def _weighted_jaccard(a: _Doc, b: _Doc, field: str) -> float:
-    """Jaccard overlap of the docs' ``title_tokens`` or ``names``, each token counted by its rarity."""
-    a_tokens, b_tokens = getattr(a, field), getattr(b, field)
-    if not a_tokens or not b_tokens:
+def _weighted_jaccard(a: dict[str, float], b: dict[str, float], a_mass: float, b_mass: float) -> float:
+    """Jaccard overlap of two weighted token sets (title tokens or names), each token counted by its rarity."""
+    if not a or not b:
         return 0.0
-    wa, wb = a.weights, b.weights
-    shared = sum([wa[t] + wb[t] for t in a_tokens & b_tokens]) / 2
+    small, large = (a, b) if len(a) <= len(b) else (b, a)
+    shared = sum([w + large[t] for t, w in small.items() if t in large]) / 2
     if not shared:
         return 0.0
-    union = a.mass[field] + b.mass[field] - shared
+    union = a_mass + b_mass - shared
     return shared / union if union else 0.0
 
 
@@ -402,13 +458,12 @@ def _cosine(a: _Doc, b: _Doc) -> float:
     if not a.norm or not b.norm:
         return 0.0
     small, large = (a.vector, b.vector) if len(a.vector) <= len(b.vector) else (b.vector, a.vector)
-    return sum(w * large.get(t, 0.0) for t, w in small.items()) / (a.norm * b.norm)
+    return sum([w * large[t] for t, w in small.items() if t in large]) / (a.norm * b.norm)
 
 
-def _weighted_containment(short: _Doc, long: _Doc, short_tokens: frozenset[str], long_tokens: frozenset[str]) -> float:
+def _weighted_containment(short: dict[str, float], short_mass: float, long: dict[str, float]) -> float:
     """Share of the short text's tokens, by rarity, that the long text carries too."""
-    total = sum([short.weights[t] for t in short_tokens])
-    return sum([short.weights[t] for t in short_tokens & long_tokens]) / total if total else 0.0
+    return sum([w for t, w in short.items() if t in long]) / short_mass if short_mass else 0.0
 
 
 def _body_containment(short: _Doc, long: _Doc) -> float:
@@ -423,55 +478,74 @@ def time_factor(hours_apart: float, settings: DedupSettings) -> float:
     return max(0.0, 1.0 - settings.decay_per_day * late_days)
 
 
-def score_pair(a: _Doc, b: _Doc, settings: DedupSettings) -> tuple[float, dict[str, float]]:
-    """How likely two reports tell the same story, in [0, 1], with the measures behind it."""
+def score_pair(a: _Doc, b: _Doc, settings: DedupSettings, floor: float = 0.0) -> tuple[float, dict[str, float]]:
+    """How likely two reports tell the same story, in [0, 1], with the measures behind it.
+
+    With a ``floor``, a pair whose score cannot reach it, whatever the fuzzy
+    ratios say, is answered with that upper bound (below the floor) and
+    without computing them: the cheap measures go first.
+    """
     gap = abs(a.hour - b.hour) if a.hour is not None and b.hour is not None else 0.0
     if gap > settings.window_hours:
         return 0.0, {"hours_apart": gap}
     evidence: dict[str, float] = {}
     title_usable = not (a.generic_title or b.generic_title)
-    if title_usable:
-        set_ratio = fuzz.token_set_ratio(a.title, b.title) / 100
-        sort_ratio = fuzz.token_sort_ratio(a.title, b.title) / 100
-        rare_title = _weighted_jaccard(a, b, "title_tokens")
-        title_score = 0.3 * set_ratio + 0.3 * sort_ratio + 0.4 * rare_title
-        evidence.update(title_set=set_ratio, title_sort=sort_ratio, title_rare=rare_title)
+    both_bodies = a.has_body and b.has_body
+    if not (title_usable or both_bodies):
+        return 0.0, evidence
+    if both_bodies:
+        clash = len(a.figures) >= 2 and len(b.figures) >= 2 and not a.figures & b.figures
     else:
-        title_score = 0.0
-        evidence["generic_title"] = 1.0
-    if a.has_body and b.has_body:
-        lead_score = fuzz.token_set_ratio(a.lead, b.lead) / 100
-        names_score = _weighted_jaccard(a, b, "names")
+        clash = bool(a.title_numbers and b.title_numbers and not a.title_numbers & b.title_numbers)
+    factor = settings.clash_factor if clash else 1.0
+    if clash:
+        # Different figures ("rate rises to 4.25%" / "to 4.5%", "kills 14" / "kills 6") mean different events.
+        evidence["figures_clash"] = 1.0
+    if title_usable and actions_clash(a.actions, b.actions):
+        factor *= settings.clash_factor
+        evidence["actions_clash"] = 1.0
+    if gap > settings.full_credit_hours:
+        factor *= time_factor(gap, settings)
+        evidence["hours_apart"] = gap
+    rare_title = _weighted_jaccard(a.title_weights, b.title_weights, a.title_mass, b.title_mass) if title_usable else 0.0
+    content = None
+    if both_bodies:
+        names_score = _weighted_jaccard(a.name_weights, b.name_weights, a.names_mass, b.names_mass)
         body_score = _cosine(a, b)
-        evidence.update(lead=lead_score, names=names_score, body_cosine=body_score)
+        evidence.update(names=names_score, body_cosine=body_score)
         short, long = (a, b) if a.length <= b.length else (b, a)
         if short.length < settings.short_body_tokens and 2 * short.length <= long.length:
             # A summary or teaser: Jaccard and cosine punish it for all the long text it leaves out.
-            names_contained = _weighted_containment(short, long, short.names, long.names)
+            names_contained = _weighted_containment(short.name_weights, short.names_mass, long.name_weights)
             body_contained = _body_containment(short, long)
             evidence.update(names_contained=names_contained, body_contained=body_contained)
             names_score = max(names_score, 0.5 * names_contained)
             body_score = max(body_score, 0.6 * body_contained)
         # A body match proves a report the title cannot: syndicated copies under new headlines.
-        content = 0.35 * body_score + 0.5 * names_score + 0.15 * lead_score
-        score = max(content, 0.3 * title_score + 0.7 * content) if title_usable else content
-        clash = len(a.figures) >= 2 and len(b.figures) >= 2 and not a.figures & b.figures
-    elif not title_usable:
-        return 0.0, evidence
+        content = 0.35 * body_score + 0.5 * names_score
+
+    def combine(title_score: float, lead_score: float) -> float:
+        if content is None:
+            return factor * settings.title_only_weight * title_score
+        with_lead = content + 0.15 * lead_score
+        return factor * (max(with_lead, 0.3 * title_score + 0.7 * with_lead) if title_usable else with_lead)
+
+    if floor:
+        bound = combine(0.6 + 0.4 * rare_title, 1.0)  # fuzzy ratios at their best
+        if bound < floor:
+            return bound, {**evidence, "bound": bound}
+    if title_usable:
+        set_ratio = fuzz.token_set_ratio(a.title, b.title) / 100
+        sort_ratio = fuzz.token_sort_ratio(a.title, b.title) / 100
+        title_score = 0.3 * set_ratio + 0.3 * sort_ratio + 0.4 * rare_title
+        evidence.update(title_set=set_ratio, title_sort=sort_ratio, title_rare=rare_title)
     else:
-        score = settings.title_only_weight * title_score
-        clash = bool(a.title_numbers and b.title_numbers and not a.title_numbers & b.title_numbers)
-    if clash:
-        # Different figures ("rate rises to 4.25%" / "to 4.5%", "kills 14" / "kills 6") mean different events.
-        score *= settings.clash_factor
-        evidence["figures_clash"] = 1.0
-    if title_usable and actions_clash(a.actions, b.actions):
-        score *= settings.clash_factor
-        evidence["actions_clash"] = 1.0
-    if gap > settings.full_credit_hours:
-        score *= time_factor(gap, settings)
-        evidence["hours_apart"] = gap
-    return score, evidence
+        title_score = 0.0
+        evidence["generic_title"] = 1.0
+    lead_score = fuzz.token_set_ratio(a.lead, b.lead) / 100 if both_bodies else 0.0
+    if both_bodies:
+        evidence["lead"] = lead_score
+    return combine(title_score, lead_score), evidence
 
 
 # --------------------------------------------------------------------------
@@ -572,11 +646,30 @@ class StoryGrouper:
         return Placement(story.id, "seed", None, {})
 
     def add_many(self, reports: Iterable[Report]) -> dict[Any, Placement]:
-        """Observe all reports, then place them in publication order (unknown times last)."""
-        batch = list(reports)
-        self.observe(batch)
-        ordered = sorted(batch, key=lambda r: (r.published is None, r.published or datetime.min.replace(tzinfo=UTC)))
-        return {report.id: self.add(report) for report in ordered}
+        """Place reports in publication order (unknown times last); see :meth:`place_many`."""
+        return {report.id: placement for report, placement in self.place_many(reports)}
+
+    def place_many(self, reports: Iterable[Report]) -> Iterator[tuple[Report, Placement]]:
+        """Place reports in publication order (unknown times last), yielding each placement as it is made.
+
+        Each report is placed after observing every report of the batch it
+        could match (published up to ``window_hours`` after it), so the first
+        reports of a burst have the same sense of which words are rare as the
+        last ones; reports further ahead are observed only when their time
+        comes, so frequencies and memory stay those of one window.
+        """
+        ordered = sorted(reports, key=lambda r: (r.published is None, r.published or datetime.min.replace(tzinfo=UTC)))
+        ahead = timedelta(hours=2 * self.settings.window_hours)
+        observed = 0
+        for report in ordered:
+            horizon = report.published + ahead if report.published else None
+            end = observed
+            while end < len(ordered) and (horizon is None or (ordered[end].published or horizon) <= horizon):
+                end += 1
+            if end > observed:
+                self.observe(ordered[observed:end])
+                observed = end
+            yield report, self.add(report)
 
     def resolve(self, story_id: int) -> int:
         while story_id in self._merged_into:
@@ -601,11 +694,24 @@ class StoryGrouper:
         doc.seq = self._seq
         self._seq += 1
         # Weights are frozen when the report arrives, so later reports never change past decisions.
-        weights = {t: (1 + math.log(c)) * self._freq.idf(t) for t, c in doc.body_counts.items()}
-        doc.vector = weights
-        doc.weights = {t: self._freq.idf(t) for t in doc.title_tokens | doc.names}
-        doc.mass = {name: sum([doc.weights[t] for t in getattr(doc, name)]) for name in ("title_tokens", "names")}
-        doc.norm = math.sqrt(sum(w * w for w in weights.values()))
+        idf = self._freq.idf
+        counts = doc.body_counts or ()
+        df, log = self._freq.df.get, math.log
+        base = log(self._freq.n + 1) + 1.0  # idf, inlined: this runs for every word of every body
+        vector = {t: (1 + log(c)) * (base - log(df(t, 0) + 0.5)) for t, c in zip(doc.vocabulary, counts)}
+        # The norm of the whole body: the terms left out still make a body less alike another one.
+        doc.norm = math.sqrt(sum([w * w for w in vector.values()]))
+        if len(vector) > self.settings.max_vector_terms:
+            vector = dict(heapq.nlargest(self.settings.max_vector_terms, vector.items(), key=itemgetter(1)))
+        doc.vector = vector
+        doc.title_weights = {t: idf(t) for t in doc.title_tokens}
+        names = {t: idf(t) for t in doc.names}
+        if len(names) > self.settings.max_names:
+            names = dict(heapq.nlargest(self.settings.max_names, names.items(), key=itemgetter(1)))
+        doc.name_weights = {sys.intern(t): w for t, w in names.items()}
+        doc.title_mass = sum(doc.title_weights.values())
+        doc.names_mass = sum(names.values())
+        doc.body_counts, doc.names = None, ()
         return doc
 
     def _attach(self, doc: _Doc, story: _Story) -> None:
@@ -639,6 +745,8 @@ class StoryGrouper:
             if old.report.id in self._counted:
                 self._counted.discard(old.report.id)
                 self._freq.remove(old.vocabulary)
+            # Nothing arriving from now on is close enough in time to be compared with it.
+            old.release()
 
     def _unpost(self, doc: _Doc, story_id: int) -> None:
         for token in doc.key_tokens:
@@ -663,18 +771,26 @@ class StoryGrouper:
 
     def _candidate_stories(self, doc: _Doc) -> list[_Story]:
         """Stories sharing the most rare-token weight with the report, most first."""
-        cap = max(20, self.settings.max_token_df * self._freq.n)
-        df = self._freq.df
+        settings = self.settings
+        cap = max(20, settings.max_token_df * self._freq.n)
+        df, postings = self._freq.df, self._postings
+        lists = sorted(
+            (len(stories), token, stories)
+            for token in doc.key_tokens
+            if (stories := postings.get(token)) and len(stories) <= settings.max_posting_stories
+            and df.get(token, 0) <= cap
+        )
         weight: dict[int, float] = defaultdict(float)
-        for token in doc.key_tokens:
-            stories = self._postings.get(token)
-            if not stories or df.get(token, 0) > cap:
-                continue
-            idf = doc.weights.get(token) or self._freq.idf(token)
+        budget = settings.max_candidate_postings
+        for size, token, stories in lists:  # rarest first, until the budget is spent
+            budget -= size
+            if budget < 0:
+                break
+            idf = doc.title_weights.get(token) or self._freq.idf(token)
             for story_id in stories:
                 weight[story_id] += idf
         # Relative to the title's weight: a shared lead adds evidence on top of it.
-        floor = self.settings.min_candidate_share * sum(doc.weights[t] for t in doc.title_tokens)
+        floor = settings.min_candidate_share * doc.title_mass
         passing = [(shared, story_id) for story_id, shared in weight.items() if shared >= floor]
         best = heapq.nlargest(self.settings.max_candidate_stories, passing)
         return [self.stories[story_id] for _, story_id in best]
@@ -682,7 +798,7 @@ class StoryGrouper:
     def _story_link(self, doc: _Doc, story: _Story) -> tuple[float, dict[str, Any]]:
         """Average link between the report and the story's sampled members."""
         sample = story.compared_members(self.settings.max_members_compared)
-        first = score_pair(doc, sample[0], self.settings)
+        first = score_pair(doc, sample[0], self.settings, floor=self.settings.min_representative_link)
         if first[0] < self.settings.min_representative_link:
             return first[0], {"representative_link": round(first[0], 3)}
         scored = [first] + [score_pair(doc, member, self.settings) for member in sample[1:]]
@@ -805,6 +921,13 @@ ENTRY_COLUMNS = """
 """
 
 
+def _scored_columns(settings: DedupSettings) -> str:
+    """ENTRY_COLUMNS with texts cut where scoring stops reading them, so long articles never load whole."""
+    cut = f"substr({{}}, 1, {int(settings.max_body_chars)})"
+    return ENTRY_COLUMNS.replace("e.summary,", f"{cut.format('e.summary')} AS summary,").replace(
+        "e.text,", f"{cut.format('e.text')} AS text,")
+
+
 def _report_from_row(row: dict[str, Any]) -> Report:
     text = row["text"] or TAG.sub(" ", row["summary"] or "")
     return Report(
@@ -860,49 +983,71 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _group_new_entries(db: sqlite_utils.Database, settings: DedupSettings, now: datetime) -> GroupingSummary:
-    new_rows = _rows(
-        db,
-        f"SELECT {ENTRY_COLUMNS} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id "
-        "WHERE e.story_id IS NULL AND e.extract_status != 'pending' ORDER BY e.id",
-    )
-    if not new_rows:
-        return GroupingSummary()
-    new_reports = [_report_from_row(row) for row in new_rows]
-    times = [r.published for r in new_reports if r.published]
-    margin = timedelta(hours=settings.window_hours)
     first_new_id = (db.execute("SELECT max(id) FROM stories").fetchone()[0] or 0) + 1
     grouper = StoryGrouper(settings, first_new_id=first_new_id)
+    new_reports = _observed_reports(
+        db,
+        grouper,
+        f"SELECT {_scored_columns(settings)} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id "
+        "WHERE e.story_id IS NULL AND e.extract_status != 'pending' ORDER BY e.id",
+    )
+    if not new_reports:
+        return GroupingSummary()
+    times = [r.published for r in new_reports if r.published]
+    margin = timedelta(hours=settings.window_hours)
     if times:
         _seed_existing(db, grouper, _db_time(min(times) - margin), _db_time(max(times) + margin))
-    placements = grouper.add_many(new_reports)
-    summary = GroupingSummary(placed=len(placements), merges=len(grouper.merges))
-    touched = {grouper.resolve(p.story_id) for p in placements.values()}
+    # Placements as rows, evidence already serialised: a few hundred bytes per entry however long its text.
+    placed = []
+    for report, placement in grouper.place_many(new_reports):
+        placed.append((report.id, placement.story_id, placement.rule, placement.score,
+                       json.dumps(placement.evidence, default=str)))
+    del new_reports
+    summary = GroupingSummary(placed=len(placed), merges=len(grouper.merges))
+    touched = {grouper.resolve(story_id) for _, story_id, *_ in placed}
     stamp = _db_time(now)
-    for story_id in sorted(touched):
-        # A placeholder row first, so members can point at it; _write_story fills it in.
-        db.execute(
-            "INSERT OR IGNORE INTO stories (id, first_seen, last_seen) VALUES (?, ?, ?)", [story_id, stamp, stamp]
-        )
+    # Placeholder rows first, so members can point at them; _write_story fills them in.
+    db.conn.executemany(
+        "INSERT OR IGNORE INTO stories (id, first_seen, last_seen) VALUES (?, ?, ?)",
+        [(story_id, stamp, stamp) for story_id in sorted(touched)],
+    )
     for merge in grouper.merges:
         # Stories born and merged within this run were never stored: nothing points at them.
         if db.execute("SELECT 1 FROM stories WHERE id = ?", [merge.merged]).fetchone():
             _fold_story(db, merge, now)
-    for report in new_reports:
-        placement = placements[report.id]
-        story_id = grouper.resolve(placement.story_id)
-        summary.new_stories += placement.rule == "seed"
-        summary.joined += placement.rule != "seed"
-        db.execute(
-            "INSERT OR REPLACE INTO story_members (entry_id, story_id, rule, score, evidence, joined_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [report.id, story_id, placement.rule, placement.score,
-             json.dumps(placement.evidence, default=str), stamp],
-        )
-        db.execute("UPDATE entries SET story_id = ? WHERE id = ?", [story_id, report.id])
+    summary.new_stories = sum(rule == "seed" for _, _, rule, _, _ in placed)
+    summary.joined = len(placed) - summary.new_stories
+    db.conn.executemany(
+        "INSERT OR REPLACE INTO story_members (entry_id, story_id, rule, score, evidence, joined_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(entry_id, grouper.resolve(story_id), rule, score, evidence, stamp)
+         for entry_id, story_id, rule, score, evidence in placed],
+    )
+    db.conn.executemany(
+        "UPDATE entries SET story_id = ? WHERE id = ?",
+        [(grouper.resolve(story_id), entry_id) for entry_id, story_id, *_ in placed],
+    )
     touched.update(grouper.resolve(m.into) for m in grouper.merges)
     for story_id in sorted(touched):
         _write_story(db, grouper, story_id)
     return summary
+
+
+def _observed_reports(db: sqlite_utils.Database, grouper: StoryGrouper, sql: str) -> list[Report]:
+    """The rows' reports, observed by the grouper as they are read and kept without their texts.
+
+    One row's text at a time is in memory, not the whole run's: the grouper
+    keeps the features it needs and nothing reads the texts again.
+    """
+    cursor = db.execute(sql)
+    names = [d[0] for d in cursor.description]
+    reports = []
+    for row in cursor:
+        report = _report_from_row(dict(zip(names, row)))
+        grouper.observe([report])
+        report.text = ""
+        reports.append(report)
+    return reports
 
 
 def _rows(db: sqlite_utils.Database, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -915,7 +1060,7 @@ def _seed_existing(db: sqlite_utils.Database, grouper: StoryGrouper, start: str,
     """Load the stories that have members published inside [start, end], with all their members in the window."""
     rows = _rows(
         db,
-        f"SELECT {ENTRY_COLUMNS}, s.representative_id FROM entries e "
+        f"SELECT {_scored_columns(grouper.settings)}, s.representative_id FROM entries e "
         "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
         "WHERE e.story_id IS NOT NULL AND coalesce(e.published, e.first_seen) BETWEEN ? AND ? "
         "ORDER BY coalesce(e.published, e.first_seen), e.id",

@@ -1,19 +1,39 @@
-"""How story grouping scales: group 10k and 100k reports and print seconds and the growth exponent.
+"""How story grouping scales: seconds, CPU seconds, peak memory and the growth exponent.
 
-Reports are real headlines from the UCI file in $AGG_SHARED_DATA (resampled into
-events spread over time, with light rewrites), or synthetic headlines when the
-file is absent. Every event has several reports (the planted duplicates).
-Targets: 100k in under 60 s on a 2-core machine, exponent log(t100k/t10k)/log(10) <= 1.3.
+Three measures, each in a fresh process so that peak RSS belongs to it alone:
 
-    .venv/bin/python bench/dedup_scale.py [--sizes 10000 100000] [--per-day 2000]
+* ``titles``: the engine (StoryGrouper) on headlines only — real headlines from
+  the UCI file in $AGG_SHARED_DATA resampled into events spread over time, or
+  synthetic headlines when the file is absent;
+* ``bodies``: the engine on reports with full-text bodies. Bodies are built by
+  resampling real sentences from $AGG_SHARED_DATA/extraction-dev (tags
+  stripped) into planted stories: each event is a base article with names and
+  figures of its own; its reports are sentence subsets, reorderings and light
+  word substitutions of it, some of them short summaries; a share of reports
+  are unrelated articles. Without the data, sentences are synthetic Zipfian text;
+* ``db``: the pipeline's DB step, ``group_new_entries``, on a real SQLite file
+  (Store.open) holding fresh entries with bodies in ``entries.text``, all
+  inside one window (as after a first run over 1,000 feeds).
+
+Targets: 100k with bodies under 60 s on a 2-core machine, exponent
+log(t_large/t_small)/log(large/small) <= 1.3; the DB step on 50k fresh entries
+well under a minute with peak RSS well under 500 MB.
+
+    .venv/bin/python bench/dedup_scale.py [--mode titles bodies db] [--sizes 10000 100000] [--db-sizes 10000 50000]
 """
 
 from __future__ import annotations
 
 import argparse
+import html
+import json
 import math
 import random
+import re
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -21,12 +41,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aggregator.dedup import Report, StoryGrouper  # noqa: E402
+from aggregator.dedup import DedupSettings, Report, StoryGrouper, group_new_entries  # noqa: E402
 from aggregator.evaluate import UCI_HEADLINES, load_uci, shared_data_dir  # noqa: E402
+from aggregator.store import Store, to_db_time  # noqa: E402
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 PREFIXES = ["", "", "", "UPDATE 1-", "WATCH: ", "EXCLUSIVE: "]
 SUFFIXES = ["", "", "", " - Daily Planet", " | Wire", " - The Courier"]
+EXTRACTION_PAGES = Path("extraction-dev") / "readability-test-pages"
+UNRELATED_SHARE = 0.3
+"""Share of reports (bodies mode) that belong to no planted event."""
+
+
+# --------------------------------------------------------------------------
+# Material: headlines and sentences
+# --------------------------------------------------------------------------
 
 
 def headline_pools() -> tuple[list[list[str]], str]:
@@ -38,14 +67,48 @@ def headline_pools() -> tuple[list[list[str]], str]:
             by_story[str(gold[report.id])].append(report.title)
         return [titles for titles in by_story.values() if len(titles) >= 2], "UCI headlines, resampled"
     rng = random.Random(7)
-    syllables = ["ka", "lo", "mi", "ren", "tor", "va", "sel", "qui", "dan", "mor", "bel", "zu"]
-    words = ["".join(rng.choice(syllables) for _ in range(3)) for _ in range(20000)]
+    words = invented_words(rng, 20000)
     common = "says new plan after talks over deal court vote rise fall record first report".split()
     pools = []
     for _ in range(500):
         names = rng.sample(words, 5)
         pools.append([" ".join(rng.sample(names, 4) + rng.sample(common, 3)) for _ in range(8)])
     return pools, "synthetic headlines"
+
+
+def invented_words(rng: random.Random, n: int) -> list[str]:
+    syllables = ["ka", "lo", "mi", "ren", "tor", "va", "sel", "qui", "dan", "mor", "bel", "zu", "ost", "gri"]
+    return ["".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))) for _ in range(n)]
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+DROPPED_ELEMENTS = re.compile(r"(?is)<(script|style)[^>]*>.*?</\1>")
+TAG = re.compile(r"<[^>]+>")
+
+
+def sentence_pool() -> tuple[list[str], str]:
+    """Real sentences from the extraction pages' expected texts, or Zipfian synthetic ones."""
+    root = shared_data_dir() / EXTRACTION_PAGES
+    sentences: list[str] = []
+    for page in sorted(root.glob("*/expected.html")) if root.is_dir() else []:
+        text = html.unescape(TAG.sub(" ", DROPPED_ELEMENTS.sub(" ", page.read_text(errors="replace"))))
+        sentences += [s for s in SENTENCE_END.split(" ".join(text.split())) if 40 <= len(s) <= 400]
+    if len(sentences) >= 1000:
+        return sentences, f"{len(sentences)} real sentences from extraction-dev"
+    rng = random.Random(11)
+    vocabulary = invented_words(rng, 30000)
+    # Zipf: the word of rank r is drawn with weight 1/r, as in real text.
+    weights = [1 / rank for rank in range(1, len(vocabulary) + 1)]
+    sentences = [
+        " ".join(rng.choices(vocabulary, weights, k=rng.randint(8, 30))).capitalize() + "."
+        for _ in range(8000)
+    ]
+    return sentences, "synthetic Zipfian sentences"
+
+
+# --------------------------------------------------------------------------
+# Planted stories
+# --------------------------------------------------------------------------
 
 
 def rewrite(title: str, rng: random.Random) -> str:
@@ -55,52 +118,217 @@ def rewrite(title: str, rng: random.Random) -> str:
     return rng.choice(PREFIXES) + " ".join(words) + rng.choice(SUFFIXES)
 
 
-def make_reports(n: int, pools: list[list[str]], per_day: int, seed: int = 1) -> list[Report]:
+class BodyMaker:
+    """Base articles with names and figures of their own, and reports rewritten from them."""
+
+    def __init__(self, sentences: list[str], rng: random.Random) -> None:
+        self.sentences = sentences
+        self.rng = rng
+        self.names = [w.capitalize() for w in invented_words(random.Random(5), 50000)]
+        self.substitutes = [w for s in rng.sample(sentences, min(500, len(sentences))) for w in s.split()]
+
+    def base(self) -> tuple[list[str], list[str]]:
+        """A base article (sentences) and its own names and figures, woven into its sentences."""
+        rng = self.rng
+        own = rng.sample(self.names, 3) + [str(rng.randint(10, 9999)) for _ in range(2)]
+        start = rng.randrange(len(self.sentences))
+        run = self.sentences[start:start + rng.randint(6, 14)]  # a coherent stretch of one page...
+        run += rng.sample(self.sentences, rng.randint(2, 8))  # ...and other material
+        article = [f"{s} {rng.choice(own)} {rng.choice(own)}." if rng.random() < 0.4 else s for s in run]
+        return article, own
+
+    def report(self, article: list[str]) -> str:
+        """A subset of the article's sentences, lightly reordered and reworded; sometimes a short summary."""
+        rng = self.rng
+        if rng.random() < 0.15:
+            kept = article[: rng.randint(2, 3)]
+        else:
+            kept = [s for s in article if rng.random() < 0.8] or article[:3]
+            for _ in range(len(kept) // 4):
+                i = rng.randrange(len(kept))
+                j = min(len(kept) - 1, i + 1)
+                kept[i], kept[j] = kept[j], kept[i]
+        words = " ".join(kept).split()
+        for _ in range(len(words) // 30):
+            words[rng.randrange(len(words))] = rng.choice(self.substitutes)
+        return " ".join(words)
+
+
+def make_reports(n: int, pools: list[list[str]], per_day: int, seed: int = 1,
+                 bodies: BodyMaker | None = None) -> list[Report]:
+    """``n`` reports of planted events (2–8 reports each) spread at ``per_day`` a day, with bodies when given."""
     rng = random.Random(seed)
     span = timedelta(days=n / per_day)
     reports: list[Report] = []
+
+    def add(title: str, text: str, when: datetime) -> None:
+        reports.append(
+            Report(
+                id=len(reports),
+                title=title,
+                text=text,
+                url=f"https://outlet{rng.randrange(500)}.example.com/a/{len(reports)}",
+                source=f"Outlet {rng.randrange(500)}",
+                published=when,
+            )
+        )
+
     while len(reports) < n:
         pool = rng.choice(pools)
         event_time = START + span * rng.random()
+        if bodies is not None and rng.random() < UNRELATED_SHARE:
+            article, _ = bodies.base()
+            add(rewrite(rng.choice(pool), rng), bodies.report(article), event_time)
+            continue
+        article, own = bodies.base() if bodies is not None else ([], [])
         for _ in range(rng.randint(2, 8)):
             if len(reports) == n:
                 break
-            reports.append(
-                Report(
-                    id=len(reports),
-                    title=rewrite(rng.choice(pool), rng),
-                    url=f"https://outlet{rng.randrange(500)}.example.com/a/{len(reports)}",
-                    source=f"Outlet {rng.randrange(500)}",
-                    published=event_time + timedelta(minutes=rng.uniform(0, 720)),
-                )
-            )
+            title = rewrite(rng.choice(pool), rng)
+            if own:
+                title = f"{own[0]} {title}"
+            add(title, bodies.report(article) if bodies else "", event_time + timedelta(minutes=rng.uniform(0, 720)))
     return reports
 
 
+def bodied_reports(n: int, per_day: int) -> tuple[list[Report], str]:
+    pools, titles_origin = headline_pools()
+    sentences, body_origin = sentence_pool()
+    return make_reports(n, pools, per_day, bodies=BodyMaker(sentences, random.Random(3))), \
+        f"{titles_origin}; {body_origin}"
+
+
+# --------------------------------------------------------------------------
+# One measurement (run in its own process)
+# --------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_engine(size: int, per_day: int, with_bodies: bool) -> dict:
+    if with_bodies:
+        reports, origin = bodied_reports(size, per_day)
+    else:
+        pools, origin = headline_pools()
+        reports = make_reports(size, pools, per_day)
+    rss_before = peak_rss_mb()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    grouper = StoryGrouper()
+    grouper.add_many(reports)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    stories = len(set(grouper.clusters().values()))
+    return {"origin": origin, "seconds": seconds, "cpu": cpu, "stories": stories,
+            "rss_before": rss_before, "rss_peak": peak_rss_mb()}
+
+
+def build_db(path: Path, size: int, feeds: int = 1000) -> str:
+    """A database of ``size`` fresh, extracted entries over ``feeds`` feeds, all inside one 72 h window."""
+    reports, origin = bodied_reports(size, per_day=max(1, size // 3))
+    store = Store.open(path)
+    now = to_db_time(START)
+    with store.transaction() as conn:
+        conn.executemany(
+            "INSERT INTO feeds (id, url, title, created_at) VALUES (?, ?, ?, ?)",
+            [(i + 1, f"https://outlet{i}.example.com/feed", f"Outlet {i}", now) for i in range(feeds)],
+        )
+        conn.executemany(
+            "INSERT INTO entries (feed_id, guid, link, title, summary, text, text_source, extract_status, "
+            "published, first_seen, changed_at, content_hash) "
+            "VALUES (?, ?, ?, ?, '', ?, 'feed-content', 'done', ?, ?, ?, '')",
+            [
+                (r.id % feeds + 1, f"guid-{r.id}", r.url, r.title, r.text, to_db_time(r.published), now, now)
+                for r in reports
+            ],
+        )
+    store.close()
+    return origin
+
+
+def measure_db(path: Path) -> dict:
+    store = Store.open(path)
+    rss_before = peak_rss_mb()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    summary = group_new_entries(store.db, DedupSettings(), now=START + timedelta(days=4))
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    store.close()
+    return {"seconds": seconds, "cpu": cpu, "stories": summary.new_stories,
+            "rss_before": rss_before, "rss_peak": peak_rss_mb()}
+
+
+def run_child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def child(args: list[str]) -> None:
+    kind = args[0]
+    if kind == "engine":
+        result = measure_engine(int(args[1]), int(args[2]), args[3] == "bodies")
+    elif kind == "build-db":
+        result = {"origin": build_db(Path(args[1]), int(args[2]))}
+    else:
+        result = measure_db(Path(args[1]))
+    print(json.dumps(result))
+
+
+# --------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------
+
+
+def print_exponents(timings: dict[int, dict]) -> None:
+    if len(timings) < 2:
+        return
+    small, large = min(timings), max(timings)
+    # CPU time too: on a busy machine wall time says more about the neighbours than about agg.
+    for label in ("seconds", "cpu"):
+        exponent = math.log(timings[large][label] / timings[small][label]) / math.log(large / small)
+        print(f"  growth exponent ({label}) log(t{large}/t{small})/log({large}/{small}) = {exponent:.2f}")
+
+
+HEADER = f"{'reports':>8}  {'seconds':>8}  {'cpu s':>8}  {'ms/report':>9}  {'stories':>8}  {'RSS MB':>7}  {'peak MB':>7}"
+
+
+def row(size: int, r: dict) -> str:
+    return (f"{size:>8}  {r['seconds']:>8.1f}  {r['cpu']:>8.1f}  {r['seconds'] / size * 1000:>9.2f}  "
+            f"{r['stories']:>8}  {r['rss_before']:>7.0f}  {r['rss_peak']:>7.0f}")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--per-day", type=int, default=2000, help="reports per day (the window's density)")
+    parser.add_argument("--mode", nargs="+", choices=["titles", "bodies", "db"], default=["titles", "bodies", "db"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="engine sizes")
+    parser.add_argument("--db-sizes", type=int, nargs="+", default=[10_000, 50_000], help="DB step sizes")
+    parser.add_argument("--per-day", type=int, default=2000, help="engine: reports per day (the window's density)")
     args = parser.parse_args()
-    pools, origin = headline_pools()
-    print(f"{origin}; {args.per_day} reports a day; default settings (72 h window)")
-    print(f"{'reports':>8}  {'seconds':>8}  {'cpu s':>8}  {'ms/report':>9}  {'stories':>8}")
-    timings = {}
-    for size in args.sizes:
-        reports = make_reports(size, pools, args.per_day)
-        started, cpu_started = time.perf_counter(), time.process_time()
-        grouper = StoryGrouper()
-        grouper.add_many(reports)
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        timings[size] = (seconds, cpu)
-        stories = len(set(grouper.clusters().values()))
-        print(f"{size:>8}  {seconds:>8.1f}  {cpu:>8.1f}  {seconds / size * 1000:>9.2f}  {stories:>8}", flush=True)
-    if len(timings) >= 2:
-        small, large = min(timings), max(timings)
-        # CPU time too: on a busy machine wall time says more about the neighbours than about agg.
-        for label, index in (("wall", 0), ("cpu", 1)):
-            exponent = math.log(timings[large][index] / timings[small][index]) / math.log(large / small)
-            print(f"growth exponent ({label}) log(t{large}/t{small})/log({large}/{small}) = {exponent:.2f}")
+    print("default settings (72 h window); RSS MB = peak before grouping (input built), peak MB = peak after")
+    for mode in ("titles", "bodies"):
+        if mode not in args.mode:
+            continue
+        timings = {}
+        for size in args.sizes:
+            result = run_child("engine", str(size), str(args.per_day), mode)
+            if not timings:
+                print(f"\nengine, {mode}: {result['origin']}; {args.per_day} reports a day\n{HEADER}")
+            timings[size] = result
+            print(row(size, result), flush=True)
+        print_exponents(timings)
+    if "db" in args.mode:
+        timings = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for size in args.db_sizes:
+                path = Path(tmp) / f"bench-{size}.db"
+                origin = run_child("build-db", str(path), str(size))["origin"]
+                if not timings:
+                    print(f"\nDB step group_new_entries, fresh entries in one 72 h window: {origin}\n{HEADER}")
+                timings[size] = run_child("db", str(path))
+                print(row(size, timings[size]), flush=True)
+        print_exponents(timings)
 
 
 if __name__ == "__main__":

@@ -267,3 +267,64 @@ def test_resolve_story_id_follows_merges(store):
         )
     assert resolve_story_id(db, 3) == 1
     assert resolve_story_id(db, 1) == 1
+
+
+# --------------------------------------------------------------------------
+# Bounded work and memory per report
+# --------------------------------------------------------------------------
+
+WORDS = [f"w{i}x" for i in range(4000)]
+
+
+def article(seed: int, n_words: int) -> str:
+    """Text of distinct made-up words, so that every report's vocabulary is its own."""
+    return " ".join(WORDS[(seed * 7919 + i * 31) % len(WORDS)] for i in range(n_words)) + "."
+
+
+def test_grouper_keeps_no_texts_and_a_bounded_summary_of_each_body():
+    settings = DedupSettings(max_vector_terms=20, max_names=5, max_body_chars=3000)
+    long_body = article(1, 3000) + " Zephyrine Quarrow Ildemar Brisk Oltan Vesh Marrow Tull."
+    grouper = StoryGrouper(settings)
+    placed = grouper.add(Report("a", "Harbor crane collapse injures dock workers", long_body, published=T0))
+    doc = grouper.stories[placed.story_id].members[0]
+    assert grouper.members(placed.story_id)[0].text == ""  # features kept, text dropped
+    assert len(doc.vector) == 20 and len(doc.name_weights) <= 5
+    assert "zephyrine" not in doc.vocabulary  # named after the cut: never read
+
+
+def test_word_frequencies_cover_the_window_not_the_whole_batch():
+    settings = DedupSettings(window_hours=24)
+    reports = [
+        Report(i, f"Report {i} on harbor {WORDS[i]} {WORDS[i + 1]}", article(i, 60), published=T0 + timedelta(hours=i))
+        for i in range(24 * 30)
+    ]
+    grouper = StoryGrouper(settings)
+    for report, _ in grouper.place_many(reports):
+        # Reports up to two windows back stay indexed, and up to two windows ahead are counted.
+        assert grouper._freq.n <= 4 * 24 + 2, report.id
+
+
+def test_a_word_shared_by_too_many_stories_does_not_crowd_out_the_real_one():
+    settings = DedupSettings(max_posting_stories=5, max_candidate_stories=3)
+    grouper = StoryGrouper(settings)
+    for i in range(12):  # twelve stories that all mention "harbor" in their titles
+        grouper.add(headline(f"f{i}", f"Harbor {WORDS[3 * i]} {WORDS[3 * i + 1]} {WORDS[3 * i + 2]} report", i / 10))
+    original = grouper.add(headline("o", "Harbor crane collapse injures Quarrow dock workers", 2))
+    copy = grouper.add(headline("c", "Quarrow dock workers injured as harbor crane collapses", 3))
+    assert copy.story_id == original.story_id and copy.rule == "similar"
+
+
+def test_group_new_entries_reads_bodies_only_up_to_the_scoring_cut(store):
+    db = store.db
+    shared_start = article(5, 120)
+    reports = [
+        Report("x1", "Lighthouse keepers strike over pay", shared_start + " " + article(6, 200),
+               "https://a.example.com/1", "Coast Daily", T0),
+        Report("x2", "Keepers walk out at the lighthouses", shared_start + " " + article(7, 200),
+               "https://b.example.com/2", "Shore News", T0 + timedelta(hours=1)),
+    ]
+    _insert_entries(db, reports, _feeds(db, reports))
+    cut = len(shared_start)  # the bodies differ only after it
+    group_new_entries(db, DedupSettings(max_body_chars=cut))
+    rules = dict(db.execute("SELECT e.title, m.rule FROM entries e JOIN story_members m ON m.entry_id = e.id"))
+    assert rules["Keepers walk out at the lighthouses"] == "same-body"

@@ -35,7 +35,7 @@ from aggregator.extract import ExtractorPool, available_cores, choose_text
 from aggregator.fetch import PAGE_ACCEPT, Fetcher
 from aggregator.models import FetchResult, ParsedFeed
 from aggregator.parse import html_to_text, parse_feed
-from aggregator.store import Store, StoreError, describe_sqlite_error, from_db_time, to_db_time, utc_now
+from aggregator.store import Store, StoreError, describe_sqlite_error, from_db_time, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +360,7 @@ class _Run:
             log.exception("extracting %s failed", entry["link"])
             text, source, status, error, canonical, language = (
                 entry["text"], entry["text_source"], "error", f"{type(exc).__name__}: {exc}", None, None)
-        if status in ("ok",):
+        if status == "ok":
             self.summary.pages_extracted += 1
         else:
             self.summary.pages_failed += 1
@@ -386,4 +386,5 @@ def describe(summary: RunSummary) -> str:
     )
 
 
-__all__ = ["FeedOutcome", "ParseWorkers", "RunSummary", "StageClock", "describe", "feed_problem", "run", "run_async", "select_feeds", "to_db_time"]
+__all__ = ["FeedOutcome", "ParseWorkers", "RunSummary", "StageClock", "describe", "feed_problem", "run", "run_async",
+           "select_feeds"]

@@ -64,6 +64,19 @@ _HIDDEN_NODES_XPATH = (
     " or @aria-hidden='true']"
 )
 
+# Small blocks whose class or id names them as promotion or page furniture:
+# newsletter sign-ups, subscription and cookie prompts, share bars. Such
+# blocks often sit inside or right after the article on short pages, where
+# trafilatura's own cleaning keeps them. The length bound keeps any large
+# container (one that could hold the article itself) out of reach.
+_PROMO_WORDS = ("newsletter", "signup", "sign-up", "subscribe", "cookie", "consent", "promo", "paywall", "share")
+_LOWER = "translate({attr}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+_PROMO_NODES_XPATH = (
+    "//*[("
+    + " or ".join(f"contains({_LOWER.format(attr=attr)}, '{word}')" for attr in ("@class", "@id") for word in _PROMO_WORDS)
+    + ") and string-length(normalize-space(.)) < 400]"
+)
+
 
 @dataclass(frozen=True)
 class ExtractionSettings:
@@ -80,6 +93,7 @@ class ExtractionSettings:
     favor_recall: bool = False
     fast: bool = False
     prune_hidden: bool = False
+    prune_promos: bool = False
     retry_below_chars: int = 0
     include_tables: bool = True
 
@@ -104,7 +118,8 @@ class ExtractionSettings:
             "include_tables": self.include_tables,
             "with_metadata": True,
             "date_extraction_params": date_params,
-            "prune_xpath": _HIDDEN_NODES_XPATH if self.prune_hidden else None,
+            "prune_xpath": [xpath for xpath, on in ((_HIDDEN_NODES_XPATH, self.prune_hidden),
+                                                    (_PROMO_NODES_XPATH, self.prune_promos)) if on] or None,
         }
 
 
@@ -114,8 +129,10 @@ class ExtractionSettings:
 # output, no exception. Pruning hidden nodes is what lifts precision; the
 # recall mode is also cheaper, as trafilatura skips its fallback extractors
 # when the recall pass already found plenty of text; the balanced retry
-# rescues pages where the recall pass picked a small wrong block.
-SETTINGS = ExtractionSettings(favor_recall=True, prune_hidden=True, retry_below_chars=500)
+# rescues pages where the recall pass picked a small wrong block. Pruning
+# promotion blocks leaves the dev pages' F1 unchanged (0.949) and keeps
+# newsletter prompts out of short pages, such as one-paragraph summaries.
+SETTINGS = ExtractionSettings(favor_recall=True, prune_hidden=True, prune_promos=True, retry_below_chars=500)
 
 # Below this many characters (whitespace collapsed) page text is not taken as
 # an article body: one news paragraph is typically 300–600 characters, and what

@@ -45,6 +45,8 @@ VARIANTS: dict[str, ExtractionSettings] = {
     "recall+hidden": ExtractionSettings(favor_recall=True, prune_hidden=True),
     "recall+hidden+retry": ExtractionSettings(favor_recall=True, prune_hidden=True, retry_below_chars=500),
     "precision+hidden+retry": ExtractionSettings(favor_precision=True, prune_hidden=True, retry_below_chars=500),
+    "recall+hidden+promos+retry": ExtractionSettings(favor_recall=True, prune_hidden=True, prune_promos=True,
+                                                     retry_below_chars=500),
 }
 
 # Ideographs and kana have no spaces between words: count each as a token.

@@ -225,3 +225,16 @@ feeds:
     assert entry_count(db) == 4
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM feeds WHERE last_error IS NULL AND last_status = 200").fetchone() == (3,)
+
+
+@pytest.mark.parametrize("path", ["feeds.yaml", "data/samples/feeds.yaml"])
+def test_fast_and_round_trip_readings_agree(path):
+    from aggregator.config import _validate, load_yaml_document
+
+    source = Path(__file__).resolve().parent.parent / path
+    fast = _validate(source, load_yaml_document(source, round_trip=False))
+    slow = _validate(source, load_yaml_document(source))
+    for config in (fast, slow):
+        for feed in config.feeds:
+            feed.line = None  # only the round-trip reading knows lines
+    assert fast == slow and len(fast.feeds) >= 7

@@ -444,13 +444,8 @@ class Store:
         if since is not None:
             where.append("s.last_seen >= ?")
             params.append(to_db_time(since))
-        member_filter = []
-        if feed:
-            member_filter.append("(f.url = ? OR f.title = ?)")
-            params += [feed, feed]
-        if tag:
-            member_filter.append("EXISTS (SELECT 1 FROM json_each(f.tags) WHERE json_each.value = ?)")
-            params.append(tag)
+        member_filter, member_params = _feed_filter(feed, tag)
+        params += member_params
         if member_filter:
             where.append(
                 "s.id IN (SELECT e.story_id FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE "
@@ -514,12 +509,9 @@ class Store:
         if since is not None:
             where.append("COALESCE(e.published, e.first_seen) >= ?")
             params.append(to_db_time(since))
-        if feed:
-            where.append("(f.url = ? OR f.title = ?)")
-            params += [feed, feed]
-        if tag:
-            where.append("EXISTS (SELECT 1 FROM json_each(f.tags) WHERE json_each.value = ?)")
-            params.append(tag)
+        feed_clauses, feed_params = _feed_filter(feed, tag)
+        where += feed_clauses
+        params += feed_params
         sql = (
             "SELECT e.id, e.story_id, e.title, e.link, e.published, e.first_seen, e.author, e.extract_status, "
             "e.text_source, length(e.text) AS text_length, COALESCE(f.title, f.url) AS outlet "
@@ -608,6 +600,19 @@ def feed_text_of(entry: ParsedEntry) -> tuple[str, str]:
     if entry.content_text:
         return entry.content_text, "feed-content"
     return entry.summary_text, "feed-summary"
+
+
+def _feed_filter(feed: str | None, tag: str | None) -> tuple[list[str], list[Any]]:
+    """SQL conditions on a joined ``feeds f`` for ``--feed URL|TITLE`` and ``--tag``, with their parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if feed:
+        clauses.append("(f.url = ? OR f.title = ?)")
+        params += [feed, feed]
+    if tag:
+        clauses.append("EXISTS (SELECT 1 FROM json_each(f.tags) WHERE json_each.value = ?)")
+        params.append(tag)
+    return clauses, params
 
 
 def _update(conn: sqlite3.Connection, table: str, row_id: int, columns: dict[str, Any]) -> None:

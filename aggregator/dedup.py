@@ -42,13 +42,11 @@ import heapq
 import json
 import math
 import re
-import sqlite3
 import sys
 import unicodedata
 from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -58,6 +56,7 @@ from typing import Any
 import sqlite_utils
 from rapidfuzz import fuzz
 
+from aggregator.store import from_db_time, to_db_time, write_transaction
 from aggregator.urls import canonical_url, host_of
 
 # --------------------------------------------------------------------------
@@ -929,17 +928,6 @@ class GroupingSummary:
     merges: int = 0
 
 
-def _db_time(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def _parse_db_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 ENTRY_COLUMNS = """
     e.id, e.guid, e.link, e.canonical_url, e.title, e.summary, e.text, e.published, e.first_seen,
     e.story_id, f.title AS feed_title
@@ -961,7 +949,7 @@ def _report_from_row(row: dict[str, Any]) -> Report:
         text=text,
         url=row["link"] or "",
         source=(row["feed_title"] or "").strip() or host_of(row["link"] or ""),
-        published=_parse_db_time(row["published"]) or _parse_db_time(row["first_seen"]),
+        published=from_db_time(row["published"]) or from_db_time(row["first_seen"]),
         guid=row["guid"],
         canonical_url=row["canonical_url"],
     )
@@ -988,23 +976,8 @@ def group_new_entries(
     are loaded first, so new entries join them and ids never change.
     """
     now = now or datetime.now(UTC)
-    with _transaction(db.conn):
+    with write_transaction(db.conn):
         return _group_new_entries(db, settings, now)
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction, taken before reading so that no other writer slips in between."""
-    if conn.in_transaction:  # the caller's transaction: it commits
-        yield
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _group_new_entries(db: sqlite_utils.Database, settings: DedupSettings, now: datetime) -> GroupingSummary:
@@ -1024,7 +997,7 @@ def _group_new_entries(db: sqlite_utils.Database, settings: DedupSettings, now: 
     times = [r.published for r in new_reports if r.published]
     margin = timedelta(hours=settings.window_hours)
     if times:
-        _seed_existing(db, grouper, credits, _db_time(min(times) - margin), _db_time(max(times) + margin))
+        _seed_existing(db, grouper, credits, to_db_time(min(times) - margin), to_db_time(max(times) + margin))
     # Placements as rows, evidence already serialised: a few hundred bytes per entry however long its text.
     placed = []
     for report, placement in grouper.place_many(new_reports):
@@ -1033,7 +1006,7 @@ def _group_new_entries(db: sqlite_utils.Database, settings: DedupSettings, now: 
     del new_reports
     summary = GroupingSummary(placed=len(placed), merges=len(grouper.merges))
     touched = {grouper.resolve(story_id) for _, story_id, *_ in placed}
-    stamp = _db_time(now)
+    stamp = to_db_time(now)
     # Placeholder rows first, so members can point at them; _write_story fills them in.
     db.conn.executemany(
         "INSERT OR IGNORE INTO stories (id, first_seen, last_seen) VALUES (?, ?, ?)",
@@ -1081,18 +1054,11 @@ def _observed_reports(
     return reports
 
 
-def _rows(db: sqlite_utils.Database, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    cursor = db.execute(sql, list(params))
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-
 def _seed_existing(
     db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], start: str, end: str
 ) -> None:
     """Load the stories that have members published inside [start, end], with all their members in the window."""
-    rows = _rows(
-        db,
+    rows = db.query(
         f"SELECT {_scored_columns(grouper.settings)}, s.representative_id FROM entries e "
         "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
         "WHERE e.story_id IS NOT NULL AND coalesce(e.published, e.first_seen) BETWEEN ? AND ? "
@@ -1115,7 +1081,7 @@ def _fold_story(db: sqlite_utils.Database, merge: Merge, now: datetime) -> None:
     db.execute(
         "UPDATE story_members SET story_id = ?, rule = 'merge', score = ?, evidence = ?, joined_at = ? "
         "WHERE story_id = ?",
-        [merge.into, merge.score, evidence, _db_time(now), merge.merged],
+        [merge.into, merge.score, evidence, to_db_time(now), merge.merged],
     )
     db.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", [merge.into, merge.merged])
     db.execute(
@@ -1134,15 +1100,13 @@ def _write_story(
     textless = ENTRY_COLUMNS.replace("e.summary,", "'' AS summary,").replace("e.text,", "'' AS text,")
     reports = [
         _report_from_row(row)
-        for row in _rows(
-            db,
+        for row in db.query(
             f"SELECT {textless} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
             [story_id],
         )
     ]
     if any(r.id not in credits for r in reports):
-        rows = _rows(
-            db,
+        rows = db.query(
             f"SELECT {ENTRY_COLUMNS} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
             [story_id],
         )
@@ -1151,8 +1115,8 @@ def _write_story(
     earliest, credited = original_source(reports, credits)
     representative = grouper.representative(story_id) if story_id in grouper.stories else None
     representative = representative or earliest
-    first_seen = _db_time(min(times)) if times else _db_time(datetime.now(UTC))
-    last_seen = _db_time(max(times)) if times else first_seen
+    first_seen = to_db_time(min(times)) if times else to_db_time(datetime.now(UTC))
+    last_seen = to_db_time(max(times)) if times else first_seen
     db.execute(
         "INSERT INTO stories (id, title, first_seen, last_seen, n_reports, n_outlets, representative_id, "
         "original_entry_id, credited_outlet) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "

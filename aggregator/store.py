@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +43,31 @@ def to_db_time(value: datetime | None) -> str | None:
 
 
 def from_db_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction, taken before reading so that no other writer slips in between.
+
+    Inside a transaction the caller already opened on ``conn``, it joins that
+    one, and the caller commits or rolls back.
+    """
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:  # SQLite has already rolled back after some errors, a full disk among them
+            conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
 
 
 # Each migration takes the schema from version N-1 to N. Never edit one that
@@ -304,19 +328,9 @@ class Store:
                     version += 1
                     conn.execute(f"PRAGMA user_version = {version}")
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """All or nothing: commits on success, rolls back on any exception (or a kill)."""
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            if conn.in_transaction:  # SQLite has already rolled back after some errors, a full disk among them
-                conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+        return write_transaction(self.db.conn)
 
     # -- feeds -------------------------------------------------------------
 

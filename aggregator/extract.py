@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from trafilatura.settings import Document
 
 from aggregator.models import Article
-from aggregator.parse import safe_http_url
+from aggregator.parse import bom_codec, safe_http_url
 
 __all__ = [
     "DEFAULT_TIME_LIMIT",
@@ -209,9 +209,9 @@ def decode_html(data: bytes, declared_charset: str | None = None) -> str:
     (charset_normalizer, which trafilatura already depends on); else UTF-8 with
     replacement characters. NUL characters are dropped, as browsers do.
     """
-    for bom, codec in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
-        if data.startswith(bom):
-            return data[len(bom) :].decode(codec, errors="replace").replace("\x00", "")
+    if marked := bom_codec(data):
+        codec, length = marked
+        return data[length:].decode(codec, errors="replace").replace("\x00", "")
 
     if _is_utf8_beyond_ascii(data):
         return data.decode("utf-8").replace("\x00", "")

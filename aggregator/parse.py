@@ -793,11 +793,15 @@ def html_to_text(markup: str) -> str:
 # --- sniffing and autodiscovery ------------------------------------------------
 
 
+def bom_codec(data: bytes) -> tuple[str, int] | None:
+    """The codec a byte-order mark at the start of ``data`` names, and the mark's length in bytes."""
+    return next(((codec, len(bom)) for bom, codec in _BOMS if data.startswith(bom)), None)
+
+
 def _sniff_wide_codec(head: bytes) -> str | None:
     """The UTF-16/32 codec a document starts in (by BOM or by its first "<"), if any."""
-    for bom, codec in _BOMS:
-        if head.startswith(bom):
-            return None if codec == "utf-8" else codec
+    if marked := bom_codec(head):
+        return None if marked[0] == "utf-8" else marked[0]
     return next((codec for pattern, codec in _WIDE_LESS_THAN if head.startswith(pattern)), None)
 
 

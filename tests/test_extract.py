@@ -210,11 +210,12 @@ def test_western_charset_declared_by_meta(meta: str) -> None:
     assert WESTERN in extract_article(data, ARTICLE_URL).text
 
 
-@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
 def test_utf16_with_bom(codec: str) -> None:
     sentences = [f"{WESTERN}. {sentence}" for sentence in ARTICLE_SENTENCES]
     page = article_page(charset_meta='<meta charset="utf-16">', sentences=sentences)
-    bom = {"utf-16": b"", "utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}[codec]
+    bom = {"utf-16": b"", "utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff",
+           "utf-32-le": b"\xff\xfe\x00\x00", "utf-32-be": b"\x00\x00\xfe\xff"}[codec]
     data = bom + page.encode(codec)
 
     assert decode_html(data) == page

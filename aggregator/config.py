@@ -29,6 +29,8 @@ DEFAULT_CONFIG_PATH = Path("feeds.yaml")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# White space as str.isspace has it (the same characters for str patterns): a URL with any is a typo.
+_WHITESPACE = re.compile(r"\s")
 # The first segment of a plain path that is more likely a forgotten "https://":
 # dotted labels ending in a top-level domain, not a feed file's extension.
 _HOST_LIKE = re.compile(r"^(?:[a-z0-9-]+\.)+(?!(?:xml|rss|atom|json|rdf|yaml|yml|txt|html?)$)[a-z]{2,}$", re.IGNORECASE)
@@ -240,7 +242,7 @@ def validate_feed_url(url: Any, base_dir: Path | None = None) -> str:
             parts.port  # noqa: B018 -- reading it raises ValueError for a port out of range or not a number
         except ValueError:
             raise ValueError(f"{url!r} has a bad port") from None
-        if any(ch.isspace() for ch in url):
+        if _WHITESPACE.search(url):
             raise ValueError(f"{url!r} contains white space")
         return url
     if scheme == "file":

@@ -23,9 +23,11 @@ import html
 import io
 import json
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -75,15 +77,25 @@ _WIDE_LESS_THAN = (
 )
 _SNIFF_BYTES = 4096
 
-_INVISIBLE_ELEMENTS = ("script", "style", "template", "noscript", "head")
+_INVISIBLE_ELEMENTS = frozenset({"script", "style", "template", "noscript", "head"})
 # Elements after which a reader sees a break, so their words must not run together.
 _BREAKING_ELEMENTS = frozenset(
     "address article aside blockquote br dd div dl dt figcaption figure footer h1 h2 h3 h4 h5 h6 "
     "header hr li main nav ol p pre section table td th tr ul".split()
 )
 # C1 controls included: 0x9B alone starts an escape sequence on some terminals.
-_CONTROL_CHARS = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0)])
+# A regular expression, not str.translate with a table: a third of the time on long text.
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_THREAD_STATE = threading.local()
 _LOOKS_LIKE_MARKUP = re.compile(r"<[A-Za-z/!]|&#?\w+;")
+
+# An absolute http(s) URL that urllib reads and writes back unchanged: a plain host, no empty
+# query, fragment or ";" parameters, nothing it strips or refuses. Joined to a base of the
+# same kind it comes back as it is (an absolute URL's own host wins).
+_URL_CHARS = r"A-Za-z0-9._~%!$&'()*+,=:@/-"  # "-" last: it stays a character in every class built on this
+_PLAIN_HTTP_URL = re.compile(
+    rf"https?://[A-Za-z0-9.-]+(?::([0-9]{{1,5}}))?(?:/[{_URL_CHARS}]*)?(?:\?[;?{_URL_CHARS}]+)?(?:#[;?{_URL_CHARS}]+)?\Z"
+)
 
 _FEED_ROOT = re.compile(r"<(?:rss|feed|rdf:rdf|channel)[\s>/]")
 _HTML_MARKERS = re.compile(r"<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>]")
@@ -169,14 +181,16 @@ def _entry_from_feedparser(item: Mapping[str, Any], feed_url: str) -> ParsedEntr
     title = _detail_text(item.get("title_detail"), item.get("title"))
     link = safe_http_url(item.get("link"), feed_url)
     author_detail = item.get("author_detail") or {}
+    summary_text = html_to_text(summary)
     return ParsedEntry(
         guid=_guid(item.get("id"), link, title, summary, content),
         link=link,
         title=title,
         summary=summary,
         content=content,
-        summary_text=html_to_text(summary),
-        content_text=html_to_text(content),
+        summary_text=summary_text,
+        # RSS without a description has its content as summary too (feedparser's rule): read it once.
+        content_text=summary_text if content == summary else html_to_text(content),
         author=_plain_author(author_detail.get("name") or item.get("author")),
         # dict.get: FeedParserDict.get would answer a missing updated_parsed with
         # published_parsed (a deprecated fallback that also warns).
@@ -306,9 +320,11 @@ def _affordable_entities(subset: str, text: str) -> Iterator[str]:
 # read_common_rss reads only documents whose every element it knows what feedparser
 # does with, and gives each value the same treatment feedparser's element handler
 # would (same text rules, same date parser, same author rule, called from feedparser
-# itself), then hands feedparser-shaped entries to the code that normalises
-# feedparser's results. Anything else is left to feedparser: tests/test_parse_fastpath.py
-# checks the two agree field for field on every feeds-dev document the gate admits.
+# itself; the usual RFC 822 date and plain links are read without it, and
+# tests/test_parse_shortcuts.py checks those against feedparser), then hands
+# feedparser-shaped entries to the code that normalises feedparser's results.
+# Anything else is left to feedparser: tests/test_parse_fastpath.py checks the two
+# agree field for field on every feeds-dev document the gate admits.
 
 _CONTENT_NS = "http://purl.org/rss/1.0/modules/content/"
 _DC_NS = "http://purl.org/dc/elements/1.1/"
@@ -318,18 +334,23 @@ _SY_NS = "http://purl.org/rss/1.0/modules/syndication/"
 _WFW_NS = "http://wellformedweb.org/CommentAPI/"
 _SLASH_NS = "http://purl.org/rss/1.0/modules/slash/"
 
-# The item elements the fast path reads, with the attributes each may carry; "*": any.
+_CONTENT_ENCODED = f"{{{_CONTENT_NS}}}encoded"
+_DC_CREATOR = f"{{{_DC_NS}}}creator"
+_DC_DATE = f"{{{_DC_NS}}}date"
+
+# The item elements the fast path reads, with the attributes each may carry; None: any.
 # The singular ones may appear at most once (feedparser's rules for repeats differ by field).
-_RSS_ITEM_ELEMENTS: dict[str, tuple[str, ...]] = {
-    "title": (), "link": (), "guid": ("isPermaLink",), "description": (), "pubDate": (), "author": (),
-    f"{{{_CONTENT_NS}}}encoded": (), f"{{{_DC_NS}}}creator": (), f"{{{_DC_NS}}}date": (),
-    "category": ("domain",), "enclosure": ("url", "type", "length"),
+_NO_ATTRIBUTES: frozenset[str] = frozenset()
+_RSS_ITEM_ELEMENTS: dict[str, frozenset[str] | None] = {
+    "title": _NO_ATTRIBUTES, "link": _NO_ATTRIBUTES, "guid": frozenset({"isPermaLink"}), "description": _NO_ATTRIBUTES,
+    "pubDate": _NO_ATTRIBUTES, "author": _NO_ATTRIBUTES, _CONTENT_ENCODED: _NO_ATTRIBUTES, _DC_CREATOR: _NO_ATTRIBUTES,
+    _DC_DATE: _NO_ATTRIBUTES, "category": frozenset({"domain"}), "enclosure": frozenset({"url", "type", "length"}),
     # Kept by feedparser under keys agg never reads.
-    "comments": (), f"{{{_WFW_NS}}}commentRss": (), f"{{{_SLASH_NS}}}comments": (),
-    f"{{{_MEDIA_NS}}}content": ("*",), f"{{{_MEDIA_NS}}}thumbnail": ("*",),
+    "comments": _NO_ATTRIBUTES, f"{{{_WFW_NS}}}commentRss": _NO_ATTRIBUTES, f"{{{_SLASH_NS}}}comments": _NO_ATTRIBUTES,
+    f"{{{_MEDIA_NS}}}content": None, f"{{{_MEDIA_NS}}}thumbnail": None,
 }
 _RSS_REPEATABLE = frozenset({"category", "enclosure", f"{{{_MEDIA_NS}}}content", f"{{{_MEDIA_NS}}}thumbnail"})
-_RSS_AUTHOR_ELEMENTS = ("author", f"{{{_DC_NS}}}creator")
+_RSS_AUTHOR_ELEMENTS = frozenset({"author", _DC_CREATOR})
 # Channel elements that cannot touch the feed's title, link or ttl in feedparser, nor any entry.
 _RSS_CHANNEL_ELEMENTS = frozenset(
     "title link ttl description language copyright managingEditor webMaster pubDate lastBuildDate category "
@@ -352,6 +373,14 @@ _XML_ENCODING = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+
 _UTF8_NAMES = frozenset({"utf-8", "utf8"})
 # feedparser's fix for "a=1&b;=2" in links (an entity-looking run turned back into plain text).
 _LINK_ENTITY_RUN = re.compile(r"&([A-Za-z0-9_]+);")
+# The form nearly every RSS date takes ("Sat, 28 Nov 2026 17:55:00 +0000"). feedparser tries
+# the W3C parser before the RFC 822 one, and both split and lower-case the text: 8% of the
+# fast path's time. tests/test_parse_shortcuts.py checks both read these dates the same.
+_MONTHS = {name: number for number, name in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_USUAL_RFC822_DATE = re.compile(
+    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?([0-9]{1,2}) (" + "|".join(_MONTHS) + r") ([0-9]{4}) "
+    r"([0-9]{2}):([0-9]{2}):([0-9]{2}) (?:([+-])([0-9]{2})([0-9]{2})|GMT)\Z"
+)
 
 
 class _NotCommon(Exception):
@@ -400,6 +429,8 @@ def _plain_utf8_xml(body: bytes, headers: Mapping[str, str]) -> bool:
         return False
     if charset is None and content_type.strip().lower().startswith("text/") and not body.isascii():
         return False
+    if body.isascii():  # ASCII is UTF-8, and this test is much quicker than decoding
+        return True
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:
@@ -451,12 +482,14 @@ def _read_rss_item(item: etree._Element) -> dict[str, Any]:
     enclosures: list[dict[str, Any]] = []
     for element in _child_elements(item):
         tag = element.tag
-        allowed = _RSS_ITEM_ELEMENTS.get(tag) if isinstance(tag, str) else None
-        if allowed is None or len(element) or (allowed != ("*",) and not set(element.attrib) <= set(allowed)):
+        if tag not in _RSS_ITEM_ELEMENTS or len(element):
             raise _NotCommon
-        if tag not in _RSS_REPEATABLE and tag in seen:
+        allowed = _RSS_ITEM_ELEMENTS[tag]
+        if allowed is not None and not allowed.issuperset(element.keys()):
             raise _NotCommon
-        if tag in _RSS_AUTHOR_ELEMENTS and seen & set(_RSS_AUTHOR_ELEMENTS):
+        if tag in seen and tag not in _RSS_REPEATABLE:
+            raise _NotCommon
+        if tag in _RSS_AUTHOR_ELEMENTS and not _RSS_AUTHOR_ELEMENTS.isdisjoint(seen):
             raise _NotCommon
         seen.add(tag)
         text = element.text or ""
@@ -473,16 +506,16 @@ def _read_rss_item(item: etree._Element) -> dict[str, Any]:
         elif tag == "description":
             entry["summary"] = _feedparser_value(text.strip())
             entry["summary_detail"] = {"type": "text/html", "value": entry["summary"]}
-        elif tag == f"{{{_CONTENT_NS}}}encoded":
+        elif tag == _CONTENT_ENCODED:
             entry["content"] = [{"type": "text/html", "value": _feedparser_value(text.strip())}]
         elif tag == "pubDate":
             entry["published_parsed"] = _feedparser_date(text)
-        elif tag == f"{{{_DC_NS}}}date":
+        elif tag == _DC_DATE:
             entry["updated_parsed"] = _feedparser_date(text)
         elif tag in _RSS_AUTHOR_ELEMENTS:
-            entry["authors"] = [{}]
             entry["author"] = _feedparser_value(text.strip())
-            _sync_author_detail(entry)
+            if name := _feedparser_author_name(entry["author"]):
+                entry["author_detail"] = {"name": name}
         elif tag == "category":
             term = _feedparser_value(text.strip())
             if term:
@@ -547,9 +580,11 @@ def _feedparser_value(stripped: str) -> str:
 
 
 def _feedparser_uri(stripped: str) -> str:
+    if ":///" not in stripped:  # feedparser's one repair here is of extra slashes after "scheme://"
+        return stripped
     from feedparser.urls import _urljoin
 
-    return _urljoin("", stripped) if stripped else stripped
+    return _urljoin("", stripped)
 
 
 def _feedparser_uri_value(text: str) -> str:
@@ -559,17 +594,32 @@ def _feedparser_uri_value(text: str) -> str:
 
 def _feedparser_text_construct(text: str | None) -> tuple[str, str]:
     """An RSS text element's value and the content type feedparser guesses for it."""
+    stripped = (text or "").strip()
+    return _feedparser_value(stripped), "text/html" if _feedparser_looks_like_html(stripped) else "text/plain"
+
+
+def _feedparser_looks_like_html(stripped: str) -> bool:
+    if "<" not in stripped and "&" not in stripped:  # feedparser wants an end tag or an entity first
+        return False
     from feedparser.mixin import _FeedParserMixin
 
-    stripped = (text or "").strip()
-    kind = "text/html" if _FeedParserMixin.looks_like_html(stripped) else "text/plain"
-    return _feedparser_value(stripped), kind
+    return bool(_FeedParserMixin.looks_like_html(stripped))
 
 
 def _feedparser_date(text: str) -> time.struct_time | None:
+    """A date element's value as feedparser reads it, the usual RFC 822 form without its chain of parsers."""
+    stripped = text.strip()
+    if usual := _USUAL_RFC822_DATE.match(stripped):
+        day, month, year, hour, minute, second, sign, offset_hours, offset_minutes = usual.groups()
+        try:
+            stamp = datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second))
+            offset = timedelta(hours=int(offset_hours or 0), minutes=int(offset_minutes or 0))
+            return (stamp + offset if sign == "-" else stamp - offset).utctimetuple()
+        except (ValueError, OverflowError):
+            pass  # no such moment: whatever feedparser's other parsers make of it
     from feedparser.datetimes import _parse_date
 
-    return _parse_date(_feedparser_value(text.strip()))
+    return _parse_date(_feedparser_value(stripped))
 
 
 class _EntryContext:
@@ -582,11 +632,14 @@ class _EntryContext:
         return self.entry
 
 
-def _sync_author_detail(entry: dict[str, Any]) -> None:
-    """feedparser's own split of "desk@example.com (News desk)" into a name and an address."""
+@lru_cache(maxsize=1024)  # a feed names the same few authors on every item
+def _feedparser_author_name(author: str) -> str | None:
+    """The name in an author element's text by feedparser's own rule ("desk@example.com (News desk)": "News desk")."""
     from feedparser.mixin import _FeedParserMixin
 
+    entry: dict[str, Any] = {"authors": [{}], "author": author}
     _FeedParserMixin._sync_author_detail(_EntryContext(entry))
+    return entry.get("author_detail", {}).get("name")
 
 
 # --- JSON Feed ---------------------------------------------------------------
@@ -722,8 +775,11 @@ def _plain_author(value: Any) -> str | None:
 
 
 def _unique_strings(values: Iterable[Any]) -> list[str]:
-    folded = (fold_whitespace(value) for value in values if isinstance(value, str))
-    return list(dict.fromkeys(value for value in folded if value))
+    unique: dict[str, None] = {}
+    for value in values:
+        if isinstance(value, str) and (folded := fold_whitespace(value)):
+            unique[folded] = None
+    return list(unique)
 
 
 def _string(value: Any) -> str:
@@ -736,7 +792,8 @@ def _list(value: Any) -> list[Any]:
 
 def _mappings(value: Any) -> list[Mapping[str, Any]]:
     """The mappings in a list field, ignoring anything else a feed put there."""
-    return [element for element in _list(value) if isinstance(element, Mapping)]
+    # dict first: the test of a dict against the Mapping ABC alone is several times slower.
+    return [element for element in _list(value) if isinstance(element, (dict, Mapping))]
 
 
 def _describe(exc: BaseException) -> str:
@@ -756,8 +813,13 @@ def safe_http_url(value: Any, base: str | None = None) -> str | None:
     """
     if not isinstance(value, str) or not value.strip():
         return None
+    stripped = value.strip()
+    if (plain := _PLAIN_HTTP_URL.match(stripped)) and (not base or _PLAIN_HTTP_URL.match(base)):
+        port = plain.group(1)
+        if port is None or int(port) <= 65535:
+            return stripped  # what urljoin and urlsplit would give back, in a third of the time
     try:
-        absolute = urljoin(base, value.strip()) if base else value.strip()
+        absolute = urljoin(base, stripped) if base else stripped
         parts = urlsplit(absolute)
         parts.port  # noqa: B018 -- raises ValueError for a port out of range or not a number
     except ValueError:  # e.g. "http://[broken" or port 99999
@@ -767,7 +829,10 @@ def safe_http_url(value: Any, base: str | None = None) -> str | None:
 
 def fold_whitespace(text: str) -> str:
     """Runs of whitespace as one space, control characters dropped, ends trimmed."""
-    return " ".join(text.translate(_CONTROL_CHARS).split())
+    if not text.isprintable():  # a quicker test than the search: controls are never printable
+        # Controls go before splitting: str.split would take some of them (0x1C-0x1F, 0x85) for spaces.
+        text = _CONTROL_CHARS.sub("", text)
+    return " ".join(text.split())
 
 
 def html_to_text(markup: str) -> str:
@@ -777,17 +842,43 @@ def html_to_text(markup: str) -> str:
     if "<" not in markup and "&" not in markup:
         return fold_whitespace(markup)
     try:
-        # A parser per call (under a microsecond): lxml parsers must not be shared across threads.
-        parser = etree.HTMLParser(recover=True, no_network=True, remove_comments=True, remove_pis=True, encoding="utf-8")
-        root = etree.fromstring(markup.encode("utf-8", errors="replace"), parser)
+        root = etree.fromstring(markup.encode("utf-8", errors="replace"), _html_fragment_parser())
     except (etree.LxmlError, ValueError):
         return fold_whitespace(html.unescape(markup)) if "<" not in markup else ""
     if root is None:
         return ""
-    etree.strip_elements(root, *_INVISIBLE_ELEMENTS, with_tail=False)
-    for element in root.iter(*_BREAKING_ELEMENTS):
-        element.tail = " " + element.tail if element.tail else " "
-    return fold_whitespace("".join(root.itertext()))
+    words: list[str] = []
+    _collect_words(root, words)
+    return fold_whitespace("".join(words))
+
+
+def _html_fragment_parser() -> etree.HTMLParser:
+    """This thread's parser for HTML fragments: lxml parsers must not be shared across threads."""
+    parser = getattr(_THREAD_STATE, "html_parser", None)
+    if parser is None:
+        parser = etree.HTMLParser(recover=True, no_network=True, remove_comments=True, remove_pis=True, encoding="utf-8")
+        _THREAD_STATE.html_parser = parser
+    return parser
+
+
+def _collect_words(element: etree._Element, words: list[str]) -> None:
+    """Append the text a reader sees in ``element``, a space after each breaking element.
+
+    One walk of the tree in document order; it took half the time of stripping
+    the invisible elements, marking the breaking ones and then reading
+    ``itertext()`` (lxml builds a tag matcher on every ``iter(*tags)`` call).
+    Recursion is bounded: libxml2's HTML parser nests at most 256 deep.
+    """
+    if element.text is not None:
+        words.append(element.text)
+    for child in element:
+        tag = child.tag
+        if isinstance(tag, str) and tag not in _INVISIBLE_ELEMENTS:  # a comment's text is no reader's
+            _collect_words(child, words)
+            if tag in _BREAKING_ELEMENTS:
+                words.append(" ")
+        if child.tail is not None:
+            words.append(child.tail)
 
 
 # --- sniffing and autodiscovery ------------------------------------------------

@@ -234,6 +234,13 @@ MIGRATIONS: list[str] = [
            (SELECT CAST(avg(l.duration_ms) AS INTEGER) FROM fetch_log l WHERE l.feed_id = f.id) AS mean_fetch_ms
     FROM feeds f;
     """,
+    # 4: no query reads entries_published (they all filter and sort on
+    # COALESCE(published, first_seen), which it cannot serve), and it was the
+    # dearest index to write: feeds' dates interleave, so one feed's entries land
+    # on many of its pages (a quarter of the WAL pages written per 50-entry feed).
+    """
+    DROP INDEX IF EXISTS entries_published;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -247,13 +254,26 @@ class SavedFetch:
     updated: int = 0
 
 
+@dataclass
+class FetchRecord:
+    """What one fetch writes besides entries: the feed row's new columns and, from ``result``, its log line.
+
+    ``error`` is what made the fetch a failure when the request itself went
+    well (not a feed, no entries); the log records it, else the request's error.
+    """
+
+    feed_id: int
+    result: FetchResult
+    feed_columns: dict[str, Any]
+    error: str | None = None
+
+
 def entry_hash(entry: ParsedEntry) -> str:
     """A fingerprint of what the feed says about an entry, to see whether it changed."""
-    digest = hashlib.sha256()
-    for part in (entry.link or "", entry.title, entry.summary, entry.content, entry.author or ""):
-        digest.update(part.encode("utf-8", "replace"))
-        digest.update(b"\0")
-    return digest.hexdigest()
+    # One encode and one update of the NUL-terminated fields: the same bytes, so the
+    # same digest as the per-field updates of earlier versions (stored hashes stay valid).
+    fields = (entry.link or "", entry.title, entry.summary, entry.content, entry.author or "", "")
+    return hashlib.sha256("\0".join(fields).encode("utf-8", "replace")).hexdigest()
 
 
 class Store:
@@ -335,16 +355,28 @@ class Store:
     # -- feeds -------------------------------------------------------------
 
     def sync_feeds(self, feeds: Iterable[Any], now: datetime | None = None) -> dict[str, dict]:
-        """Make sure every configured feed has a row; update titles and tags. Returns rows by URL."""
+        """Make sure every configured feed has a row; update titles and tags. Returns rows by URL.
+
+        Only missing or changed rows are written: on most runs the config has
+        not changed, and no write transaction is taken (it was 1,000 upserts
+        before the first request of a run of 1,000 feeds).
+        """
+        rows = self._feeds_by_url()
         now_text = to_db_time(now or utc_now())
+        changed = [(feed.url, feed.title, json.dumps(feed.tags), now_text, now_text)
+                   for feed in feeds if _feed_row_differs(rows.get(feed.url), feed)]
+        if not changed:
+            return rows
         with self.transaction() as conn:
-            for feed in feeds:
-                conn.execute(
-                    "INSERT INTO feeds (url, title, tags, created_at, next_check_at) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT(url) DO UPDATE SET tags = excluded.tags, "
-                    "title = COALESCE(excluded.title, feeds.title)",
-                    (feed.url, feed.title, json.dumps(feed.tags), now_text, now_text),
-                )
+            conn.executemany(
+                "INSERT INTO feeds (url, title, tags, created_at, next_check_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(url) DO UPDATE SET tags = excluded.tags, "
+                "title = COALESCE(excluded.title, feeds.title)",
+                changed,
+            )
+        return self._feeds_by_url()
+
+    def _feeds_by_url(self) -> dict[str, dict]:
         return {row["url"]: row for row in self.db.query("SELECT * FROM feeds")}
 
     def feed_by_url(self, url: str) -> dict | None:
@@ -381,14 +413,20 @@ class Store:
         with self.transaction() as conn:
             if parsed is not None:
                 saved = self._upsert_entries(conn, feed_id, parsed.entries, now_text, extract)
-            _update(conn, "feeds", feed_id, feed_columns)
-            conn.execute(
-                "INSERT INTO fetch_log (feed_id, url, started_at, status, bytes, new_entries, updated_entries, "
-                "duration_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (feed_id, result.url, now_text, result.status, len(result.body or b""),
-                 len(saved.new_entry_ids), saved.updated, int(result.elapsed * 1000), error or result.error),
-            )
+            _record_fetch(conn, FetchRecord(feed_id, result, feed_columns, error), now_text, saved)
         return saved
+
+    def save_fetch_records(self, records: Iterable[FetchRecord], *, now: datetime | None = None) -> None:
+        """Store fetches that brought no entries (304s, failures) in one transaction: each feed's row and log line.
+
+        The same rows as :meth:`save_fetch` with ``parsed=None`` for each, but
+        one commit for all: a run where 1,000 feeds answer 304 spent 0.1 ms of
+        its event loop per feed on commits alone.
+        """
+        now_text = to_db_time(now or utc_now())
+        with self.transaction() as conn:
+            for record in records:
+                _record_fetch(conn, record, now_text, SavedFetch())
 
     def _upsert_entries(
         self, conn: sqlite3.Connection, feed_id: int, entries: list[ParsedEntry], now_text: str, extract: bool
@@ -418,6 +456,7 @@ class Store:
             else:
                 updates.append((*_entry_values(entry), digest, now_text, feed_text, feed_source, feed_id, guid))
         # One prepared statement for all of a feed's rows: per-row execute calls were most of save_fetch.
+        # (A multi-row INSERT ... RETURNING id measured no faster than this plus the SELECT of the ids.)
         conn.executemany(_INSERT_ENTRY, inserts)
         conn.executemany(_UPDATE_ENTRY, updates)
         saved.updated = len(updates)
@@ -605,8 +644,16 @@ def _entry_values(entry: ParsedEntry) -> tuple:
     return (
         entry.link, entry.title, entry.summary, entry.content, entry.author,
         to_db_time(entry.published), to_db_time(entry.updated),
-        json.dumps(entry.tags), json.dumps([asdict(e) for e in entry.enclosures]),
+        _json_list(entry.tags), _json_list([asdict(e) for e in entry.enclosures]),
     )
+
+
+def _json_list(items: list) -> str:
+    """``json.dumps(items)``, faster: dumps builds an encoder for each list, but not for a string,
+    and most entries have no enclosures and a tag or two."""
+    if not items:
+        return "[]"
+    return "[" + ", ".join(map(json.dumps, items)) + "]"
 
 
 def feed_text_of(entry: ParsedEntry) -> tuple[str, str]:
@@ -627,6 +674,25 @@ def _feed_filter(feed: str | None, tag: str | None) -> tuple[list[str], list[Any
         clauses.append("EXISTS (SELECT 1 FROM json_each(f.tags) WHERE json_each.value = ?)")
         params.append(tag)
     return clauses, params
+
+
+def _record_fetch(conn: sqlite3.Connection, record: FetchRecord, now_text: str, saved: SavedFetch) -> None:
+    """The feed row and the fetch_log line of one fetch, inside the caller's transaction."""
+    result = record.result
+    _update(conn, "feeds", record.feed_id, record.feed_columns)
+    conn.execute(
+        "INSERT INTO fetch_log (feed_id, url, started_at, status, bytes, new_entries, updated_entries, "
+        "duration_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (record.feed_id, result.url, now_text, result.status, len(result.body or b""),
+         len(saved.new_entry_ids), saved.updated, int(result.elapsed * 1000), record.error or result.error),
+    )
+
+
+def _feed_row_differs(row: dict | None, feed: Any) -> bool:
+    """Whether :meth:`Store.sync_feeds` must write ``feed``'s row (``None``: there is none yet)."""
+    if row is None or row["tags"] != json.dumps(feed.tags):
+        return True
+    return feed.title is not None and feed.title != row["title"]
 
 
 def _update(conn: sqlite3.Connection, table: str, row_id: int, columns: dict[str, Any]) -> None:

@@ -1,16 +1,22 @@
 """Benchmark of the parse stage: entries per second of agg's parse_feed against feedparser.
 
-Usage: python bench/parse.py [--feeds N] [--repeat R]
+Usage: python bench/parse.py [--feeds N] [--repeat R] [--before REV]
 
 Runs, side by side on the same bytes: plain ``feedparser.parse`` (defaults),
 feedparser with the sanitizer and relative-URI resolution off (as agg calls
 it), agg's feedparser path alone (``_parse_xml_feed``: feedparser plus agg's
 normalisation), agg's ``parse_feed`` (the lxml fast path for plain RSS 2.0,
 feedparser for the rest), and ``fastfeedparser`` when it is installed, for
-reference only. Inputs: N feeds like those bench/fetch_scale.py serves, N
-synthetic 50-entry RSS 2.0 and Atom feeds with HTML content (the Atom ones use
-xml:base, so they always go to feedparser), and the feeds-dev documents from
-$AGG_SHARED_DATA when present. Each timing is the best of R passes.
+reference only. With ``--before REV`` (default HEAD) it also runs agg's
+parse stage as aggregator/parse.py was at that git revision, loaded from git
+into a module of its own, for a before/after table in one run; and it times
+``html_to_text`` before and after on every summary and content, counting the
+fragments where the two read different text. Inputs: N feeds like those
+bench/fetch_scale.py serves, N synthetic 50-entry RSS 2.0 and Atom feeds with
+HTML content (the Atom ones use xml:base, so they always go to feedparser),
+and the feeds-dev documents from $AGG_SHARED_DATA when present. Each timing is the best of R passes, in CPU
+time of this process (time.process_time): the parse stage is single-threaded
+CPU work, and on a shared machine wall time would also count other processes.
 
 It then counts the feeds-dev documents the fast path takes, checking that
 each gives the same ParsedFeed as the feedparser path.
@@ -23,18 +29,22 @@ import gzip
 import io
 import os
 import random
+import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import feedparser  # noqa: E402
 
-from aggregator.parse import _parse_xml_feed, parse_feed, read_common_rss  # noqa: E402
+from aggregator import parse as current  # noqa: E402
+from aggregator.parse import _parse_xml_feed, html_to_text, parse_feed, read_common_rss  # noqa: E402
 from fetch_scale import feed_document  # noqa: E402
 
 try:
@@ -177,14 +187,41 @@ def _fastfeedparser(document: Document) -> int:
         return 0
 
 
-def parsers() -> dict[str, Callable[[Document], int]]:
+def parse_module_at(revision: str) -> types.ModuleType | None:
+    """aggregator/parse.py as it was at a git revision, as a module of its own; None if it is the working copy's."""
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:aggregator/parse.py"],
+                            capture_output=True, text=True, check=True).stdout
+    if source == Path(current.__file__).read_text():
+        return None
+    module = types.ModuleType(f"parse_at_{revision}")
+    exec(compile(source, f"{revision}:aggregator/parse.py", "exec"), module.__dict__)  # noqa: S102 -- the project's own history
+    return module
+
+
+def _module_parsers(module: types.ModuleType) -> tuple[Callable[[Document], int], Callable[[Document], int]]:
+    """(the whole parse stage, its feedparser path only) of one version of aggregator/parse.py."""
+
+    def whole(document: Document) -> int:
+        return len(module.parse_feed(document[1], document[0], {"content-type": "application/xml"}).entries)
+
+    def feedparser_path(document: Document) -> int:
+        return len(module._parse_xml_feed(document[1], document[0], {"content-type": "application/xml"}).entries)
+
+    return whole, feedparser_path
+
+
+def parsers(before: types.ModuleType | None, label: str) -> dict[str, Callable[[Document], int]]:
     table = {
         "feedparser (defaults)": _feedparser(),
         "feedparser sanitize=off": _feedparser(sanitize_html=False),
         "feedparser sanitize=off resolve=off": _feedparser(sanitize_html=False, resolve_relative_uris=False),
-        "agg, feedparser path only": _agg_feedparser_path,
-        "agg parse_feed (fast path)": _agg,
     }
+    if before is not None:
+        whole, feedparser_path = _module_parsers(before)
+        table[f"agg, feedparser path only @{label}"] = feedparser_path
+        table[f"agg parse_feed @{label} (before)"] = whole
+    table["agg, feedparser path only"] = _agg_feedparser_path
+    table["agg parse_feed (fast path)"] = _agg
     if fastfeedparser is not None:
         table["fastfeedparser (reference, not normalised)"] = _fastfeedparser
     return table
@@ -203,9 +240,9 @@ def measure(
     for _ in range(repeat):
         for name, parse in table.items():
             for label, documents in inputs.items():
-                started = time.perf_counter()
+                started = time.process_time()
                 entries[name][label] = sum(parse(document) for document in documents)
-                best[name][label] = min(best[name][label], time.perf_counter() - started)
+                best[name][label] = min(best[name][label], time.process_time() - started)
     return {name: {label: entries[name][label] / best[name][label] for label in inputs} for name in table}
 
 
@@ -225,6 +262,26 @@ def fast_path_coverage(documents: list[Document]) -> tuple[int, list[str]]:
     return taken, differing
 
 
+def compare_html_to_text(before: types.ModuleType, inputs: dict[str, list[Document]], repeat: int) -> None:
+    """Microseconds per fragment of html_to_text before and after, and how many fragments read differently."""
+    print(f"\nhtml_to_text, microseconds per summary/content fragment, best of {repeat}")
+    print(f"{'input':24}{'fragments':>10}{'before':>10}{'after':>10}{'speed-up':>10}{'differ':>8}")
+    for label, documents in inputs.items():
+        fragments = [text for url, body in documents for entry in parse_feed(body, url).entries
+                     for text in (entry.summary, entry.content) if text]
+        best = {"before": float("inf"), "after": float("inf")}
+        for _ in range(repeat):
+            for name, function in (("before", before.html_to_text), ("after", html_to_text)):
+                started = time.process_time()
+                for fragment in fragments:
+                    function(fragment)
+                best[name] = min(best[name], time.process_time() - started)
+        differ = sum(1 for fragment in fragments if before.html_to_text(fragment) != html_to_text(fragment))
+        per = {name: seconds / len(fragments) * 1e6 for name, seconds in best.items()}
+        print(f"{label:24}{len(fragments):>10}{per['before']:>10.1f}{per['after']:>10.1f}"
+              f"{per['before'] / per['after']:>9.2f}x{differ:>8}")
+
+
 # --- report ------------------------------------------------------------------
 
 
@@ -232,7 +289,13 @@ def main(argv: list[str] | None = None) -> None:
     options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     options.add_argument("--feeds", type=int, default=4, help="synthetic feeds of each format (50 entries each)")
     options.add_argument("--repeat", type=int, default=5, help="passes per measurement; the best is kept")
+    options.add_argument("--before", default="HEAD", metavar="REV",
+                         help="git revision of aggregator/parse.py to compare with (default HEAD; e4a24a4: lxml fast path, "
+                              "before its normalisation was made faster)")
     arguments = options.parse_args(argv)
+    before = parse_module_at(arguments.before)
+    if before is None:
+        print(f"aggregator/parse.py is the same as at {arguments.before}: no before/after rows (pass --before REV)")
 
     inputs: dict[str, list[Document]] = {
         "fetch_scale RSS": [(f"http://127.0.1.1:8000/feeds/{n}.xml", feed_document(n, "http://127.0.1.1:8000"))
@@ -246,11 +309,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print("feeds-dev not found under AGG_SHARED_DATA: synthetic feeds only")
 
-    table = parsers()
+    table = parsers(before, arguments.before)
     results = measure(table, inputs, arguments.repeat)
     baseline = results["feedparser (defaults)"]
 
-    print(f"entries/second, best of {arguments.repeat} (x = relative to feedparser defaults)")
+    print(f"entries per CPU second, best of {arguments.repeat} (x = relative to feedparser defaults)")
     header = f"{'parser':38}" + "".join(f"{label:>24}" for label in inputs)
     print(header)
     print("-" * len(header))
@@ -262,6 +325,11 @@ def main(argv: list[str] | None = None) -> None:
     agg_row, slow_row = results["agg parse_feed (fast path)"], results["agg, feedparser path only"]
     summary = ", ".join(f"{label} {agg_row[label] / slow_row[label]:.1f}x" for label in inputs)
     print(f"summary: agg parse_feed vs agg's feedparser path, entries/s: {summary}")
+    if before is not None:
+        before_row = results[f"agg parse_feed @{arguments.before} (before)"]
+        summary = ", ".join(f"{label} {agg_row[label] / before_row[label]:.2f}x" for label in inputs)
+        print(f"summary: agg parse_feed now vs @{arguments.before}, entries/s: {summary}")
+        compare_html_to_text(before, inputs, arguments.repeat)
     if corpus:
         xml_documents = inputs["feeds-dev XML"]
         taken, differing = fast_path_coverage(xml_documents)

@@ -39,8 +39,10 @@ WORDS = ("market council election storm river vaccine budget court energy school
 
 
 def make_entries(count: int, seed: int = 1) -> list[ParsedEntry]:
+    """Entries dated at random over one day, as news from many feeds is: each feed's
+    dates interleave with the others' (so a feed's entries land all over an index on dates)."""
     rng = random.Random(seed)
-    published = datetime(2026, 11, 28, 18, tzinfo=UTC)
+    newest = datetime(2026, 11, 28, 18, tzinfo=UTC)
     entries = []
     for number in range(count):
         title = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 12))).capitalize()
@@ -48,7 +50,7 @@ def make_entries(count: int, seed: int = 1) -> list[ParsedEntry]:
         entries.append(ParsedEntry(
             guid=f"entry-{number}", link=f"https://example.com/news/{number}", title=title,
             summary=f"<p>{text[:300]}</p>", content=f"<p>{text}</p>", summary_text=text[:300], content_text=text,
-            author="News desk", published=published - timedelta(minutes=number), tags=[rng.choice(WORDS)],
+            author="News desk", published=newest - timedelta(seconds=rng.randrange(86_400)), tags=[rng.choice(WORDS)],
         ))
     return entries
 

@@ -1,0 +1,89 @@
+"""The engine's shortcuts change work, never decisions: checked against plain versions of the same rules."""
+
+import random
+import string
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from itertools import permutations
+
+import pytest
+
+from aggregator.dedup import DedupSettings, Report, StoryGrouper, score_pair
+from tests.test_dedup import fixture_reports
+
+T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
+
+
+def plain_candidates(grouper: StoryGrouper, doc) -> list[int]:
+    """Candidate stories by the rule's words: posting lists rarest first within the budget, heaviest stories first."""
+    settings, freq = grouper.settings, grouper._freq
+    cap = max(20, settings.max_token_df * freq.n)
+    lists = sorted(
+        (len(stories), token, stories)
+        for token in doc.key_tokens
+        if (stories := grouper._postings.get(token)) and len(stories) <= settings.max_posting_stories
+        and freq.df.get(token, 0) <= cap
+    )
+    weight: dict[int, float] = defaultdict(float)
+    budget = settings.max_candidate_postings
+    for size, token, stories in lists:
+        budget -= size
+        if budget < 0:
+            break
+        for story_id in stories:
+            weight[story_id] += doc.title_weights.get(token) or freq.idf(token)
+    floor = settings.min_candidate_share * doc.title_mass
+    ranked = sorted(((shared, story_id) for story_id, shared in weight.items() if shared >= floor), reverse=True)
+    return [story_id for _, story_id in ranked[: settings.max_candidate_stories]]
+
+
+class CheckedGrouper(StoryGrouper):
+    """A grouper that checks every candidate search against :func:`plain_candidates`."""
+
+    checked = 0
+
+    def _candidate_stories(self, doc):
+        found = super()._candidate_stories(doc)
+        assert [story.id for story in found] == plain_candidates(self, doc), doc.report.id
+        self.checked += 1
+        return found
+
+
+def crowded_headlines(n: int) -> list[Report]:
+    """Five-word headlines over 150 unlike words: each word is shared by many stories, and many tie."""
+    rng = random.Random(4)
+    words = ["".join(rng.choices(string.ascii_lowercase, k=7)) for _ in range(150)]
+    return [Report(i, " ".join(rng.sample(words, 5)), published=T0 + timedelta(minutes=7 * i)) for i in range(n)]
+
+
+def test_candidate_search_finds_the_heaviest_stories_ties_and_budget_included():
+    # A budget that stops the search midway, and no list too common to read.
+    settings = DedupSettings(max_candidate_postings=300, max_token_df=1.0, max_posting_stories=400)
+    grouper = CheckedGrouper(settings)
+    grouper.add_many(crowded_headlines(400))
+    assert grouper.checked == 400
+    assert len(set(grouper.clusters().values())) > 100  # many stories to choose among, not a few big ones
+
+
+def test_candidate_search_on_reports_with_bodies():
+    grouper = CheckedGrouper()
+    grouper.add_many(fixture_reports())
+    assert grouper.checked >= 50
+
+
+@pytest.mark.parametrize("floor", [0.1, 0.3, 0.45])
+def test_score_floor_skips_only_pairs_that_cannot_reach_it(floor):
+    grouper = StoryGrouper()
+    grouper.add_many(fixture_reports())
+    docs = list(grouper._docs.values())
+    skipped = 0
+    for a, b in permutations(docs, 2):
+        exact = score_pair(a, b, grouper.settings)
+        bounded = score_pair(a, b, grouper.settings, floor=floor)
+        if bounded[0] >= floor:
+            assert bounded == exact, (a.report.id, b.report.id)
+        else:
+            # Below the floor either way; when the ratios were skipped, the answer is an upper bound.
+            assert exact[0] <= bounded[0] < floor, (a.report.id, b.report.id)
+            skipped += "bound" in bounded[1]
+    assert skipped  # the shortcut is taken at all

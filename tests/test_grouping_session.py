@@ -1,0 +1,152 @@
+"""Grouping batch after batch (dedup.GroupingSession) and in a worker during a run (pipeline.GroupingWorker)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+
+import pytest
+
+from aggregator import pipeline
+from aggregator.config import load_config
+from aggregator.dedup import DedupSettings, GroupingSession, group_new_entries
+from aggregator.pipeline import GroupingWorker, run
+from aggregator.store import Store
+from tests.conftest import rss_document
+from tests.server import Reply
+from tests.test_dedup import _feeds, _insert_entries, fixture_reports
+from tests.test_pipeline import items, query, write_config
+
+FIRST = ("hf1", "hf2", "hf3", "no1", "no2", "no3")
+SECOND = ("hf4", "no4", "hb1", "hb2")
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store.open(tmp_path / "agg.db")
+    yield store
+    store.close()
+
+
+def stories_by_title(db) -> set[frozenset[str]]:
+    """The stories as sets of their entries' titles: ids aside, what was grouped with what."""
+    groups: dict[int, set[str]] = {}
+    for title, story_id in db.execute("SELECT title, story_id FROM entries"):
+        groups.setdefault(story_id, set()).add(title)
+    return {frozenset(titles) for titles in groups.values()}
+
+
+def test_writing_in_chunks_of_one_decides_exactly_as_one_transaction(tmp_path):
+    results = []
+    for chunk in (1000, 1):
+        store = Store.open(tmp_path / f"chunk{chunk}.db")
+        db = store.db
+        _insert_entries(db, fixture_reports(*FIRST, *SECOND), _feeds(db, fixture_reports(*FIRST, *SECOND)))
+        assert GroupingSession(db, DedupSettings(), chunk=chunk).place_ready().placed == 10
+        counts = db.execute(
+            "SELECT s.n_reports, (SELECT count(*) FROM story_members m WHERE m.story_id = s.id) FROM stories s "
+            "WHERE s.merged_into IS NULL").fetchall()
+        assert all(n_reports == members for n_reports, members in counts)  # every chunk left its stories whole
+        results.append((stories_by_title(db), db.execute(
+            "SELECT entry_id, story_id, rule, score, evidence FROM story_members ORDER BY entry_id").fetchall()))
+        store.close()
+    assert results[0] == results[1]
+    assert len(results[0][0]) == 3  # the Halvard firing, the Oregon lawsuit, the reinstatement
+
+
+def test_a_session_keeps_its_stories_between_batches_and_their_ids(store):
+    db = store.db
+    feed_ids = _feeds(db, fixture_reports(*FIRST, *SECOND))
+    _insert_entries(db, fixture_reports(*FIRST), feed_ids)
+    session = GroupingSession(db, DedupSettings())
+    assert session.place_ready(at_least=7).placed == 0  # too few to weigh words by yet
+    assert session.place_ready(at_least=6).placed == 6
+    fired = dict(db.execute("SELECT title, story_id FROM entries"))["Halvard Systems ousts CEO Dana Pryce"]
+    _insert_entries(db, fixture_reports(*SECOND), feed_ids)
+    assert session.place_ready().placed == 4
+    assert session.place_ready().placed == 0  # nothing left
+    assert session.summary.placed == 10
+    story_of = dict(db.execute("SELECT title, story_id FROM entries"))
+    assert story_of["Halvard Systems ousts CEO Dana Pryce"] == fired
+    assert story_of["Halvard shares slide 9% after CEO Pryce dismissed"] == fired
+    assert db.execute("SELECT n_reports FROM stories WHERE id = ?", [fired]).fetchone()[0] == 4
+
+
+def test_a_session_told_to_stop_writing_leaves_the_entries_for_the_next_run(store):
+    db = store.db
+    _insert_entries(db, fixture_reports(*FIRST), _feeds(db, fixture_reports(*FIRST)))
+    stopped = GroupingSession(db, DedupSettings(), keep_writing=lambda: False).place_ready()
+    assert stopped.placed == 0
+    assert db.execute("SELECT count(*) FROM entries WHERE story_id IS NULL").fetchone()[0] == 6
+    assert db.execute("SELECT count(*) FROM stories").fetchone()[0] == 0
+    assert group_new_entries(db, DedupSettings()).placed == 6
+
+
+STORIES = ["Harbour authority reopens the north bridge after three weeks of storm repairs",
+           "Regional rail operator orders forty hydrogen trains for mountain lines",
+           "City council approves late night bus network across eleven districts"]
+FEEDS = 24
+
+
+def made_up_word(*seed: int) -> str:
+    """A word no other title shares: a notice of its own matches nothing."""
+    return "".join(chr(ord("a") + int(c, 16)) for c in hashlib.sha1(repr(seed).encode()).hexdigest()[:7])
+
+
+def many_feeds_reporting_three_stories(tmp_path, server):
+    """Each story in three feeds; besides, every feed has two notices of its own (so no word is in every title)."""
+    assert FEEDS >= pipeline.PARSE_WORKERS_MIN_FEEDS, "the run must be big enough to use the grouping worker"
+    urls = []
+    for n in range(FEEDS):
+        titles = [" ".join(made_up_word(n, k, w) for w in range(5)).capitalize() for k in range(2)]
+        titles += [STORIES[n % len(STORIES)]] if n < 3 * len(STORIES) else []
+        urls.append(server.route(f"/feed{n}.xml", Reply(body=rss_document(items(f"f{n}", titles)))))
+    return load_config(write_config(tmp_path, [{"url": url, "extract": False} for url in urls]))
+
+
+ENTRIES = 2 * FEEDS + 3 * len(STORIES)
+
+
+def test_a_large_run_groups_in_the_worker_while_it_fetches(tmp_path, server, monkeypatch, caplog):
+    config = many_feeds_reporting_three_stories(tmp_path, server)
+    started = []
+    original_start = GroupingWorker.start
+
+    def recording_start(self):
+        original_start(self)
+        if self._process is not None:
+            started.append(self._process.pid)
+
+    monkeypatch.setattr(GroupingWorker, "start", recording_start)
+    store = Store.open(tmp_path / "agg.db")
+    summary = run(config, store)
+    store.close()
+    assert started, "the grouping worker was never started"
+    assert "grouping here instead" not in caplog.text
+    assert summary.grouping.placed == ENTRIES
+    assert summary.stage_seconds["group"] > 0
+    rows = query(tmp_path / "agg.db", "SELECT title, n_reports FROM stories WHERE n_reports > 1")
+    assert sorted(rows) == sorted((title, 3) for title in STORIES)
+    assert query(tmp_path / "agg.db", "SELECT count(*) FROM stories WHERE merged_into IS NULL") == [(2 * FEEDS + 3,)]
+
+
+def test_a_worker_killed_mid_run_leaves_the_grouping_to_the_main_process(tmp_path, server, monkeypatch, caplog):
+    config = many_feeds_reporting_three_stories(tmp_path, server)
+    original_start = GroupingWorker.start
+
+    def start_then_kill(self):
+        if self._process is None:
+            original_start(self)
+            os.kill(self._process.pid, signal.SIGKILL)
+
+    monkeypatch.setattr(GroupingWorker, "start", start_then_kill)
+    store = Store.open(tmp_path / "agg.db")
+    with caplog.at_level(logging.WARNING):
+        summary = run(config, store)
+    store.close()
+    assert "grouping here instead" in caplog.text
+    assert summary.grouping.placed == ENTRIES
+    assert query(tmp_path / "agg.db", "SELECT count(*) FROM entries WHERE story_id IS NULL") == [(0,)]
+    assert query(tmp_path / "agg.db", "SELECT count(*) FROM stories WHERE n_reports = 3") == [(len(STORIES),)]

@@ -1,0 +1,116 @@
+"""What a run writes besides entries, and what ``agg fetch`` does before and after it, kept cheap without change.
+
+``Store.sync_feeds`` writes only rows that are missing or differ;
+``Store.save_fetch_records`` writes several entry-less fetches (304s,
+failures) in one transaction, the same rows ``save_fetch`` writes for each;
+``agg fetch`` pauses the garbage collector during its start-up and leaves it as
+it found it.
+"""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aggregator.config import FeedConfig
+from aggregator.models import FetchResult
+from aggregator.store import FetchRecord, Store
+
+T0 = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
+FEEDS = [FeedConfig(url=f"http://example.test/{n}.xml", title=f"Outlet {n}", tags=["news"]) for n in range(3)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store.open(tmp_path / "agg.db")
+    yield store
+    store.close()
+
+
+def rows_of(store: Store, table: str) -> list[tuple]:
+    return store.db.conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+
+
+def test_sync_feeds_writes_nothing_when_the_config_has_not_changed(store):
+    first = store.sync_feeds(FEEDS, T0)
+    changes = store.db.conn.total_changes
+    again = store.sync_feeds(FEEDS, T0 + timedelta(hours=1))
+    assert store.db.conn.total_changes == changes
+    assert again == first
+
+
+def test_sync_feeds_writes_new_feeds_and_changed_titles_and_tags_only(store):
+    store.sync_feeds(FEEDS, T0)
+    changes = store.db.conn.total_changes
+    edited = [
+        FeedConfig(url=FEEDS[0].url, title="Renamed", tags=["news"]),
+        FeedConfig(url=FEEDS[1].url, title=FEEDS[1].title, tags=["news", "world"]),
+        FeedConfig(url=FEEDS[2].url, title=None, tags=["news"]),  # no title in the config: the stored one stays
+        FeedConfig(url="http://example.test/new.xml"),
+    ]
+    rows = store.sync_feeds(edited, T0 + timedelta(hours=1))
+    assert store.db.conn.total_changes == changes + 3
+    assert rows[FEEDS[0].url]["title"] == "Renamed"
+    assert rows[FEEDS[1].url]["tags"] == '["news", "world"]'
+    assert rows[FEEDS[2].url]["title"] == "Outlet 2"
+    assert rows["http://example.test/new.xml"]["created_at"] == "2026-11-28T19:00:00+00:00"
+
+
+def unchanged(url: str, elapsed: float) -> FetchResult:
+    return FetchResult(url=url, final_url=url, status=304, etag='"v1"', elapsed=elapsed)
+
+
+def failed(url: str) -> FetchResult:
+    return FetchResult(url=url, final_url=url, status=503, error="HTTP 503 Service Unavailable", error_kind="http")
+
+
+def test_fetch_records_write_the_rows_save_fetch_writes(tmp_path):
+    """One transaction for many feeds, and to the byte the feed rows and log lines of one save_fetch each."""
+    def fetches(rows: dict[str, dict]) -> list[FetchRecord]:
+        first, second, third = (rows[feed.url]["id"] for feed in FEEDS)
+        return [
+            FetchRecord(first, unchanged(FEEDS[0].url, 0.125), {"etag": '"v1"', "last_status": 304}),
+            FetchRecord(second, failed(FEEDS[1].url), {"error_count": 1, "last_status": 503}),
+            FetchRecord(third, unchanged(FEEDS[2].url, 0.5), {"last_status": 200}, error="the feed has no entries"),
+        ]
+
+    one_by_one, batched = Store.open(tmp_path / "one.db"), Store.open(tmp_path / "batch.db")
+    for record in fetches(one_by_one.sync_feeds(FEEDS, T0)):
+        one_by_one.save_fetch(record.feed_id, record.result, None, record.feed_columns, extract=False, now=T0,
+                              error=record.error)
+    records = fetches(batched.sync_feeds(FEEDS, T0))
+    commits = []
+    batched.db.conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    batched.save_fetch_records(records, now=T0)
+    assert commits == ["COMMIT"]
+    for table in ("feeds", "fetch_log"):
+        assert rows_of(batched, table) == rows_of(one_by_one, table)
+    assert [row[-1] for row in rows_of(batched, "fetch_log")] == [
+        None, "HTTP 503 Service Unavailable", "the feed has no entries"]
+
+
+def test_fetch_records_are_all_or_nothing(store):
+    rows = store.sync_feeds(FEEDS, T0)
+    records = [FetchRecord(rows[FEEDS[0].url]["id"], unchanged(FEEDS[0].url, 0.1), {"last_status": 304}),
+               FetchRecord(rows[FEEDS[1].url]["id"], unchanged(FEEDS[1].url, 0.1), {"no_such_column": 1})]
+    with pytest.raises(sqlite3.OperationalError):
+        store.save_fetch_records(records, now=T0)
+    assert rows_of(store, "fetch_log") == []
+    assert store.sync_feeds(FEEDS, T0)[FEEDS[0].url]["last_status"] is None
+
+
+def test_fetch_leaves_the_garbage_collector_as_it_found_it(tmp_path, agg):
+    feed = tmp_path / "feed.xml"
+    feed.write_text("<rss version='2.0'><channel><title>T</title><item><title>One</title>"
+                    "<guid>1</guid></item></channel></rss>")
+    cfg = tmp_path / "feeds.yaml"
+    cfg.write_text(f"defaults:\n  extract: false\nfeeds:\n  - url: {feed.as_uri()}\n")
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    result = agg("--config", cfg, "--db", tmp_path / "agg.db", "fetch")
+    assert result.exit_code == 0, result.output
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen

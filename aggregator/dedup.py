@@ -409,7 +409,9 @@ def _make_doc(report: Report, settings: DedupSettings) -> _Doc:
         key_tokens=tuple(dict.fromkeys(title_tokens + tuple(map(sys.intern, lead.split())))),
         vocabulary=tuple(map(sys.intern, body_counts)) + title_only,
         body_counts=array("I", body_counts.values()),
-        names=tuple(map(sys.intern, names)),  # shared with the body's tokens until the weights replace them
+        # Sorted: a set's order follows the process's hash seed, and the order decides which names
+        # are kept at max_names and how their weights add up, so every run must see the same one.
+        names=tuple(map(sys.intern, sorted(names))),  # interned: shared with the body's tokens
         title_numbers=frozenset(t for t in title_tokens if NUMBER.match(t)) or NO_TOKENS,
         figures=figures(names),
         actions=actions(title),

@@ -537,10 +537,11 @@ class ExtractorPool:
         return ExtractionOutcome("ok", article=article)
 
     def close(self) -> None:
-        """Let queued pages finish, then stop the workers."""
+        """Let queued pages finish, then stop the workers (a later page starts new ones)."""
         if self._pool is not None:
             self._pool.close()
             self._pool.join()
+            self._pool = None
 
     def __enter__(self) -> ExtractorPool:
         return self

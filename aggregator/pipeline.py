@@ -123,9 +123,14 @@ class ParseWorkers:
     async def __aenter__(self) -> ParseWorkers:
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def close(self) -> None:
+        """Stop the workers (a later feed starts new ones)."""
         if self._pool is not None:
-            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+            pool, self._pool = self._pool, None
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 class StageClock:
@@ -362,9 +367,12 @@ async def run_async(
         watcher = asyncio.create_task(runner.cancel_on_stop(feed_tasks)) if stop is not None else None
         await _settle(feed_tasks)
         runner.save_records()
+        # Workers no longer needed go before the wait for grouping, whose memory grows to the end.
+        await parser.close()
         if re_extract and not feeds:
             await runner.extract_all()
         await _settle(runner.page_tasks)
+        await asyncio.to_thread(pool.close)
         if not summary.stopped:  # grouping is incremental: a stopped run leaves the rest to the next one
             summary.grouping = await grouping.finish(clock)
         if watcher is not None:

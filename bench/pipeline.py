@@ -95,6 +95,7 @@ def main() -> None:
     print(f"| process wall, incl. start-up | {wall:.2f} | |")
     peak_mb = max(memory.peak_total_kb, usage.ru_maxrss) / 1024
     print(f"| peak RSS, all processes together | {peak_mb:.0f} MB | |")
+    print(f"| peak PSS, all processes together (shared pages counted once) | {memory.peak_pss_kb / 1024:.0f} MB | |")
     print(f"| peak RSS, largest process | {max(memory.peak_process_kb, usage.ru_maxrss) / 1024:.0f} MB | |")
     print(f"\n{result['fetched']} feeds fetched ({result['failed']} failed), {result['entries']} entries, "
           f"{result['pages_extracted']} pages extracted ({result['pages_failed']} not), {result['stories']} new stories")

@@ -30,7 +30,8 @@ hold: only the first ``max_body_chars`` of a body are read (the DB step cuts
 them in SQL), texts are dropped once features are built, a body keeps its
 ``max_vector_terms`` heaviest terms and ``max_names`` rarest names, candidate
 search reads at most ``max_candidate_postings`` postings (rarest tokens
-first), and fuzzy ratios are skipped for a representative whose score cannot
+first), a token of more than ``max_posting_stories`` stories keeps a count
+of its reports instead of its story list, and fuzzy ratios are skipped for a representative whose score cannot
 reach ``min_representative_link`` whatever they say: the title ratios when
 the cheap measures rule it out, the lead's ratio (the dearest) when those
 and the title ratios do. Skipping changes no decision, only work.
@@ -99,7 +100,11 @@ class DedupSettings:
     max_token_df: float = 0.05
     """Tokens carried by more than this share of the window's reports are too common to find candidates."""
     max_posting_stories: int = 200
-    """Tokens shared with more stories than this are too common to find candidates, however large the window."""
+    """Tokens shared with more stories than this are too common to find candidates, however large the window.
+
+    Such a token's story list is dropped; it comes back (rebuilt) once no more than this many of the
+    window's reports carry the token.
+    """
     max_candidate_postings: int = 1500
     """Most story postings read to find one report's candidates (its rarest tokens first): bounded work per report."""
     max_body_chars: int = 10_000
@@ -640,6 +645,10 @@ class StoryGrouper:
         # token -> {story id: how many of its reports in the window carry the token}; plain dicts, not
         # Counters: a Counter's missing-key hook is a Python call on nearly every posting added.
         self._postings: dict[str, dict[int, int]] = defaultdict(dict)
+        # token -> how many reports in the window carry it, for the tokens of more than
+        # max_posting_stories stories: they find no candidates, so their story lists are dropped
+        # (common words' lists were most of the grouper's memory) until few enough reports carry them.
+        self._crowded: dict[str, int] = {}
         self._docs: dict[int, _Doc] = {}
         self._doc_story: dict[int, int] = {}
         self._by_url: dict[str, int] = {}
@@ -800,19 +809,51 @@ class StoryGrouper:
             old.release()
 
     def _post(self, doc: _Doc, story_id: int) -> None:
-        for stories in map(self._postings.__getitem__, doc.key_tokens):
+        crowded, limit = self._crowded, self.settings.max_posting_stories
+        for token in doc.key_tokens:
+            if token in crowded:
+                crowded[token] += 1
+                continue
+            stories = self._postings[token]
             stories[story_id] = stories.get(story_id, 0) + 1
+            if len(stories) > limit:
+                crowded[token] = sum(stories.values())
+                del self._postings[token]
 
     def _unpost(self, doc: _Doc, story_id: int) -> None:
+        """Take a report leaving the window out of the postings (its doc no longer in ``_docs``)."""
+        crowded, limit = self._crowded, self.settings.max_posting_stories
         for token in doc.key_tokens:
-            stories = self._postings[token]
-            left = stories[story_id] - 1
-            if left > 0:
-                stories[story_id] = left
-            else:
-                del stories[story_id]
-                if not stories:
-                    del self._postings[token]
+            carried = crowded.get(token)
+            if carried is not None:
+                if carried - 1 > limit:
+                    crowded[token] = carried - 1
+                else:  # few enough reports carry it to find candidates again: list its stories anew
+                    del crowded[token]
+                    self._postings[token] = self._stories_carrying(token)
+                continue
+            self._move_posting(token, story_id, None)
+
+    def _move_posting(self, token: str, from_story: int, to_story: int | None) -> None:
+        """One report's posting of ``token`` leaves ``from_story``, for ``to_story`` if given."""
+        stories = self._postings[token]
+        left = stories[from_story] - 1
+        if left > 0:
+            stories[from_story] = left
+        else:
+            del stories[from_story]
+        if to_story is not None:
+            stories[to_story] = stories.get(to_story, 0) + 1
+        elif not stories:
+            del self._postings[token]
+
+    def _stories_carrying(self, token: str) -> dict[int, int]:
+        stories: dict[int, int] = {}
+        for seq, doc in self._docs.items():
+            if token in doc.key_tokens:
+                story_id = self._doc_story[seq]
+                stories[story_id] = stories.get(story_id, 0) + 1
+        return stories
 
     def _identity_match(self, doc: _Doc) -> tuple[str, int] | None:
         guid = _meaningful_guid(doc.report.guid)
@@ -834,8 +875,8 @@ class StoryGrouper:
         lists = sorted(
             (len(stories), token, stories)
             for token in doc.key_tokens
-            if (stories := postings.get(token)) and len(stories) <= settings.max_posting_stories
-            and df.get(token, 0) <= cap
+            # Tokens of more than max_posting_stories stories have no list here (see _post).
+            if (stories := postings.get(token)) and df.get(token, 0) <= cap
         )
         weight: dict[int, float] = {}
         budget = settings.max_candidate_postings
@@ -899,9 +940,10 @@ class StoryGrouper:
             older, younger = (current, other) if current.id < other.id else (other, current)
             for member in younger.members:
                 older.members.append(member)
-                if member.seq in self._docs:  # still in the window: move its postings
-                    self._unpost(member, younger.id)
-                    self._post(member, older.id)
+                if member.seq in self._docs:  # still in the window: move its postings (a crowded token has none)
+                    for token in member.key_tokens:
+                        if token not in self._crowded:
+                            self._move_posting(token, younger.id, older.id)
                 self._doc_story[member.seq] = older.id
                 self.story_of[member.report.id] = older.id
             if older.representative is None:
@@ -1050,22 +1092,26 @@ class GroupingSession:
         self._seeded: tuple[str, str] | None = None
         self._merges_written = 0
 
-    def place_ready(self, at_least: int = 1) -> GroupingSummary:
+    def place_ready(self, at_least: int = 1, at_most: int | None = None) -> GroupingSummary:
         """Place every entry that has no story and whose extraction is done; returns what this call did.
 
         With fewer than ``at_least`` such entries, nothing is placed yet: a
         report's word weights are frozen when it is placed, and weights from
-        a handful of reports say little about which words are rare.
+        a handful of reports say little about which words are rare. With
+        ``at_most``, only the oldest that many are placed, so that what a
+        batch holds until it is written (its reports, placements and
+        evidence) stays small however many entries wait.
         """
-        if at_least > 1 and self.db.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM entries e WHERE {_READY} LIMIT ?)", [at_least]).fetchone()[0] < at_least:
-            return GroupingSummary()
+        if at_least > 1:
+            ready = f"SELECT count(*) FROM (SELECT 1 FROM entries e WHERE {_READY} LIMIT ?)"
+            if self.db.execute(ready, [at_least]).fetchone()[0] < at_least:
+                return GroupingSummary()
         new_reports = _observed_reports(
             self.db,
             self.grouper,
             self.credits,
             f"SELECT {_scored_columns(self.settings)} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id "
-            f"WHERE {_READY} ORDER BY e.id",
+            f"WHERE {_READY} ORDER BY e.id LIMIT {-1 if at_most is None else int(at_most)}",
         )
         if not new_reports:
             return GroupingSummary()

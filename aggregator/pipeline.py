@@ -242,10 +242,12 @@ class GroupingWorker:
         self._shut_down()
 
 
-# How often the grouping worker looks for entries ready to place, and how many it waits for
-# before placing any before the end of the run (see GroupingSession.place_ready).
+# How often the grouping worker looks for entries ready to place, how many it waits for
+# before placing any before the end of the run, and how many it places at a time
+# (see GroupingSession.place_ready).
 GROUPING_POLL_SECONDS = 0.5
 GROUPING_MIN_BATCH = 1000
+GROUPING_MAX_BATCH = 5000
 
 
 def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datetime, connection: Connection) -> None:
@@ -256,15 +258,19 @@ def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datet
                                     keep_writing=lambda: parent is None or parent.is_alive())
     busy = 0.0
     summary: dedup.GroupingSummary | None = None
+    finishing = more_waiting = False
     try:
         while True:
-            finishing = connection.poll(GROUPING_POLL_SECONDS)
-            if finishing:
+            if not finishing and connection.poll(0 if more_waiting else GROUPING_POLL_SECONDS):
                 connection.recv()
+                finishing = True
             started = time.perf_counter()
-            if session.place_ready(at_least=1 if finishing else GROUPING_MIN_BATCH).placed:
+            placed = session.place_ready(at_least=1 if finishing else GROUPING_MIN_BATCH,
+                                         at_most=GROUPING_MAX_BATCH).placed
+            if placed:
                 busy += time.perf_counter() - started
-            if finishing or not session.keep_writing():
+            more_waiting = placed == GROUPING_MAX_BATCH
+            if (finishing and not more_waiting) or not session.keep_writing():
                 break
         summary = session.summary
     except (EOFError, OSError):  # the run is gone: nobody to answer

@@ -297,25 +297,24 @@ def _children(pid: int) -> list[int]:
     return children
 
 
-def _rss_kb(pid: int) -> int:
+def _proc_kb(pid: int, file: str, field: str) -> int:
+    """A size in kB from a /proc/PID file: 0 once the process is gone (or a zombie)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0  # gone, or a zombie
-
-
-def _pss_kb(pid: int) -> int:
-    """The proportional set size: each page shared with other processes counts its share."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _rss_kb(pid: int) -> int:
+    return _proc_kb(pid, "status", "VmRSS:")
+
+
+def _pss_kb(pid: int) -> int:
+    """The proportional set size: each page shared with other processes counts its share."""
+    return _proc_kb(pid, "smaps_rollup", "Pss:")
 
 
 def tree_pids(root: int) -> list[int]:

@@ -121,3 +121,22 @@ def test_grouping_does_not_depend_on_the_process_hash_seed():
     }
     assert len(outputs) == 1
     assert '"similar"' in outputs.pop()  # the reports did meet: the scores compared are real
+
+
+def test_a_token_of_too_many_stories_drops_its_story_list_until_reports_leave_the_window():
+    grouper = StoryGrouper(DedupSettings(max_posting_stories=3))
+    rng = random.Random(3)
+
+    def report(report_id: str, hours: float) -> Report:
+        """Five words of its own and "harbour": a story of its own that shares one word with the others."""
+        own = " ".join("".join(rng.choices(string.ascii_lowercase, k=7)) for _ in range(5))
+        return Report(report_id, f"Harbour {own}", published=T0 + timedelta(hours=hours))
+
+    for n in range(5):
+        grouper.add(report(f"r{n}", hours=n))
+    assert "harbour" not in grouper._postings and grouper._crowded["harbour"] == 5  # 5 stories > 3: no list
+    # Six days later r0, r1 and r2 leave the window: with the late report, three carry the word,
+    # so its story list is back, and exact.
+    grouper.add(report("late", hours=2 * grouper.settings.window_hours + 2.5))
+    assert "harbour" not in grouper._crowded
+    assert grouper._postings["harbour"] == {grouper.story_of[r]: 1 for r in ("r3", "r4", "late")}

@@ -84,6 +84,18 @@ def test_a_session_told_to_stop_writing_leaves_the_entries_for_the_next_run(stor
     assert group_new_entries(db, DedupSettings()).placed == 6
 
 
+def test_a_session_places_at_most_so_many_at_a_time_oldest_first(store):
+    db = store.db
+    _insert_entries(db, fixture_reports(*FIRST, *SECOND), _feeds(db, fixture_reports(*FIRST, *SECOND)))
+    session = GroupingSession(db, DedupSettings())
+    assert [session.place_ready(at_most=4).placed for _ in range(4)] == [4, 4, 2, 0]
+    grouped = [story_id is not None for (story_id,) in db.execute("SELECT story_id FROM entries ORDER BY id")]
+    assert grouped == [True] * 10
+    counts = db.execute("SELECT n_reports, (SELECT count(*) FROM story_members m WHERE m.story_id = s.id) "
+                        "FROM stories s WHERE merged_into IS NULL").fetchall()
+    assert all(n_reports == members for n_reports, members in counts) and sum(n for n, _ in counts) == 10
+
+
 STORIES = ["Harbour authority reopens the north bridge after three weeks of storm repairs",
            "Regional rail operator orders forty hydrogen trains for mountain lines",
            "City council approves late night bus network across eleven districts"]

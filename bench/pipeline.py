@@ -1,6 +1,6 @@
 """Benchmark of a whole run: fetch, parse, extract, group, store, over feeds with article pages.
 
-Usage: python bench/pipeline.py [--feeds N] [--latency SECONDS] [--concurrency C] [--quick]
+Usage: python bench/pipeline.py [--feeds N] [--latency SECONDS] [--concurrency C] [--quick] [--no-extract]
 
 The server of ``bench/fetch_scale.py`` (its own process, feeds spread over
 50 loopback addresses, 50-entry RSS feeds, added latency per request) also
@@ -9,6 +9,9 @@ cookie banner, related links and a footer. One cold run of agg's pipeline
 (``aggregator.pipeline.run``, extraction on) goes over N feeds (default 200,
 so 10,000 pages) in a child process; the RSS of its whole process tree (its
 parse, extraction and grouping workers too) is sampled for the peak.
+
+With ``--no-extract --feeds 1000`` it is the cold run of ``bench/fetch_scale.py``
+seen from inside: when the last feed was stored, and what came after.
 
 Printed: the seconds each stage was busy (``RunSummary.stage_seconds``: a
 stage is busy while any of its operations is in progress, so overlapping
@@ -42,9 +45,15 @@ def child(config_path: str, db_path: str, concurrency: int) -> None:
     from aggregator.store import Store
 
     started = time.perf_counter()
-    summary = run(load_config(config_path), Store.open(db_path), concurrency=concurrency)
+    feeds_done = 0.0
+
+    def note_feed(*_: object) -> None:
+        nonlocal feeds_done
+        feeds_done = time.perf_counter() - started
+
+    summary = run(load_config(config_path), Store.open(db_path), concurrency=concurrency, progress=note_feed)
     print(json.dumps({
-        "total": time.perf_counter() - started, "stages": summary.stage_seconds,
+        "total": time.perf_counter() - started, "stages": summary.stage_seconds, "feeds_done": feeds_done,
         "fetched": summary.count("fetched"), "failed": summary.count("failed"), "entries": summary.new_entries,
         "pages_extracted": summary.pages_extracted, "pages_failed": summary.pages_failed,
         "stories": summary.grouping.new_stories,
@@ -57,6 +66,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.1, help="added latency per request, seconds (0.1)")
     parser.add_argument("--concurrency", type=int, default=50, help="requests in flight (50)")
     parser.add_argument("--quick", action="store_true", help="20 feeds (1,000 pages): for iterating")
+    parser.add_argument("--no-extract", action="store_true",
+                        help="feeds only, no article pages (extract: false), as in bench/fetch_scale.py's cold run")
     parser.add_argument("--child", nargs=2, metavar=("CONFIG", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -67,7 +78,7 @@ def main() -> None:
 
     with FeedServer(args.feeds, args.latency) as server, tempfile.TemporaryDirectory(prefix="agg-bench-") as tmp:
         config, db = Path(tmp) / "feeds.yaml", Path(tmp) / "agg.db"
-        write_agg_config(config, server.feed_urls, args.concurrency, extract=True)
+        write_agg_config(config, server.feed_urls, args.concurrency, extract=not args.no_extract)
         started = time.perf_counter()
         process = subprocess.Popen([sys.executable, __file__, "--child", str(config), str(db),
                                     "--concurrency", str(args.concurrency)], stdout=subprocess.PIPE)
@@ -84,13 +95,15 @@ def main() -> None:
     slowest = max(stages, key=stages.get)
     total = result["total"]
 
-    print(f"{args.feeds} feeds x {ENTRIES_PER_FEED} entries with article pages, {args.latency * 1000:.0f} ms latency, "
+    pages = "without extraction" if args.no_extract else "with article pages"
+    print(f"{args.feeds} feeds x {ENTRIES_PER_FEED} entries {pages}, {args.latency * 1000:.0f} ms latency, "
           f"{args.concurrency} in flight, {os.cpu_count()} cores; server answered "
           + ", ".join(f"{count} x {kind}" for kind, count in sorted(answers.items())) + "\n")
     print("| stage | busy seconds | share of total |")
     print("|---|---|---|")
     for name, seconds in stages.items():
         print(f"| {name} | {seconds:.2f} | {seconds / total:.0%} |")
+    print(f"| every feed fetched, parsed and stored, after | {result['feeds_done']:.2f} | |")
     print(f"| **total (run)** | {total:.2f} | |")
     print(f"| process wall, incl. start-up | {wall:.2f} | |")
     peak_mb = max(memory.peak_total_kb, usage.ru_maxrss) / 1024

@@ -30,11 +30,14 @@ hold: only the first ``max_body_chars`` of a body are read (the DB step cuts
 them in SQL), texts are dropped once features are built, a body keeps its
 ``max_vector_terms`` heaviest terms and ``max_names`` rarest names, candidate
 search reads at most ``max_candidate_postings`` postings (rarest tokens
-first), a token of more than ``max_posting_stories`` stories keeps a count
-of its reports instead of its story list, and fuzzy ratios are skipped for a representative whose score cannot
+first), and fuzzy ratios are skipped for a representative whose score cannot
 reach ``min_representative_link`` whatever they say: the title ratios when
 the cheap measures rule it out, the lead's ratio (the dearest) when those
-and the title ratios do. Skipping changes no decision, only work.
+and the title ratios do. Skipping changes no decision, only work. A token
+of more than ``max_posting_stories`` stories finds no candidates, so it
+keeps a count of its reports instead of its story list, until no more than
+that many reports carry it (after a merge, a little longer than the story
+count alone would say).
 """
 
 from __future__ import annotations
@@ -655,6 +658,9 @@ class StoryGrouper:
         self._by_guid: dict[str, int] = {}
         self._by_fingerprint: dict[str, int] = {}
         self._timeline: list[tuple[datetime, int]] = []  # heap of (published, seq), for eviction
+        # Reports published before this have left the index: a report older than it plus the window
+        # would not find its stories here.
+        self.forgotten_before: datetime | None = None
         self._seq = 0
 
     # -- public ------------------------------------------------------------
@@ -799,6 +805,8 @@ class StoryGrouper:
             return
         # Relative to the incoming report, so a late arrival still finds the stories of its own days.
         horizon = incoming.report.published - timedelta(hours=2 * self.settings.window_hours)
+        if self.forgotten_before is None or horizon > self.forgotten_before:
+            self.forgotten_before = horizon
         while self._timeline and self._timeline[0][0] < horizon:
             old = self._docs.pop(heapq.heappop(self._timeline)[1])
             self._unpost(old, self._doc_story[old.seq])
@@ -1084,11 +1092,16 @@ class GroupingSession:
         self.chunk = chunk
         # Asked before each write: a worker whose run has died must not write behind the next run's back.
         self.keep_writing = keep_writing
-        first_new_id = (db.execute("SELECT max(id) FROM stories").fetchone()[0] or 0) + 1
-        self.grouper = StoryGrouper(settings, first_new_id=first_new_id)
         # Credited outlets, found while each text is read for grouping, so writing stories reads no texts.
         self.credits: dict[Any, str | None] = {}
         self.summary = GroupingSummary()
+        self._start_afresh()
+        self._unwritten = False
+
+    def _start_afresh(self) -> None:
+        """A grouper that holds nothing yet: the stored stories around each batch are loaded into it."""
+        first_new_id = (self.db.execute("SELECT max(id) FROM stories").fetchone()[0] or 0) + 1
+        self.grouper = StoryGrouper(self.settings, first_new_id=first_new_id)
         self._seeded: tuple[str, str] | None = None
         self._merges_written = 0
 
@@ -1102,16 +1115,26 @@ class GroupingSession:
         batch holds until it is written (its reports, placements and
         evidence) stays small however many entries wait.
         """
-        if at_least > 1:
-            ready = f"SELECT count(*) FROM (SELECT 1 FROM entries e WHERE {_READY} LIMIT ?)"
-            if self.db.execute(ready, [at_least]).fetchone()[0] < at_least:
-                return GroupingSummary()
+        if self._unwritten:
+            raise RuntimeError("a grouping session that left placements unwritten cannot place more: start a new one")
+        batch = f"WHERE {_READY} ORDER BY e.id LIMIT {-1 if at_most is None else int(at_most)}"
+        waiting, earliest = self.db.execute(
+            "SELECT count(*), min(coalesce(published, first_seen)) "
+            f"FROM (SELECT e.published, e.first_seen FROM entries e {batch})"
+        ).fetchone()
+        if waiting < at_least:
+            return GroupingSummary()
+        forgotten = self.grouper.forgotten_before
+        window = timedelta(hours=self.settings.window_hours)
+        if earliest and forgotten and from_db_time(earliest) - window < forgotten:
+            # The batch reaches back past what the grouper has let go (entries arrive in any order of
+            # publication): group it as a first batch would, from the stories stored so far.
+            self._start_afresh()
         new_reports = _observed_reports(
             self.db,
             self.grouper,
             self.credits,
-            f"SELECT {_scored_columns(self.settings)} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id "
-            f"WHERE {_READY} ORDER BY e.id LIMIT {-1 if at_most is None else int(at_most)}",
+            f"SELECT {_scored_columns(self.settings)} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id {batch}",
         )
         if not new_reports:
             return GroupingSummary()
@@ -1129,15 +1152,19 @@ class GroupingSession:
         merges = self.grouper.merges[self._merges_written:]
         self._merges_written = len(self.grouper.merges)
         done = GroupingSummary(merges=len(merges))
+        self._unwritten = True  # until every chunk is written: a failed or refused write ends the session
         for start in range(0, len(placed), self.chunk):
-            if not self.keep_writing():
-                break
             chunk = placed[start:start + self.chunk]
             with write_transaction(self.db.conn):
+                # Asked again under the write lock: a run that died meanwhile has released its run lock.
+                if not self.keep_writing():
+                    break
                 # The merges go with the first chunk: later chunks already point at the stories kept.
                 self._write(chunk, merges if start == 0 else [])
             done.placed += len(chunk)
             done.new_stories += sum(rule == "seed" for _, _, rule, _, _ in chunk)
+        else:
+            self._unwritten = False
         done.joined = done.placed - done.new_stories
         for name in ("placed", "new_stories", "joined", "merges"):
             setattr(self.summary, name, getattr(self.summary, name) + getattr(done, name))

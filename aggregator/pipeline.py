@@ -449,7 +449,7 @@ class _Run:
             with self.clock("store"):
                 if parsed is None or error:
                     saved = SavedFetch()
-                    self.records.append(FetchRecord(row["id"], result, columns, error))
+                    self.records.append(FetchRecord.of(row["id"], result, columns, error))
                     if len(self.records) >= RECORDS_PER_COMMIT:
                         self.save_records()
                 else:

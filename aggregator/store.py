@@ -256,16 +256,27 @@ class SavedFetch:
 
 @dataclass
 class FetchRecord:
-    """What one fetch writes besides entries: the feed row's new columns and, from ``result``, its log line.
+    """What one fetch writes besides entries: the feed row's new columns and its log line.
 
     ``error`` is what made the fetch a failure when the request itself went
     well (not a feed, no entries); the log records it, else the request's error.
+    Build it with :meth:`of`: records wait in memory to be written in a
+    batch, so they keep the size of the body, never the body.
     """
 
     feed_id: int
-    result: FetchResult
+    url: str
+    status: int | None
+    body_bytes: int
+    elapsed: float
     feed_columns: dict[str, Any]
     error: str | None = None
+
+    @classmethod
+    def of(cls, feed_id: int, result: FetchResult, feed_columns: dict[str, Any],
+           error: str | None = None) -> FetchRecord:
+        return cls(feed_id, result.url, result.status, len(result.body or b""), result.elapsed, feed_columns,
+                   error or result.error)
 
 
 def entry_hash(entry: ParsedEntry) -> str:
@@ -413,7 +424,7 @@ class Store:
         with self.transaction() as conn:
             if parsed is not None:
                 saved = self._upsert_entries(conn, feed_id, parsed.entries, now_text, extract)
-            _record_fetch(conn, FetchRecord(feed_id, result, feed_columns, error), now_text, saved)
+            _record_fetch(conn, FetchRecord.of(feed_id, result, feed_columns, error), now_text, saved)
         return saved
 
     def save_fetch_records(self, records: Iterable[FetchRecord], *, now: datetime | None = None) -> None:
@@ -678,13 +689,12 @@ def _feed_filter(feed: str | None, tag: str | None) -> tuple[list[str], list[Any
 
 def _record_fetch(conn: sqlite3.Connection, record: FetchRecord, now_text: str, saved: SavedFetch) -> None:
     """The feed row and the fetch_log line of one fetch, inside the caller's transaction."""
-    result = record.result
     _update(conn, "feeds", record.feed_id, record.feed_columns)
     conn.execute(
         "INSERT INTO fetch_log (feed_id, url, started_at, status, bytes, new_entries, updated_entries, "
         "duration_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (record.feed_id, result.url, now_text, result.status, len(result.body or b""),
-         len(saved.new_entry_ids), saved.updated, int(result.elapsed * 1000), record.error or result.error),
+        (record.feed_id, record.url, now_text, record.status, record.body_bytes, len(saved.new_entry_ids),
+         saved.updated, int(record.elapsed * 1000), record.error),
     )
 
 

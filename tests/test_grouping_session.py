@@ -6,6 +6,8 @@ import hashlib
 import logging
 import os
 import signal
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -82,6 +84,32 @@ def test_a_session_told_to_stop_writing_leaves_the_entries_for_the_next_run(stor
     assert db.execute("SELECT count(*) FROM entries WHERE story_id IS NULL").fetchone()[0] == 6
     assert db.execute("SELECT count(*) FROM stories").fetchone()[0] == 0
     assert group_new_entries(db, DedupSettings()).placed == 6
+
+
+def test_a_batch_older_than_what_the_grouper_let_go_still_finds_its_stories(store):
+    """Entries arrive in any order of publication: one dated a month on must not cost later batches their matches."""
+    db = store.db
+    feed_ids = _feeds(db, fixture_reports(*FIRST, *SECOND))
+    month_later = [replace(report, id="later", published=report.published + timedelta(days=30))
+                   for report in fixture_reports("kx1")]
+    _insert_entries(db, fixture_reports(*FIRST) + month_later, {**feed_ids, "Consumer Tech": feed_ids["Tech Pulse"]})
+    session = GroupingSession(db, DedupSettings())
+    assert session.place_ready().placed == 7
+    fired = dict(db.execute("SELECT title, story_id FROM entries"))["Halvard Systems ousts CEO Dana Pryce"]
+    _insert_entries(db, fixture_reports(*SECOND), feed_ids)
+    assert session.place_ready().placed == 4
+    story_of = dict(db.execute("SELECT title, story_id FROM entries"))
+    assert story_of["Halvard shares slide 9% after CEO Pryce dismissed"] == fired
+    assert db.execute("SELECT n_reports FROM stories WHERE id = ?", [fired]).fetchone()[0] == 4
+
+
+def test_a_session_refused_a_write_places_nothing_more(store):
+    db = store.db
+    _insert_entries(db, fixture_reports(*FIRST), _feeds(db, fixture_reports(*FIRST)))
+    session = GroupingSession(db, DedupSettings(), keep_writing=lambda: False)
+    assert session.place_ready().placed == 0
+    with pytest.raises(RuntimeError, match="start a new one"):
+        session.place_ready()
 
 
 def test_a_session_places_at_most_so_many_at_a_time_oldest_first(store):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -69,19 +70,19 @@ def failed(url: str) -> FetchResult:
 
 def test_fetch_records_write_the_rows_save_fetch_writes(tmp_path):
     """One transaction for many feeds, and to the byte the feed rows and log lines of one save_fetch each."""
-    def fetches(rows: dict[str, dict]) -> list[FetchRecord]:
+    def fetches(rows: dict[str, dict]) -> list[tuple]:
         first, second, third = (rows[feed.url]["id"] for feed in FEEDS)
         return [
-            FetchRecord(first, unchanged(FEEDS[0].url, 0.125), {"etag": '"v1"', "last_status": 304}),
-            FetchRecord(second, failed(FEEDS[1].url), {"error_count": 1, "last_status": 503}),
-            FetchRecord(third, unchanged(FEEDS[2].url, 0.5), {"last_status": 200}, error="the feed has no entries"),
+            (first, unchanged(FEEDS[0].url, 0.125), {"etag": '"v1"', "last_status": 304}, None),
+            (second, failed(FEEDS[1].url), {"error_count": 1, "last_status": 503}, None),
+            (third, replace(unchanged(FEEDS[2].url, 0.5), body=b"<html>not a feed</html>"), {"last_status": 200},
+             "the feed has no entries"),
         ]
 
     one_by_one, batched = Store.open(tmp_path / "one.db"), Store.open(tmp_path / "batch.db")
-    for record in fetches(one_by_one.sync_feeds(FEEDS, T0)):
-        one_by_one.save_fetch(record.feed_id, record.result, None, record.feed_columns, extract=False, now=T0,
-                              error=record.error)
-    records = fetches(batched.sync_feeds(FEEDS, T0))
+    for feed_id, result, columns, error in fetches(one_by_one.sync_feeds(FEEDS, T0)):
+        one_by_one.save_fetch(feed_id, result, None, columns, extract=False, now=T0, error=error)
+    records = [FetchRecord.of(*fetch) for fetch in fetches(batched.sync_feeds(FEEDS, T0))]
     commits = []
     batched.db.conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
     batched.save_fetch_records(records, now=T0)
@@ -94,8 +95,8 @@ def test_fetch_records_write_the_rows_save_fetch_writes(tmp_path):
 
 def test_fetch_records_are_all_or_nothing(store):
     rows = store.sync_feeds(FEEDS, T0)
-    records = [FetchRecord(rows[FEEDS[0].url]["id"], unchanged(FEEDS[0].url, 0.1), {"last_status": 304}),
-               FetchRecord(rows[FEEDS[1].url]["id"], unchanged(FEEDS[1].url, 0.1), {"no_such_column": 1})]
+    records = [FetchRecord.of(rows[FEEDS[0].url]["id"], unchanged(FEEDS[0].url, 0.1), {"last_status": 304}),
+               FetchRecord.of(rows[FEEDS[1].url]["id"], unchanged(FEEDS[1].url, 0.1), {"no_such_column": 1})]
     with pytest.raises(sqlite3.OperationalError):
         store.save_fetch_records(records, now=T0)
     assert rows_of(store, "fetch_log") == []

@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import signal
+import sqlite3
+import threading
+import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -190,3 +194,51 @@ def test_a_worker_killed_mid_run_leaves_the_grouping_to_the_main_process(tmp_pat
     assert summary.grouping.placed == ENTRIES
     assert query(tmp_path / "agg.db", "SELECT count(*) FROM entries WHERE story_id IS NULL") == [(0,)]
     assert query(tmp_path / "agg.db", "SELECT count(*) FROM stories WHERE n_reports = 3") == [(len(STORIES),)]
+
+
+def test_a_run_stopped_while_the_worker_groups_leaves_whole_stories_and_the_next_run_ends_the_work(tmp_path, server):
+    rng = random.Random(5)
+    words = [made_up_word(0, 0, n) for n in range(1500)]
+    weights = [1 / rank for rank in range(1, len(words) + 1)]  # Zipf-like: many candidates, slow enough to stop
+
+    def text(low: int, high: int) -> str:
+        return " ".join(rng.choices(words, weights, k=rng.randint(low, high)))
+
+    urls, per_feed = [], 150
+    for n in range(FEEDS):
+        entries = [{**item, "description": text(40, 80)}
+                   for item in items(f"f{n}", [text(6, 10).capitalize() for _ in range(per_feed)])]
+        urls.append(server.route(f"/feed{n}.xml", Reply(body=rss_document(entries))))
+    total = FEEDS * per_feed
+    config = load_config(write_config(tmp_path, [{"url": url, "extract": False} for url in urls]))
+    db_path = tmp_path / "agg.db"
+    stop = threading.Event()
+
+    def stop_once_every_entry_is_stored():  # the worker is placing them then: it takes seconds
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not stop.is_set():
+            try:
+                if query(db_path, "SELECT count(*) FROM entries")[0][0] == total:
+                    stop.set()
+            except sqlite3.Error:  # not created yet, or its schema not yet written
+                pass
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=stop_once_every_entry_is_stored)
+    watcher.start()
+    store = Store.open(db_path)
+    first = run(config, store, stop=stop)
+    watcher.join()
+    assert first.stopped
+    assert query(db_path, "PRAGMA integrity_check") == [("ok",)]
+    whole = ("SELECT count(*) FROM stories s WHERE merged_into IS NULL AND n_reports != "
+             "(SELECT count(*) FROM story_members m WHERE m.story_id = s.id)")
+    assert query(db_path, whole) == [(0,)]
+    grouped_before = query(db_path, "SELECT count(story_id) FROM entries")[0][0]
+    assert grouped_before < total  # the stop came while the worker was grouping
+
+    second = run(config, store)
+    store.close()
+    assert second.grouping.placed == total - grouped_before
+    assert query(db_path, "SELECT count(*), count(story_id) FROM entries") == [(total, total)]
+    assert query(db_path, whole) == [(0,)]

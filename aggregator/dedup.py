@@ -471,7 +471,7 @@ class _Frequencies:
         self.n -= 1
 
     def idf(self, token: str) -> float:
-        return math.log((self.n + 1) / (self.df.get(token, 0) + 0.5)) + 1.0
+        return next(self.idfs((token,)))
 
     def idfs(self, tokens: Sequence[str]) -> Iterator[float]:
         """:meth:`idf` of each token, as one chain of C-level maps: it runs for every name of every report."""
@@ -1140,8 +1140,7 @@ class GroupingSession:
             return GroupingSummary()
         times = [r.published for r in new_reports if r.published]
         if times:
-            margin = timedelta(hours=self.settings.window_hours)
-            self._seed_window(to_db_time(min(times) - margin), to_db_time(max(times) + margin))
+            self._seed_window(to_db_time(min(times) - window), to_db_time(max(times) + window))
         # Placements as rows, evidence already serialised: a few hundred bytes per entry however long its text.
         placed = [
             (report.id, placement.story_id, placement.rule, placement.score,

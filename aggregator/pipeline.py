@@ -480,14 +480,13 @@ class _Run:
 
         A commit per 304 cost 0.1 ms of the event loop's time, 1,000 of them in
         an all-304 run. A run killed before it writes them leaves those feeds
-        as they were, due again; a stopped run writes them on its way out.
+        as they were, due again; a stopped run writes them on its way out. A
+        database error is raised as it is, like every write's: from a feed's
+        turn, :meth:`feed` turns it into the :class:`StoreError` that stops the run.
         """
         records, self.records = self.records, []
         if records:
-            try:
-                self.store.save_fetch_records(records, now=self.now)
-            except sqlite3.Error as exc:
-                raise StoreError(describe_sqlite_error(exc, self.store.path)) from exc
+            self.store.save_fetch_records(records, now=self.now)
 
     async def _parse(self, result: FetchResult) -> ParsedFeed | None:
         if not result.ok or result.not_modified:

@@ -115,3 +115,25 @@ def test_fetch_leaves_the_garbage_collector_as_it_found_it(tmp_path, agg):
     assert result.exit_code == 0, result.output
     assert gc.isenabled()
     assert gc.get_freeze_count() == frozen
+
+
+@pytest.mark.parametrize("per_commit", [1, 100], ids=["written-during-the-run", "written-at-its-end"])
+def test_a_database_that_refuses_fetch_records_stops_the_run_with_the_reason(tmp_path, server, monkeypatch, per_commit):
+    """Like any other write on a full or broken disk: never a feed's "internal error" with the records lost."""
+    from aggregator import pipeline
+    from aggregator.config import load_config
+    from tests.server import Reply
+    from tests.test_pipeline import write_config
+
+    urls = [server.route(f"/gone{n}.xml", Reply(404)) for n in range(3)]
+    config = load_config(write_config(tmp_path, [{"url": url} for url in urls]))
+    monkeypatch.setattr(pipeline, "RECORDS_PER_COMMIT", per_commit)
+
+    def disk_full(self, records, *, now=None):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Store, "save_fetch_records", disk_full)
+    store = Store.open(tmp_path / "agg.db")
+    with pytest.raises((pipeline.StoreError, sqlite3.OperationalError), match="full"):
+        pipeline.run(config, store)
+    store.close()

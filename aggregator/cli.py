@@ -99,6 +99,15 @@ class Context:
             lines = "\n".join(f"  {p}" for p in exc.problems)
             fail(f"the config {exc.path} has problems, so nothing was done:\n{lines}")
 
+    def stories_store(self) -> Store:
+        """The database, read-only, for commands that show stories: they say on stderr what is in none yet."""
+        store = self.store(readonly=True)
+        waiting = store.count_ready_for_story()
+        if waiting and not self.quiet:
+            click.echo(f"agg: {waiting:,} {_reports(waiting)} waiting to be grouped into stories, so left out here; "
+                       "'agg group --wait' groups them (after a grouping still running in the background)", err=True)
+        return store
+
     def store(self, readonly: bool = False) -> Store:
         """The database, closed when the command ends (however it ends)."""
         try:
@@ -124,6 +133,10 @@ class TerminalSafeFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return terminal_safe(super().format(record), keep_newlines=True)
+
+
+def _reports(count: int) -> str:
+    return "report is" if count == 1 else "reports are"
 
 
 def fail(message: str, status: int = EXIT_CANNOT_RUN) -> None:
@@ -216,8 +229,11 @@ pass_context = click.make_pass_decorator(Context)
               help="Requests in flight at once, for this run [default: the config's, 20].")
 @click.option("--re-extract", is_flag=True, help="Fetch and extract article pages again, even those done.")
 @click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting (status 75).")
+@click.option("--no-background", is_flag=True,
+              help="Group every new report before exiting, however many (see 'agg group').")
 @pass_context
-def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wait: bool) -> None:
+def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wait: bool,
+          no_background: bool) -> None:
     """Fetch the feeds, extract new articles, group stories, store everything.
 
     Each failed feed is listed on stderr with its reason. The summary line
@@ -225,23 +241,32 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
     failures. Exit status 0 when every feed was tried, even if some failed;
     75 when another run (a fetch or the daemon) holds the database's lock.
 
+    When a run ends with more than 2,000 reports still to group into
+    stories (a first run over many feeds: about 1 ms each), it hands them,
+    with the search index, to an 'agg group' in the background, which holds
+    the database's lock until it is done; its log is the database's path
+    plus '.group.log'. Until then those reports are in no story.
+
     \b
     Examples:
       agg fetch
       agg fetch --due                # from cron: silent unless something fails
       agg fetch --wait               # queue behind a run in progress
       agg fetch --concurrency 50
+      agg fetch --no-background      # a first run, grouped before it exits
     """
     with _start_up():
         from aggregator.lock import LockHeld, LockUnavailable, RunLock
-        from aggregator.pipeline import describe, run
+        from aggregator.pipeline import BACKGROUND_GROUPING_MIN, describe, run
 
         config = ctx.config()
         store = ctx.store()  # first, so that an unusable database path is reported as such
     try:
-        with RunLock(ctx.db_path, wait=wait), _fetch_progress(ctx) as progress:
+        with RunLock(ctx.db_path, wait=wait) as lock, _fetch_progress(ctx) as progress:
             summary = run(config, store, due_only=due, concurrency=concurrency, re_extract=re_extract,
-                          progress=progress)
+                          progress=progress, defer_grouping_over=None if no_background else BACKGROUND_GROUPING_MIN)
+            if summary.grouping_deferred:
+                _group_in_background(ctx, lock)
     except LockHeld as exc:
         fail(terminal_safe(exc), EXIT_LOCKED)
     except LockUnavailable as exc:
@@ -254,6 +279,24 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
         click.echo(f"agg: {terminal_safe(outcome.url)}: {terminal_safe(outcome.error)}", err=True)
     if ctx.verbose or (not ctx.quiet and sys.stderr.isatty()):
         click.echo(describe(summary), err=True)
+
+
+def _group_in_background(ctx: Context, lock: Any) -> None:
+    """Start ``agg group`` on its own, handing it this run's lock, to place what the run left.
+
+    It runs in a session of its own, so that closing the terminal or a
+    Ctrl-C meant for the shell spares it; its output goes to the log next to
+    the database.
+    """
+    import subprocess
+
+    log_path = ctx.db_path.with_name(ctx.db_path.name + ".group.log")
+    fd = lock.hand_over()
+    command = [sys.executable, "-m", "aggregator", "--config", str(ctx.config_path), "--db", str(ctx.db_path),
+               *(["-v"] * ctx.verbose), "group", "--lock-fd", str(fd)]
+    with open(log_path, "wb") as log_file:  # the latest background run's log only
+        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, pass_fds=(fd,),
+                         start_new_session=True)
 
 
 def _echo_json(data: Any) -> None:
@@ -288,7 +331,7 @@ def list_(ctx: Context, since: str | None, feed: str | None, tag: str | None, mi
       agg list --all --tag business
       agg list --json | jq .title
     """
-    store = ctx.store(readonly=True)
+    store = ctx.stories_store()
     stories = store.stories(since=parse_since(since), feed=feed, tag=tag, min_outlets=min_outlets, limit=limit)
     if show_all or as_json:
         for story in stories:
@@ -403,6 +446,47 @@ def _print_entry(row: dict) -> None:
     click.echo(terminal_safe(row["text"], keep_newlines=True))
 
 
+@cli.command()
+@click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting (status 75).")
+@click.option("--lock-fd", type=int, hidden=True, help="The lock descriptor 'agg fetch' hands over.")
+@pass_context
+def group(ctx: Context, wait: bool, lock_fd: int | None) -> None:
+    """Group every report not yet in a story, and bring the search index up to date.
+
+    'agg fetch' does this itself, except when a run leaves more than 2,000
+    reports to group: it then starts 'agg group' in the background. Run it
+    with --wait to wait for that one to finish (and for scripts that read
+    the stories right after a fetch). Holds the database's lock meanwhile.
+
+    \b
+    Examples:
+      agg group --wait               # after 'agg fetch': every report in its story
+      agg fetch && agg group --wait && agg export digest -o digest.json
+    """
+    from aggregator.lock import LockHeld, LockUnavailable, RunLock
+    from aggregator.pipeline import finish_grouping
+
+    config = ctx.config()
+    store = ctx.store()
+    try:
+        lock = RunLock.adopt(ctx.db_path, lock_fd, purpose="agg group (in the background, after agg fetch)") \
+            if lock_fd is not None else RunLock(ctx.db_path, wait=wait)
+        with lock:
+            started = utc_now()
+            summary = finish_grouping(store, config.settings.dedup, now=started)
+    except LockHeld as exc:
+        fail(terminal_safe(exc), EXIT_LOCKED)
+    except LockUnavailable as exc:
+        fail(terminal_safe(exc))
+    except sqlite3.Error as exc:
+        fail(describe_sqlite_error(exc, ctx.db_path))
+    if ctx.verbose or lock_fd is not None or (not ctx.quiet and sys.stderr.isatty()):
+        seconds = (utc_now() - started).total_seconds()
+        click.echo(f"{'agg group: ' if lock_fd is not None else ''}{summary.placed:,} reports grouped: "
+                   f"{summary.new_stories:,} new stories, {summary.joined:,} joined one, "
+                   f"{summary.merges:,} merges, in {seconds:.1f}s", err=True)
+
+
 # ---- running unattended: daemon, status ---------------------------------------------------------
 
 
@@ -463,6 +547,7 @@ def status(ctx: Context, as_json: bool) -> None:
 
     A feed is 'failing' after failure_threshold failures in a row (it is then
     tried daily) and 'disabled' after 410 Gone (it is no longer fetched).
+    Also how many reports wait to be grouped into stories (see 'agg group').
 
     \b
     Examples:
@@ -472,7 +557,9 @@ def status(ctx: Context, as_json: bool) -> None:
     from aggregator.daemon import status_report
 
     now = utc_now()
-    report = status_report(ctx.store(readonly=True).feeds(), now)
+    store = ctx.store(readonly=True)
+    report = status_report(store.feeds(), now)
+    report["counts"]["reports_waiting_for_story"] = waiting = store.count_ready_for_story()
     if as_json:
         _echo_json(report)
         return
@@ -499,6 +586,8 @@ def status(ctx: Context, as_json: bool) -> None:
     counts = report["counts"]
     line = (f"{counts['feeds']} feeds: {counts['ok']} ok, {counts['failing']} failing, "
             f"{counts['disabled']} disabled; {counts['due']} due now")
+    if waiting:
+        line += f"; {waiting:,} {_reports(waiting)} waiting to be grouped into stories (see 'agg group')"
     click.echo(line, err=True)
 
 
@@ -589,7 +678,7 @@ def export_digest(ctx: Context, since: str, min_outlets: int, output: str) -> No
 
     window_start = parse_since(since)
     now = utc_now()
-    stories = load_stories(ctx.store(readonly=True), since=window_start, min_outlets=min_outlets)
+    stories = load_stories(ctx.stories_store(), since=window_start, min_outlets=min_outlets)
     document = build_digest(stories, since=window_start, until=now, min_outlets=min_outlets, generated_at=now)
     _write_export(output, json_bytes(document))
 
@@ -599,7 +688,7 @@ def _write_story_feed(ctx: Context, fmt: str, since: str, min_outlets: int, feed
     """The stories of the window as a feed for readers: ``fmt`` is "jsonfeed" or "atom"."""
     from aggregator.export import DEFAULT_FEED_TITLE, build_atom, build_json_feed, json_bytes, load_stories
 
-    stories = load_stories(ctx.store(readonly=True), since=parse_since(since), min_outlets=min_outlets)
+    stories = load_stories(ctx.stories_store(), since=parse_since(since), min_outlets=min_outlets)
     title = title or DEFAULT_FEED_TITLE
     if fmt == "atom":
         data = build_atom(stories, generated_at=utc_now(), title=title, feed_url=feed_url)

@@ -62,7 +62,7 @@ from typing import Any
 import sqlite_utils
 from rapidfuzz import fuzz
 
-from aggregator.store import from_db_time, to_db_time, write_transaction
+from aggregator.store import READY_FOR_STORY, from_db_time, to_db_time, write_transaction
 from aggregator.urls import canonical_url, host_of
 
 # --------------------------------------------------------------------------
@@ -1066,8 +1066,7 @@ def resolve_story_id(db: sqlite_utils.Database, story_id: int) -> int:
     return story_id
 
 
-_READY = "e.story_id IS NULL AND e.extract_status != 'pending'"
-"""Entries waiting for a story: none yet, and their text final (the page extracted, failed, or skipped)."""
+_READY = READY_FOR_STORY
 WRITE_CHUNK = 1000
 """Placements written per transaction: short enough that the run's other writers never wait long."""
 

@@ -6,6 +6,11 @@ ends, however it ends, so a killed run never leaves a stale lock behind.
 The file holds the holder's pid and command, for the message a second run
 prints; it is never deleted (deleting a flock file lets two runs each
 lock a different file of the same name).
+
+A run can hand its lock to a process it starts, which finishes its work in
+the background (``agg fetch`` leaving a large grouping backlog to
+``agg group``): the child inherits the locked file descriptor, so the lock
+is held without a gap until the child ends.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class RunLock:
         self.wait = wait
         self.purpose = purpose or " ".join(["agg", *sys.argv[1:]])
         self._fd: int | None = None
+        self._handed_over = False
 
     def acquire(self) -> None:
         try:
@@ -57,14 +63,45 @@ class RunLock:
         except BaseException:
             os.close(fd)
             raise
+        self._hold(fd)
+
+    def _hold(self, fd: int) -> None:
         os.ftruncate(fd, 0)
         started = datetime.now(UTC).isoformat(timespec="seconds")
-        os.write(fd, f"pid {os.getpid()}, {self.purpose}, since {started}\n".encode())
+        os.pwrite(fd, f"pid {os.getpid()}, {self.purpose}, since {started}\n".encode(), 0)
         self._fd = fd
+        self._handed_over = False
+
+    def hand_over(self) -> int:
+        """The locked descriptor, for a child process to inherit (``pass_fds``) and :meth:`adopt`.
+
+        From then on :meth:`release` only closes this process's descriptor:
+        unlocking would unlock the child's too (they share one open file).
+        """
+        if self._fd is None:
+            raise RuntimeError("the lock is not held")
+        self._handed_over = True
+        return self._fd
+
+    @classmethod
+    def adopt(cls, db_path: str | Path, fd: int, *, purpose: str | None = None) -> RunLock:
+        """The lock a parent run handed over as descriptor ``fd``; :class:`LockUnavailable` if it is not that."""
+        lock = cls(db_path, purpose=purpose)
+        try:
+            same_file = os.path.samestat(os.fstat(fd), os.stat(lock.path))
+            # Succeeds at once on the descriptor that holds the lock, fails on any other.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            same_file = False
+        if not same_file:
+            raise LockUnavailable(f"descriptor {fd} does not hold the lock {lock.path}")
+        lock._hold(fd)
+        return lock
 
     def release(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if not self._handed_over:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
 
@@ -73,7 +110,8 @@ class RunLock:
         return self._fd is not None
 
     def __enter__(self) -> RunLock:
-        self.acquire()
+        if not self.held:  # an adopted lock is held already
+            self.acquire()
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import random
 import sqlite3
 import threading
@@ -77,6 +78,8 @@ class RunSummary:
     stopped: bool = False
     # Seconds each stage (fetch, parse, extract, group, store, index) was busy: see StageClock.
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # Reports left without a story for finish_grouping, with the search index (run's defer_grouping_over).
+    grouping_deferred: int = 0
 
     def count(self, status: str) -> int:
         return sum(1 for feed in self.feeds if feed.status == status)
@@ -165,16 +168,20 @@ class StageClock:
 
 
 class GroupingWorker:
-    """Story grouping in a worker process that places entries while the run is still fetching and extracting.
+    """Story grouping in a worker process that places entries while the run is still extracting pages.
 
     Grouping is pure Python and needs each entry's final text, so run after
     the last page it would add its whole time to the end of a long run; in a
     thread it would hold up the event loop. The worker reads the database
     file on its own connection and places what is ready every
-    ``GROUPING_POLL_SECONDS`` (:class:`dedup.GroupingSession`); :meth:`finish`
-    has it place the rest. It starts on the first new entry of a run with a
-    database file and enough feeds; otherwise, or if it dies, the run groups
-    in its own process at the end, as small runs always do.
+    ``GROUPING_POLL_SECONDS`` (:class:`dedup.GroupingSession`), at a lower
+    priority than the run (``GROUPING_NICENESS``); :meth:`finish` has it
+    place the rest. It starts on the first extracted page of a run with a
+    database file and enough feeds, or at the end when at least
+    ``GROUPING_MIN_BATCH`` entries wait, so that the grouper's memory goes
+    when it ends. It does not start while feeds are fetched without pages:
+    parsing them needs the cores more. Otherwise, or if it dies, the run
+    groups in its own process at the end, as small runs always do.
     """
 
     def __init__(self, store: Store, settings: dedup.DedupSettings, now: datetime, enabled: bool):
@@ -199,23 +206,55 @@ class GroupingWorker:
 
     async def finish(self, clock: StageClock) -> dedup.GroupingSummary:
         """Every ready entry placed: by the worker if it runs, else here. Adds the worker's busy time to ``clock``."""
+        if self._process is None and self.store.count_ready_for_story() >= GROUPING_MIN_BATCH:
+            self.start()  # many to place even though nothing was extracted: the memory goes with the worker
         if self._process is not None and self._connection is not None:
             try:
                 self._connection.send("finish")
-                reply = await asyncio.to_thread(self._connection.recv)
+                reply = await asyncio.to_thread(self._last_reply, True)
             except (EOFError, OSError):
                 reply = None
             if self._stopped:  # the run was stopped meanwhile: the rest is the next run's
                 return dedup.GroupingSummary()
             self._shut_down()
-            if isinstance(reply, tuple):
-                summary, busy_seconds = reply
+            if reply is not None and reply[0] == "done":
+                _, summary, busy_seconds = reply
                 clock.add("group", busy_seconds)
                 if summary is not None:
                     return summary
             log.warning("the story-grouping worker stopped before the end of the run; grouping here instead")
         with clock("group"):
             return dedup.group_new_entries(self.store.db, self.settings, now=self.now)
+
+    def defer(self, clock: StageClock) -> dedup.GroupingSummary:
+        """Stop the worker where it is, for :func:`finish_grouping` to go on; what it has written so far.
+
+        A batch it is placing is dropped, its write in progress rolled back.
+        """
+        done = dedup.GroupingSummary()
+        if self._connection is not None:
+            try:
+                reply = self._last_reply(wait=False)
+            except (EOFError, OSError):
+                reply = None
+            if reply is not None:
+                _, done, busy_seconds = reply
+                clock.add("group", busy_seconds)
+        self.stop()
+        return done
+
+    def _last_reply(self, wait: bool) -> tuple | None:
+        """The worker's newest message: ``("progress" | "done", summary so far, busy seconds)``.
+
+        With ``wait``, read until its "done"; without, take what has come.
+        """
+        assert self._connection is not None
+        reply = None
+        while wait or self._connection.poll():
+            reply = self._connection.recv()
+            if reply[0] == "done":
+                break
+        return reply
 
     def stop(self) -> None:
         """Stop the worker now, for a run that was stopped: a write in progress is rolled back, never half done."""
@@ -248,10 +287,24 @@ class GroupingWorker:
 GROUPING_POLL_SECONDS = 0.5
 GROUPING_MIN_BATCH = 1000
 GROUPING_MAX_BATCH = 5000
+# Grouping while the run extracts yields the cores to fetching, parsing and extraction,
+# which the end of the run waits for first.
+GROUPING_NICENESS = 10
+# A backlog that takes longer to group than a run of a thousand feeds takes to fetch
+# (about 1 ms a report): what `agg fetch` leaves to a background `agg group`.
+BACKGROUND_GROUPING_MIN = 2000
 
 
 def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datetime, connection: Connection) -> None:
-    """The grouping worker: place what is ready until told to finish, then the rest; reply (summary, busy seconds)."""
+    """The grouping worker: place what is ready until told to finish, then the rest.
+
+    After each batch it sends ``("progress", summary so far, busy seconds)``,
+    and at the end ``("done", ...)``; the summary is None if it failed.
+    """
+    try:
+        os.nice(GROUPING_NICENESS)
+    except OSError:
+        pass
     parent = multiprocessing.parent_process()
     store = Store.open(db_path)
     session = dedup.GroupingSession(store.db, settings, now,
@@ -269,6 +322,7 @@ def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datet
                                          at_most=GROUPING_MAX_BATCH).placed
             if placed:
                 busy += time.perf_counter() - started
+                connection.send(("progress", session.summary, busy))
             more_waiting = placed == GROUPING_MAX_BATCH
             if (finishing and not more_waiting) or not session.keep_writing():
                 break
@@ -280,7 +334,7 @@ def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datet
     finally:
         store.close()
     try:
-        connection.send((summary, busy))
+        connection.send(("done", summary, busy))
     except OSError:
         pass
 
@@ -306,6 +360,7 @@ def run(
     progress: ProgressCallback | None = None,
     now: datetime | None = None,
     stop: threading.Event | None = None,
+    defer_grouping_over: int | None = None,
 ) -> RunSummary:
     """Fetch every enabled feed (only those due, with ``due_only``) and process what is new.
 
@@ -313,10 +368,16 @@ def run(
     run within a fraction of a second: requests and extractions in progress
     are abandoned, each feed's write either completes or never starts, and
     whatever was left undone stays due for the next run.
+
+    With ``defer_grouping_over``, a run that ends with more reports than
+    that waiting for a story stops grouping there, and leaves them and the
+    search index to :func:`finish_grouping` (``summary.grouping_deferred``
+    says how many): ``agg fetch`` runs it in the background, so that a first
+    run over a thousand feeds returns once they are stored.
     """
     return asyncio.run(
         run_async(config, store, due_only=due_only, concurrency=concurrency, re_extract=re_extract,
-                  progress=progress, now=now, stop=stop)
+                  progress=progress, now=now, stop=stop, defer_grouping_over=defer_grouping_over)
     )
 
 
@@ -343,6 +404,7 @@ async def run_async(
     progress: ProgressCallback | None = None,
     now: datetime | None = None,
     stop: threading.Event | None = None,
+    defer_grouping_over: int | None = None,
 ) -> RunSummary:
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -379,14 +441,39 @@ async def run_async(
             await runner.extract_all()
         await _settle(runner.page_tasks)
         await asyncio.to_thread(pool.close)
-        if not summary.stopped:  # grouping is incremental: a stopped run leaves the rest to the next one
+        if summary.stopped:  # grouping is incremental: a stopped run leaves the rest to the next one
+            pass
+        elif defer_grouping_over is not None and store.count_ready_for_story() > defer_grouping_over:
+            summary.grouping = grouping.defer(clock)
+            summary.grouping_deferred = store.count_ready_for_story()
+        else:
             summary.grouping = await grouping.finish(clock)
         if watcher is not None:
             watcher.cancel()
-    with clock("index"):
-        log.debug("search index: %d entries added", store.refresh_search_index())
+    if not summary.grouping_deferred:
+        with clock("index"):
+            log.debug("search index: %d entries added", store.refresh_search_index())
     summary.seconds = loop.time() - started
     return summary
+
+
+def finish_grouping(store: Store, settings: dedup.DedupSettings, *, now: datetime | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> dedup.GroupingSummary:
+    """Place every stored report that has no story yet, then bring the search index up to date.
+
+    What a run that deferred its grouping leaves (``agg group``). Reports are
+    placed ``GROUPING_MAX_BATCH`` at a time, so memory stays bounded however
+    many wait; ``progress(placed, waiting)`` is called after each batch.
+    Stopped or killed half-way, it leaves whole stories, and the next run or
+    ``agg group`` places the rest.
+    """
+    session = dedup.GroupingSession(store.db, settings, now)
+    waiting = store.count_ready_for_story()
+    while session.place_ready(at_most=GROUPING_MAX_BATCH).placed:
+        if progress:
+            progress(session.summary.placed, max(waiting, session.summary.placed))
+    store.refresh_search_index()
+    return session.summary
 
 
 async def _settle(tasks: list[asyncio.Task]) -> None:
@@ -462,8 +549,6 @@ class _Run:
             return FeedOutcome(feed_url, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
         if error:
             return FeedOutcome(feed_url, "failed", error=error)
-        if saved.new_entry_ids and self.grouping is not None:
-            self.grouping.start()
         if feed.extract:
             # Pending entries include those a killed run left behind.
             with self.clock("store"):
@@ -543,6 +628,8 @@ class _Run:
         with self.clock("store"):
             self.store.save_extraction(entry_id, text=text, text_source=source, status=status, error=error,
                                        canonical_url=canonical, language=language, now=self.now)
+        if self.grouping is not None:  # its text is final: the entry is ready for a story
+            self.grouping.start()
 
 
 def feed_problem(parsed: ParsedFeed | None) -> str | None:
@@ -559,8 +646,10 @@ def describe(summary: RunSummary) -> str:
         f"{summary.count('failed')} failed; {summary.new_entries} new entries, "
         f"{summary.pages_extracted} pages extracted ({summary.pages_failed} not), "
         f"in {summary.seconds:.1f}s" + ("; stopped early" if summary.stopped else "")
+        + (f"; {summary.grouping_deferred:,} reports left to group in the background"
+           if summary.grouping_deferred else "")
     )
 
 
-__all__ = ["FeedOutcome", "GroupingWorker", "ParseWorkers", "RunSummary", "StageClock", "describe", "feed_problem", "run", "run_async",
-           "select_feeds"]
+__all__ = ["FeedOutcome", "GroupingWorker", "ParseWorkers", "RunSummary", "StageClock", "describe", "feed_problem",
+           "finish_grouping", "run", "run_async", "select_feeds"]

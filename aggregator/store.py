@@ -632,11 +632,18 @@ class Store:
             conn.execute("UPDATE search_index_state SET indexed_through = ?", (newest,))
         return indexed
 
+    def count_ready_for_story(self) -> int:
+        """How many entries wait for a story (see ``READY_FOR_STORY``)."""
+        return self.db.execute(f"SELECT count(*) FROM entries e WHERE {READY_FOR_STORY}").fetchone()[0]
+
     def entries_not_indexed(self) -> int:
         """How many entries the next :meth:`refresh_search_index` will index."""
         return self.db.execute(
             "SELECT count(*) FROM entries WHERE id > (SELECT indexed_through FROM search_index_state)").fetchone()[0]
 
+
+READY_FOR_STORY = "e.story_id IS NULL AND e.extract_status != 'pending'"
+"""Entries waiting for a story: none yet, and their text final (the page extracted, failed, or skipped)."""
 
 _ENTRY_COLUMNS = ("link", "title", "summary", "content", "author", "published", "updated", "tags", "enclosures")
 _INSERT_ENTRY = (

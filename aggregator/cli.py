@@ -266,7 +266,7 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
             summary = run(config, store, due_only=due, concurrency=concurrency, re_extract=re_extract,
                           progress=progress, defer_grouping_over=None if no_background else BACKGROUND_GROUPING_MIN)
             if summary.grouping_deferred:
-                _group_in_background(ctx, lock)
+                _group_in_background(ctx, lock, config, store)
     except LockHeld as exc:
         fail(terminal_safe(exc), EXIT_LOCKED)
     except LockUnavailable as exc:
@@ -281,22 +281,29 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
         click.echo(describe(summary), err=True)
 
 
-def _group_in_background(ctx: Context, lock: Any) -> None:
+def _group_in_background(ctx: Context, lock: Any, config: Config, store: Store) -> None:
     """Start ``agg group`` on its own, handing it this run's lock, to place what the run left.
 
     It runs in a session of its own, so that closing the terminal or a
     Ctrl-C meant for the shell spares it; its output goes to the log next to
-    the database.
+    the database. If it cannot be started, the grouping is done here.
     """
     import subprocess
 
+    from aggregator.pipeline import finish_grouping
+
     log_path = ctx.db_path.with_name(ctx.db_path.name + ".group.log")
-    fd = lock.hand_over()
     command = [sys.executable, "-m", "aggregator", "--config", str(ctx.config_path), "--db", str(ctx.db_path),
-               *(["-v"] * ctx.verbose), "group", "--lock-fd", str(fd)]
-    with open(log_path, "wb") as log_file:  # the latest background run's log only
-        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, pass_fds=(fd,),
-                         start_new_session=True)
+               *(["-v"] * ctx.verbose), "group", "--lock-fd", str(lock.fd)]
+    try:
+        with open(log_path, "wb") as log_file:  # the latest background run's log only
+            subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                             pass_fds=(lock.fd,), start_new_session=True)
+    except OSError as exc:
+        logging.getLogger(__name__).warning("could not start the background grouping (%s); grouping here", exc)
+        finish_grouping(store, config.settings.dedup)
+        return
+    lock.hand_over()
 
 
 def _echo_json(data: Any) -> None:

@@ -73,7 +73,7 @@ class RunLock:
         self._handed_over = False
 
     def hand_over(self) -> int:
-        """The locked descriptor, for a child process to inherit (``pass_fds``) and :meth:`adopt`.
+        """Say that a child process inherited :attr:`fd` (``pass_fds``) and :meth:`adopt`-ed it; returns it.
 
         From then on :meth:`release` only closes this process's descriptor:
         unlocking would unlock the child's too (they share one open file).
@@ -104,6 +104,11 @@ class RunLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+    @property
+    def fd(self) -> int | None:
+        """The locked descriptor (None when not held)."""
+        return self._fd
 
     @property
     def held(self) -> bool:

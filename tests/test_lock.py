@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.lock import LockHeld, RunLock, lock_path_for
+from aggregator.lock import LockHeld, LockUnavailable, RunLock, lock_path_for
 from tests.conftest import PROJECT_ROOT, rss_document
 from tests.server import Reply
 
@@ -87,6 +87,56 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     finally:
         holder.kill()
         holder.wait(10)
+
+
+ADOPTER = ("import sys, time; from aggregator.lock import RunLock; "
+           "RunLock.adopt(sys.argv[1], int(sys.argv[2]), purpose='agg group (adopted)'); "
+           "print('adopted', flush=True); time.sleep(60)")
+
+
+def test_a_lock_handed_over_stays_held_by_the_child_after_the_parent_lets_go(tmp_path):
+    db = tmp_path / "agg.db"
+    parent = RunLock(db, purpose="agg fetch")
+    parent.acquire()
+    fd = parent.hand_over()
+    child = subprocess.Popen([sys.executable, "-c", ADOPTER, str(db), str(fd)], cwd=PROJECT_ROOT, pass_fds=(fd,),
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "adopted"
+        parent.release()
+        assert not parent.held
+        with pytest.raises(LockHeld) as refused:
+            RunLock(db).acquire()
+        assert f"pid {child.pid}, agg group (adopted)" in str(refused.value)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        with RunLock(db) as lock:  # the child was the last to hold it
+            assert lock.held
+    finally:
+        parent.release()
+        child.kill()
+        child.wait(10)
+
+
+def test_only_the_descriptor_that_holds_the_lock_can_be_adopted(tmp_path):
+    db = tmp_path / "agg.db"
+    with pytest.raises(RuntimeError, match="not held"):
+        RunLock(db).hand_over()
+    other = os.open(tmp_path / "other.txt", os.O_RDWR | os.O_CREAT)
+    try:
+        with pytest.raises(LockUnavailable, match=f"descriptor {other} does not hold"):
+            RunLock.adopt(db, other)  # no lock file yet
+        with RunLock(db):
+            with pytest.raises(LockUnavailable):
+                RunLock.adopt(db, other)  # some other file
+            stranger = os.open(lock_path_for(db), os.O_RDWR)
+            try:
+                with pytest.raises(LockUnavailable):
+                    RunLock.adopt(db, stranger)  # the lock file, but not the descriptor that locked it
+            finally:
+                os.close(stranger)
+    finally:
+        os.close(other)
 
 
 def test_a_second_agg_fetch_exits_75_at_once_with_a_clear_message(tmp_path, server):

@@ -1,0 +1,379 @@
+"""A run that leaves a large grouping backlog: ``run(defer_grouping_over=...)``, ``finish_grouping``, ``agg group``.
+
+``agg fetch`` hands what it did not group, and its run lock, to an
+``agg group`` it starts in the background. These tests drive that path
+through the real command line (subprocesses), catching the background
+grouper with SIGSTOP where a test needs it still at work: it is then frozen
+with reports left to place, whatever the machine's speed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from aggregator import pipeline
+from aggregator.config import load_config
+from aggregator.lock import RunLock, lock_path_for
+from aggregator.pipeline import describe, finish_grouping, run
+from aggregator.store import Store
+from tests.conftest import PROJECT_ROOT, rss_document
+from tests.faults import agg_command, run_agg
+from tests.server import Reply
+from tests.test_grouping_session import STORIES
+from tests.test_pipeline import items, query, write_config
+
+EX_TEMPFAIL = 75
+FEEDS = 25
+# Feeds 0..8 each carry one of the three STORIES: three stories of three reports.
+SHARING_FEEDS = 3 * len(STORIES)
+BACKGROUND = "agg group (in the background, after agg fetch)"
+WAITING_NOTE = "reports are waiting to be grouped into stories, so left out here; 'agg group --wait'"
+WHOLE = ("SELECT count(*) FROM stories s WHERE merged_into IS NULL AND n_reports != "
+         "(SELECT count(*) FROM story_members m WHERE m.story_id = s.id)")
+
+
+# --- feeds ------------------------------------------------------------------------------------
+
+
+def made_up_title(*seed: int) -> str:
+    """Five words of ten letters that no other title shares (two alike are a chance in 10**12)."""
+    digest = hashlib.sha256(repr(seed).encode()).hexdigest()
+    return " ".join("".join(chr(ord("a") + int(c, 16)) for c in digest[i:i + 10]) for i in range(0, 50, 10)).capitalize()
+
+
+def serve_feeds(tmp_path: Path, server, feeds: int, per_feed: int, batch: int = 0) -> Path:
+    """``feeds`` feeds of ``per_feed`` entries; a config for them.
+
+    Titles are made-up words no other title shares, so grouping is quick
+    and places each alone, except that the first SHARING_FEEDS feeds each
+    carry one of STORIES (the same three stories in every ``batch``, whose
+    entries are new: another guid, another link).
+    """
+    urls = []
+    for n in range(feeds):
+        titles = [made_up_title(batch, n, k) for k in range(per_feed)]
+        if n < SHARING_FEEDS:
+            titles[0] = STORIES[n % len(STORIES)]
+        urls.append(server.route(f"/feed{n}.xml", Reply(body=rss_document(items(f"b{batch}-f{n}", titles)))))
+    return write_config(tmp_path, [{"url": url} for url in urls])
+
+
+# --- the database and its lock, as another process sees them -------------------------------------
+
+
+def waiting_for_story(db: Path) -> int:
+    return query(db, "SELECT count(*) FROM entries WHERE story_id IS NULL")[0][0]
+
+
+def lock_is_held(db: Path) -> bool:
+    """Whether some process holds the run lock (probed without taking it for more than an instant)."""
+    fd = os.open(lock_path_for(db), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def holder(db: Path) -> str:
+    """The lock file's line: who holds the lock, or who held it last."""
+    return lock_path_for(db).read_text()
+
+
+def holder_pid(db: Path) -> int:
+    return int(re.match(r"pid (\d+),", holder(db))[1])
+
+
+def group_log(db: Path) -> Path:
+    return db.with_name(db.name + ".group.log")
+
+
+def wait_for_the_lock_to_be_free(db: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while lock_is_held(db):
+        assert time.monotonic() < deadline, f"the run lock is still held after {timeout}s: {holder(db)}"
+        time.sleep(0.02)
+
+
+def stop_the_background_grouper(db: Path, grouped_before: int, *, once_some_are_grouped: bool = False,
+                                timeout: float = 60) -> int | None:
+    """SIGSTOP the ``agg group`` a deferring fetch started, while reports still wait for a story.
+
+    With ``once_some_are_grouped``, only once it has written some: more
+    entries have a story than the ``grouped_before`` the fetch. Its pid,
+    frozen with the lock held; None if it finished first.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if BACKGROUND not in holder(db):
+            assert lock_is_held(db), f"the background agg group never took the lock over: {group_log(db).read_text()}"
+        elif not once_some_are_grouped or query(db, "SELECT count(story_id) FROM entries")[0][0] > grouped_before:
+            pid = holder_pid(db)
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                return None
+            grouped, total = query(db, "SELECT count(story_id), count(*) FROM entries")[0]
+            # Checked once it is frozen: a zombie (already ended) holds no lock.
+            if lock_is_held(db) and grouped < total and (grouped > grouped_before or not once_some_are_grouped):
+                return pid
+            os.kill(pid, signal.SIGCONT)
+            return None
+        time.sleep(0.005)
+    pytest.fail(f"no background agg group at work within {timeout}s: {holder(db)}")
+
+
+def fetch_then_stop_the_grouper(tmp_path: Path, server, db: Path, per_feed: int, **how) -> tuple[Path, int]:
+    """``agg fetch`` batch after batch until the background grouper is caught at work: (config, its pid)."""
+    for batch in range(3):
+        cfg = serve_feeds(tmp_path, server, FEEDS, per_feed, batch)
+        grouped_before = query(db, "SELECT count(*) FROM entries")[0][0] if db.exists() else 0  # all of them
+        fetched = run_agg("-v", "--config", cfg, "--db", db, "fetch")
+        assert fetched.returncode == 0, fetched.stderr
+        assert "left to group in the background" in fetched.stderr
+        pid = stop_the_background_grouper(db, grouped_before, **how)
+        if pid is not None:
+            return cfg, pid
+        wait_for_the_lock_to_be_free(db)  # it was quicker than the test: try again with more
+    pytest.fail("the background agg group finished before it could be stopped, three times")
+
+
+@pytest.fixture
+def db(tmp_path):
+    """The database path; a background grouper a failed test left holding its lock is ended."""
+    path = tmp_path / "agg.db"
+    yield path
+    if lock_path_for(path).exists() and lock_is_held(path) and BACKGROUND in holder(path):
+        pid = holder_pid(path)
+        os.kill(pid, signal.SIGKILL)
+        wait_for_the_lock_to_be_free(path, timeout=10)
+
+
+# --- agg fetch: grouping in the background ----------------------------------------------------------
+
+
+def test_a_large_fetch_leaves_the_grouping_to_a_background_agg_group_that_holds_the_lock(tmp_path, server, db):
+    per_feed = 90
+    total = FEEDS * per_feed
+    assert total > pipeline.BACKGROUND_GROUPING_MIN
+    cfg = serve_feeds(tmp_path, server, FEEDS, per_feed)
+    fetched = run_agg("-v", "--config", cfg, "--db", db, "fetch")
+    assert fetched.returncode == 0, fetched.stderr
+    held_when_it_returned = lock_is_held(db)
+    waiting_when_it_returned = waiting_for_story(db)
+    assert f"{total} new entries" in fetched.stderr
+    assert f"; {total:,} reports left to group in the background" in fetched.stderr
+    # The lock went to the grouper without a gap: held until the work is done.
+    assert held_when_it_returned or waiting_when_it_returned == 0
+
+    wait_for_the_lock_to_be_free(db)
+    assert BACKGROUND in holder(db)  # the last holder: the grouper adopted the lock
+    assert query(db, "SELECT count(*), count(story_id) FROM entries") == [(total, total)]
+    assert sorted(query(db, "SELECT title, n_reports FROM stories WHERE n_reports > 1")) == \
+        sorted((title, 3) for title in STORIES)
+    assert query(db, WHOLE) == [(0,)]
+    assert query(db, "SELECT indexed_through = (SELECT max(id) FROM entries) FROM search_index_state") == [(1,)]
+    last_title_word = made_up_title(0, FEEDS - 1, per_feed - 1).split()[-1]
+    assert query(db, "SELECT count(*) FROM entries_fts WHERE entries_fts MATCH ?", last_title_word) == [(1,)]
+    log = group_log(db).read_text()
+    assert f"agg group: {total:,} reports grouped: " in log
+
+
+def test_fetch_no_background_groups_everything_before_it_exits(tmp_path, server, db):
+    per_feed = 90
+    cfg = serve_feeds(tmp_path, server, FEEDS, per_feed)
+    fetched = run_agg("-v", "--config", cfg, "--db", db, "fetch", "--no-background")
+    assert fetched.returncode == 0, fetched.stderr
+    assert not lock_is_held(db)
+    assert query(db, "SELECT count(*), count(story_id) FROM entries") == [(FEEDS * per_feed,) * 2]
+    assert query(db, "SELECT count(*) FROM stories WHERE n_reports = 3") == [(len(STORIES),)]
+    assert query(db, "SELECT indexed_through = (SELECT max(id) FROM entries) FROM search_index_state") == [(1,)]
+    assert "in the background" not in fetched.stderr
+    assert not group_log(db).exists()
+    assert "fetch --no-background" in holder(db)  # the fetch was the last to hold the lock
+
+
+def test_while_the_background_grouper_works_other_runs_exit_75_or_wait_for_it(tmp_path, server, db):
+    cfg, pid = fetch_then_stop_the_grouper(tmp_path, server, db, per_feed=90)
+    waiter = None
+    try:
+        requests_before = len(server.requests)
+        second = run_agg("--config", cfg, "--db", db, "fetch")
+        assert second.returncode == EX_TEMPFAIL, second.stderr
+        assert BACKGROUND in second.stderr and f"pid {pid}" in second.stderr and "--wait" in second.stderr
+        assert len(server.requests) == requests_before  # it fetched nothing
+        grouping = run_agg("--config", cfg, "--db", db, "group")
+        assert grouping.returncode == EX_TEMPFAIL and BACKGROUND in grouping.stderr
+        waiter = subprocess.Popen(agg_command("-v", "--config", cfg, "--db", db, "group", "--wait"), cwd=PROJECT_ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiter.wait(2)  # long enough to start up and block on the lock
+        assert waiting_for_story(db) > 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    _, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    # It got the lock only when the background grouper ended, with nothing left to group.
+    assert "0 reports grouped: 0 new stories" in err
+    assert waiting_for_story(db) == 0
+    assert "reports grouped: " in group_log(db).read_text()
+
+
+def test_killing_the_background_grouper_leaves_whole_stories_and_agg_group_groups_the_rest(tmp_path, server, db):
+    # More than a grouping batch (GROUPING_MAX_BATCH), so that it is caught with one batch written and one not.
+    per_feed = 240
+    assert FEEDS * per_feed > pipeline.GROUPING_MAX_BATCH
+    cfg, pid = fetch_then_stop_the_grouper(tmp_path, server, db, per_feed=per_feed, once_some_are_grouped=True)
+    grouped_before, total = query(db, "SELECT count(story_id), count(*) FROM entries")[0]
+    indexed_before = query(db, "SELECT indexed_through FROM search_index_state")[0][0]
+    os.kill(pid, signal.SIGKILL)
+    wait_for_the_lock_to_be_free(db, timeout=10)
+
+    assert 0 < grouped_before < total
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    assert query(db, WHOLE) == [(0,)]
+    assert query(db, "SELECT count(story_id) FROM entries")[0][0] == grouped_before
+    assert query(db, "SELECT indexed_through FROM search_index_state")[0][0] == indexed_before
+    assert indexed_before < query(db, "SELECT max(id) FROM entries")[0][0]  # the kill came before the index
+
+    after = run_agg("-v", "--config", cfg, "--db", db, "group")
+    assert after.returncode == 0, after.stderr
+    assert f"{total - grouped_before:,} reports grouped: " in after.stderr
+    assert query(db, "SELECT count(*), count(story_id) FROM entries") == [(total, total)]
+    assert query(db, WHOLE) == [(0,)]
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    assert query(db, "SELECT indexed_through = (SELECT max(id) FROM entries) FROM search_index_state") == [(1,)]
+    # The three stories, told in three feeds in each batch fetched: none lost or split by the kill.
+    batches = total // (FEEDS * per_feed)
+    assert sorted(query(db, "SELECT title, n_reports FROM stories WHERE n_reports > 1")) == \
+        sorted((title, 3 * batches) for title in STORIES)
+
+
+# --- agg group under a lock the test holds ------------------------------------------------------------
+
+
+SMALL_FEED = 3
+SMALL_RUN = SHARING_FEEDS * SMALL_FEED
+
+
+@pytest.fixture
+def deferred(tmp_path, server):
+    """A database a library run left with its reports waiting for a story: (config path, db path, how many)."""
+    cfg = serve_feeds(tmp_path, server, SHARING_FEEDS, SMALL_FEED)
+    path = tmp_path / "deferred.db"
+    store = Store.open(path)
+    summary = run(load_config(cfg), store, defer_grouping_over=10)
+    store.close()
+    assert summary.grouping_deferred == SMALL_RUN
+    return cfg, path, summary.grouping_deferred
+
+
+def test_agg_group_exits_75_while_another_run_holds_the_lock_and_waits_with_wait(deferred):
+    cfg, path, waiting = deferred
+    holder_lock = RunLock(path, purpose="agg fetch --due")
+    holder_lock.acquire()
+    releaser = threading.Timer(2, holder_lock.release)
+    try:
+        refused = run_agg("--config", cfg, "--db", path, "group")
+        assert refused.returncode == EX_TEMPFAIL
+        assert "another agg run holds" in refused.stderr and "agg fetch --due" in refused.stderr
+        assert waiting_for_story(path) == waiting
+        releaser.start()
+        waited = run_agg("-v", "--config", cfg, "--db", path, "group", "--wait")
+    finally:
+        releaser.cancel()
+        releaser.join()
+        holder_lock.release()
+    assert waited.returncode == 0, waited.stderr
+    assert f"{waiting} reports grouped: " in waited.stderr
+    assert waiting_for_story(path) == 0
+    assert query(path, "SELECT count(*) FROM stories WHERE n_reports = 3") == [(len(STORIES),)]
+    assert query(path, "SELECT indexed_through = (SELECT max(id) FROM entries) FROM search_index_state") == [(1,)]
+
+
+# --- the library: run(defer_grouping_over=...) and finish_grouping --------------------------------
+
+
+def test_a_run_defers_grouping_and_the_index_and_finish_grouping_does_both(tmp_path, server):
+    feeds, per_feed = pipeline.PARSE_WORKERS_MIN_FEEDS, 3  # a large run: with a grouping worker
+    config = load_config(serve_feeds(tmp_path, server, feeds, per_feed))
+    store = Store.open(tmp_path / "agg.db")
+    try:
+        summary = run(config, store, defer_grouping_over=10)
+        assert summary.new_entries == feeds * per_feed
+        assert summary.grouping_deferred == store.count_ready_for_story() == feeds * per_feed
+        assert summary.grouping.placed == 0
+        assert f"; {feeds * per_feed} reports left to group in the background" in describe(summary)
+        assert "index" not in summary.stage_seconds
+        assert store.entries_not_indexed() == feeds * per_feed  # the index was left as it was
+
+        calls = []
+        finished = finish_grouping(store, config.settings.dedup, progress=lambda *args: calls.append(args))
+        assert finished.placed == summary.grouping_deferred
+        assert calls and calls[-1] == (feeds * per_feed, feeds * per_feed)
+        assert store.count_ready_for_story() == 0 and store.entries_not_indexed() == 0
+        assert store.db.execute(WHOLE).fetchone()[0] == 0
+        assert sorted(store.db.execute("SELECT title, n_reports FROM stories WHERE n_reports > 1").fetchall()) == \
+            sorted((title, 3) for title in STORIES)
+        assert finish_grouping(store, config.settings.dedup).placed == 0  # nothing left
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("threshold, deferred", [(None, False), (SMALL_RUN, False), (SMALL_RUN - 1, True)])
+def test_only_a_backlog_of_more_than_the_threshold_is_deferred(tmp_path, server, threshold, deferred):
+    config = load_config(serve_feeds(tmp_path, server, SHARING_FEEDS, SMALL_FEED))
+    store = Store.open(tmp_path / "agg.db")
+    try:
+        summary = run(config, store, defer_grouping_over=threshold)
+        assert summary.grouping_deferred == (SMALL_RUN if deferred else 0)
+        assert summary.grouping.placed == (0 if deferred else SMALL_RUN)
+        assert store.count_ready_for_story() == summary.grouping_deferred
+        assert store.entries_not_indexed() == summary.grouping_deferred
+        assert ("left to group in the background" in describe(summary)) is deferred
+    finally:
+        store.close()
+
+
+# --- what the story commands say meanwhile --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["list"], ["export", "digest"], ["export", "jsonfeed"], ["export", "atom"]])
+def test_story_commands_say_how_many_reports_wait_for_a_story(deferred, agg, command):
+    cfg, path, waiting = deferred
+    noted = agg("--config", cfg, "--db", path, *command)
+    assert noted.exit_code == 0, noted.stderr
+    assert f"agg: {waiting} {WAITING_NOTE}" in noted.stderr
+    quiet = agg("-q", "--config", cfg, "--db", path, *command)
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert WAITING_NOTE not in noted.stdout  # a note for the reader, apart from the output
+
+    assert agg("--config", cfg, "--db", path, "group").exit_code == 0
+    grouped = agg("--config", cfg, "--db", path, *command)
+    assert grouped.exit_code == 0 and WAITING_NOTE not in grouped.stderr
+
+
+def test_agg_status_counts_the_reports_waiting_for_a_story(deferred, agg):
+    cfg, path, waiting = deferred
+    report = json.loads(agg("--config", cfg, "--db", path, "status", "--json").stdout)
+    assert report["counts"]["reports_waiting_for_story"] == waiting
+    plain = agg("--config", cfg, "--db", path, "status")
+    assert f"; {waiting} reports are waiting to be grouped into stories (see 'agg group')" in plain.stderr
+
+    assert agg("--config", cfg, "--db", path, "group").exit_code == 0
+    report = json.loads(agg("--config", cfg, "--db", path, "status", "--json").stdout)
+    assert report["counts"]["reports_waiting_for_story"] == 0
+    assert "waiting to be grouped" not in agg("--config", cfg, "--db", path, "status").stderr

@@ -19,7 +19,7 @@ import re
 import sqlite3
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -476,11 +476,26 @@ def group(ctx: Context, wait: bool, lock_fd: int | None) -> None:
     config = ctx.config()
     store = ctx.store()
     try:
-        lock = RunLock.adopt(ctx.db_path, lock_fd, purpose="agg group (in the background, after agg fetch)") \
-            if lock_fd is not None else RunLock(ctx.db_path, wait=wait)
-        with lock:
+        if lock_fd is not None:
+            lock = RunLock.adopt(ctx.db_path, lock_fd, purpose="agg group (in the background, after agg fetch)")
+        else:
+            lock = RunLock(ctx.db_path)
+            try:
+                lock.acquire()
+            except LockHeld as held:
+                if not wait:
+                    raise
+                if _shows_progress(ctx):
+                    click.echo(f"agg: waiting: {terminal_safe(str(held).split(';')[0])}", err=True)
+                lock = RunLock(ctx.db_path, wait=True)
+        with lock, ExitStack() as stack:
             started = utc_now()
-            summary = finish_grouping(store, config.settings.dedup, now=started)
+            progress = None
+            if _shows_progress(ctx):
+                from aggregator.progress import GroupingProgress
+
+                progress = stack.enter_context(GroupingProgress(ctx.err))
+            summary = finish_grouping(store, config.settings.dedup, now=started, progress=progress)
     except LockHeld as exc:
         fail(terminal_safe(exc), EXIT_LOCKED)
     except LockUnavailable as exc:
@@ -799,13 +814,17 @@ def import_opml_command(ctx: Context, file: Any, dry_run: bool) -> None:
 @contextmanager
 def _fetch_progress(ctx: Context) -> Iterator[Any]:
     """The fetch progress bar on a terminal; None (no bar) when piped, with --quiet or with -v."""
-    if ctx.quiet or ctx.verbose or not sys.stderr.isatty():
+    if not _shows_progress(ctx):
         yield None
         return
     from aggregator.progress import FetchProgress
 
     with FetchProgress(ctx.err) as progress:
         yield progress
+
+
+def _shows_progress(ctx: Context) -> bool:
+    return not (ctx.quiet or ctx.verbose) and sys.stderr.isatty()
 
 
 def _optional_config(ctx: Context) -> Config | None:

@@ -1,8 +1,10 @@
-"""The progress bar ``agg fetch`` shows on a terminal: feeds done of total, failures so far.
+"""The progress bars shown on a terminal: ``agg fetch`` (feeds done of total, failures so far)
+and ``agg group`` (reports placed of those waiting).
 
-It is a :data:`aggregator.pipeline.ProgressCallback`; the command line shows
-it only when stderr is a terminal and neither ``--quiet`` nor ``-v`` is given
-(debug logs and a live bar would garble each other).
+:class:`FetchProgress` is a :data:`aggregator.pipeline.ProgressCallback`;
+the command line shows a bar only when stderr is a terminal and neither
+``--quiet`` nor ``-v`` is given (debug logs and a live bar would garble
+each other).
 """
 
 from __future__ import annotations
@@ -45,3 +47,23 @@ class FetchProgress:
             self._failed += 1
         description = "fetching" if done < total else "extracting articles, grouping stories"
         self._bar.update(self._task, completed=done, total=total, failed=self._failed, description=description)
+
+
+class GroupingProgress:
+    """``with GroupingProgress(console) as progress: finish_grouping(..., progress=progress)``."""
+
+    def __init__(self, console: Console):
+        self._bar = Progress(SpinnerColumn(), TextColumn("grouping reports into stories"), BarColumn(),
+                             MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+        self._task = self._bar.add_task("grouping", total=None)
+
+    def __enter__(self) -> GroupingProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._bar.stop()
+
+    def __call__(self, placed: int, waiting: int) -> None:
+        self._bar.update(self._task, completed=placed, total=waiting)

@@ -30,6 +30,7 @@ from aggregator.store import Store
 from tests.conftest import PROJECT_ROOT, rss_document
 from tests.faults import agg_command, run_agg
 from tests.server import Reply
+from tests.terminal import run_on_terminal
 from tests.test_grouping_session import STORIES
 from tests.test_pipeline import items, query, write_config
 
@@ -302,6 +303,25 @@ def test_agg_group_exits_75_while_another_run_holds_the_lock_and_waits_with_wait
     assert waiting_for_story(path) == 0
     assert query(path, "SELECT count(*) FROM stories WHERE n_reports = 3") == [(len(STORIES),)]
     assert query(path, "SELECT indexed_through = (SELECT max(id) FROM entries) FROM search_index_state") == [(1,)]
+
+
+def test_agg_group_on_a_terminal_says_what_it_waits_for_and_shows_its_progress(deferred):
+    cfg, path, waiting = deferred
+    holder_lock = RunLock(path, purpose="agg fetch --due")
+    holder_lock.acquire()
+    releaser = threading.Timer(2, holder_lock.release)
+    releaser.start()
+    try:
+        status, _, screen = run_on_terminal(["--config", str(cfg), "--db", str(path), "group", "--wait"])
+    finally:
+        releaser.cancel()
+        releaser.join()
+        holder_lock.release()
+    assert status == 0, screen
+    assert "agg: waiting: another agg run holds" in screen and "agg fetch --due" in screen
+    assert "grouping reports into stories" in screen  # the bar
+    assert f"{waiting} reports grouped: " in screen
+    assert waiting_for_story(path) == 0
 
 
 # --- the library: run(defer_grouping_over=...) and finish_grouping --------------------------------

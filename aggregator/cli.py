@@ -105,7 +105,7 @@ class Context:
         waiting = store.count_ready_for_story()
         if waiting and not self.quiet:
             click.echo(f"agg: {waiting:,} {_reports(waiting)} waiting to be grouped into stories, so left out here; "
-                       "'agg group --wait' groups them (after a grouping still running in the background)", err=True)
+                       "the run in progress or the next one groups them, 'agg group' now", err=True)
         return store
 
     def store(self, readonly: bool = False) -> Store:
@@ -266,7 +266,7 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
             summary = run(config, store, due_only=due, concurrency=concurrency, re_extract=re_extract,
                           progress=progress, defer_grouping_over=None if no_background else BACKGROUND_GROUPING_MIN)
             if summary.grouping_deferred:
-                _group_in_background(ctx, lock, config, store)
+                _group_in_background(ctx, lock, config, store, summary)
     except LockHeld as exc:
         fail(terminal_safe(exc), EXIT_LOCKED)
     except LockUnavailable as exc:
@@ -281,29 +281,46 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
         click.echo(describe(summary), err=True)
 
 
-def _group_in_background(ctx: Context, lock: Any, config: Config, store: Store) -> None:
+BACKGROUND_GROUPING = "agg group (in the background, after agg fetch)"
+
+
+def _group_in_background(ctx: Context, lock: Any, config: Config, store: Store, summary: Any) -> None:
     """Start ``agg group`` on its own, handing it this run's lock, to place what the run left.
 
     It runs in a session of its own, so that closing the terminal or a
     Ctrl-C meant for the shell spares it; its output goes to the log next to
     the database. If it cannot be started, the grouping is done here.
     """
+    import fcntl
     import subprocess
 
+    import aggregator
     from aggregator.pipeline import finish_grouping
 
+    # Handed over before the child starts: a Ctrl-C in between must not unlock the child's lock.
+    fd = lock.hand_over()
+    if fd < 3:  # 0-2 are the child's stdin, stdout and stderr, which would replace it
+        fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    # -P and this process's own package first: the child runs this agg, whatever the working directory holds.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(Path(aggregator.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-P", "-m", "aggregator", "--config", str(ctx.config_path), "--db", str(ctx.db_path),
+               *(["-v"] * ctx.verbose), "group", "--lock-fd", str(fd)]
     log_path = ctx.db_path.with_name(ctx.db_path.name + ".group.log")
-    command = [sys.executable, "-m", "aggregator", "--config", str(ctx.config_path), "--db", str(ctx.db_path),
-               *(["-v"] * ctx.verbose), "group", "--lock-fd", str(lock.fd)]
     try:
         with open(log_path, "wb") as log_file:  # the latest background run's log only
-            subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                             pass_fds=(lock.fd,), start_new_session=True)
+            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
+                                     pass_fds=(fd,), start_new_session=True)
     except OSError as exc:
+        lock.take_back()
         logging.getLogger(__name__).warning("could not start the background grouping (%s); grouping here", exc)
-        finish_grouping(store, config.settings.dedup)
+        summary.grouping.add(finish_grouping(store, config.settings.dedup))
+        summary.grouping_deferred = 0
         return
-    lock.hand_over()
+    finally:
+        if fd != lock.fd:
+            os.close(fd)
+    lock.name_holder(child.pid, BACKGROUND_GROUPING)
 
 
 def _echo_json(data: Any) -> None:
@@ -477,7 +494,7 @@ def group(ctx: Context, wait: bool, lock_fd: int | None) -> None:
     store = ctx.store()
     try:
         if lock_fd is not None:
-            lock = RunLock.adopt(ctx.db_path, lock_fd, purpose="agg group (in the background, after agg fetch)")
+            lock = RunLock.adopt(ctx.db_path, lock_fd, purpose=BACKGROUND_GROUPING)
         else:
             lock = RunLock(ctx.db_path)
             try:
@@ -542,7 +559,17 @@ def daemon(ctx: Context, concurrency: int | None) -> None:
             handler.setFormatter(TerminalSafeFormatter(f"{stamp}%(levelname)s %(name)s: %(message)s"))
     store = ctx.store()
     try:
-        with RunLock(ctx.db_path, purpose="agg daemon"):
+        lock = RunLock(ctx.db_path, purpose="agg daemon")
+        try:
+            lock.acquire()
+        except LockHeld as held:
+            if BACKGROUND_GROUPING not in held.holder:
+                raise
+            # A first `agg fetch` just before the service starts: its grouping ends; it is no second daemon.
+            logging.getLogger(__name__).warning("waiting for the grouping that agg fetch left in the background "
+                                                "(%s)", terminal_safe(held.holder))
+            lock = RunLock(ctx.db_path, wait=True, purpose="agg daemon")
+        with lock:
             Daemon(config, store, concurrency=concurrency).serve()
     except LockHeld as exc:
         fail(terminal_safe(exc), EXIT_LOCKED)

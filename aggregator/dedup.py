@@ -1026,6 +1026,12 @@ class GroupingSummary:
     joined: int = 0
     merges: int = 0
 
+    def add(self, other: GroupingSummary) -> None:
+        self.placed += other.placed
+        self.new_stories += other.new_stories
+        self.joined += other.joined
+        self.merges += other.merges
+
 
 ENTRY_COLUMNS = """
     e.id, e.guid, e.link, e.canonical_url, e.title, e.summary, e.text, e.published, e.first_seen,
@@ -1084,13 +1090,16 @@ class GroupingSession:
     """
 
     def __init__(self, db: sqlite_utils.Database, settings: DedupSettings, now: datetime | None = None,
-                 *, chunk: int = WRITE_CHUNK, keep_writing: Callable[[], bool] = lambda: True) -> None:
+                 *, chunk: int = WRITE_CHUNK, keep_writing: Callable[[], bool] = lambda: True,
+                 on_written: Callable[[GroupingSummary], None] | None = None) -> None:
         self.db = db
         self.settings = settings
         self.now = now or datetime.now(UTC)
         self.chunk = chunk
         # Asked before each write: a worker whose run has died must not write behind the next run's back.
         self.keep_writing = keep_writing
+        # Told the session's summary after each written chunk (a worker reports its progress).
+        self.on_written = on_written
         # Credited outlets, found while each text is read for grouping, so writing stories reads no texts.
         self.credits: dict[Any, str | None] = {}
         self.summary = GroupingSummary()
@@ -1149,7 +1158,7 @@ class GroupingSession:
         del new_reports
         merges = self.grouper.merges[self._merges_written:]
         self._merges_written = len(self.grouper.merges)
-        done = GroupingSummary(merges=len(merges))
+        done = GroupingSummary()
         self._unwritten = True  # until every chunk is written: a failed or refused write ends the session
         for start in range(0, len(placed), self.chunk):
             chunk = placed[start:start + self.chunk]
@@ -1159,13 +1168,14 @@ class GroupingSession:
                     break
                 # The merges go with the first chunk: later chunks already point at the stories kept.
                 self._write(chunk, merges if start == 0 else [])
-            done.placed += len(chunk)
-            done.new_stories += sum(rule == "seed" for _, _, rule, _, _ in chunk)
+            new_stories = sum(rule == "seed" for _, _, rule, _, _ in chunk)
+            written = GroupingSummary(len(chunk), new_stories, len(chunk) - new_stories, len(merges) if start == 0 else 0)
+            done.add(written)
+            self.summary.add(written)
+            if self.on_written is not None:
+                self.on_written(self.summary)
         else:
             self._unwritten = False
-        done.joined = done.placed - done.new_stories
-        for name in ("placed", "new_stories", "joined", "merges"):
-            setattr(self.summary, name, getattr(self.summary, name) + getattr(done, name))
         return done
 
     def _seed_window(self, start: str, end: str) -> None:

@@ -23,7 +23,11 @@ from pathlib import Path
 
 
 class LockHeld(Exception):
-    """Another run holds the lock; the message says which, and what to do."""
+    """Another run holds the lock; the message says which, and what to do; ``holder`` is its line."""
+
+    def __init__(self, message: str, holder: str = ""):
+        super().__init__(message)
+        self.holder = holder
 
 
 class LockUnavailable(Exception):
@@ -58,7 +62,7 @@ class RunLock:
             os.close(fd)
             raise LockHeld(
                 f"another agg run holds {self.path}{f' ({holder})' if holder else ''}; "
-                "this run did nothing. Try again later, or pass --wait to wait for it"
+                "this run did nothing. Try again later, or pass --wait to wait for it", holder
             ) from None
         except BaseException:
             os.close(fd)
@@ -66,22 +70,32 @@ class RunLock:
         self._hold(fd)
 
     def _hold(self, fd: int) -> None:
-        os.ftruncate(fd, 0)
-        started = datetime.now(UTC).isoformat(timespec="seconds")
-        os.pwrite(fd, f"pid {os.getpid()}, {self.purpose}, since {started}\n".encode(), 0)
         self._fd = fd
         self._handed_over = False
+        self.name_holder(os.getpid(), self.purpose)
+
+    def name_holder(self, pid: int, purpose: str) -> None:
+        """Write who holds the lock, for the message a second run prints."""
+        assert self._fd is not None
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"pid {pid}, {purpose}, since {started}\n".encode(), 0)
 
     def hand_over(self) -> int:
-        """Say that a child process inherited :attr:`fd` (``pass_fds``) and :meth:`adopt`-ed it; returns it.
+        """:attr:`fd`, for a child process to inherit (``pass_fds``) and :meth:`adopt`; call it before the child starts.
 
         From then on :meth:`release` only closes this process's descriptor:
         unlocking would unlock the child's too (they share one open file).
+        If the child could not be started, :meth:`take_back` undoes it.
         """
         if self._fd is None:
             raise RuntimeError("the lock is not held")
         self._handed_over = True
         return self._fd
+
+    def take_back(self) -> None:
+        """The lock is this process's alone again (no child inherited it)."""
+        self._handed_over = False
 
     @classmethod
     def adopt(cls, db_path: str | Path, fd: int, *, purpose: str | None = None) -> RunLock:

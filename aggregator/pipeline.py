@@ -211,9 +211,10 @@ class GroupingWorker:
         if self._process is not None and self._connection is not None:
             try:
                 self._connection.send("finish")
-                reply = await asyncio.to_thread(self._last_reply, True)
-            except (EOFError, OSError):
+            except OSError:
                 reply = None
+            else:
+                reply = await asyncio.to_thread(self._last_reply, True)
             if self._stopped:  # the run was stopped meanwhile: the rest is the next run's
                 return dedup.GroupingSummary()
             self._shut_down()
@@ -229,31 +230,34 @@ class GroupingWorker:
     def defer(self, clock: StageClock) -> dedup.GroupingSummary:
         """Stop the worker where it is, for :func:`finish_grouping` to go on; what it has written so far.
 
-        A batch it is placing is dropped, its write in progress rolled back.
+        What it wrote stays, in whole stories; the rest of the batch it was
+        placing is left waiting, its write in progress rolled back.
         """
-        done = dedup.GroupingSummary()
-        if self._connection is not None:
-            try:
-                reply = self._last_reply(wait=False)
-            except (EOFError, OSError):
-                reply = None
-            if reply is not None:
-                _, done, busy_seconds = reply
-                clock.add("group", busy_seconds)
+        reply = self._last_reply(wait=False) if self._connection is not None else None
         self.stop()
-        return done
+        if reply is None:
+            return dedup.GroupingSummary()
+        _, done, busy_seconds = reply
+        clock.add("group", busy_seconds)
+        return done or dedup.GroupingSummary()
 
     def _last_reply(self, wait: bool) -> tuple | None:
         """The worker's newest message: ``("progress" | "done", summary so far, busy seconds)``.
 
-        With ``wait``, read until its "done"; without, take what has come.
+        With ``wait``, read until its "done"; without, take what has come. If
+        the worker is gone, the newest message read, if any.
         """
-        assert self._connection is not None
+        connection = self._connection  # stop() may clear it meanwhile, from the run's thread
+        assert connection is not None
         reply = None
-        while wait or self._connection.poll():
-            reply = self._connection.recv()
-            if reply[0] == "done":
-                break
+        try:
+            while wait or connection.poll():
+                reply = connection.recv()
+                if reply[0] == "done":
+                    break
+        except (EOFError, OSError):
+            if wait:
+                return None
         return reply
 
     def stop(self) -> None:
@@ -298,8 +302,8 @@ BACKGROUND_GROUPING_MIN = 2000
 def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datetime, connection: Connection) -> None:
     """The grouping worker: place what is ready until told to finish, then the rest.
 
-    After each batch it sends ``("progress", summary so far, busy seconds)``,
-    and at the end ``("done", ...)``; the summary is None if it failed.
+    After each chunk it writes it sends ``("progress", summary so far, busy
+    seconds)``, and at the end ``("done", ...)``; the summary is None if it failed.
     """
     try:
         os.nice(GROUPING_NICENESS)
@@ -307,9 +311,14 @@ def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datet
         pass
     parent = multiprocessing.parent_process()
     store = Store.open(db_path)
-    session = dedup.GroupingSession(store.db, settings, now,
-                                    keep_writing=lambda: parent is None or parent.is_alive())
     busy = 0.0
+    started = time.perf_counter()
+
+    def tell_progress(so_far: dedup.GroupingSummary) -> None:
+        connection.send(("progress", so_far, busy + time.perf_counter() - started))
+
+    session = dedup.GroupingSession(store.db, settings, now, on_written=tell_progress,
+                                    keep_writing=lambda: parent is None or parent.is_alive())
     summary: dedup.GroupingSummary | None = None
     finishing = more_waiting = False
     try:
@@ -322,7 +331,6 @@ def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datet
                                          at_most=GROUPING_MAX_BATCH).placed
             if placed:
                 busy += time.perf_counter() - started
-                connection.send(("progress", session.summary, busy))
             more_waiting = placed == GROUPING_MAX_BATCH
             if (finishing and not more_waiting) or not session.keep_writing():
                 break
@@ -462,8 +470,10 @@ def finish_grouping(store: Store, settings: dedup.DedupSettings, *, now: datetim
     """Place every stored report that has no story yet, then bring the search index up to date.
 
     What a run that deferred its grouping leaves (``agg group``). Reports are
-    placed ``GROUPING_MAX_BATCH`` at a time, so memory stays bounded however
-    many wait; ``progress(placed, waiting)`` is called after each batch.
+    placed ``GROUPING_MAX_BATCH`` at a time, so that their texts are never
+    all in memory at once (the window's stories are: see
+    :class:`dedup.GroupingSession`); ``progress(placed, waiting)`` is called
+    after each batch (``agg group``'s bar).
     Stopped or killed half-way, it leaves whole stories, and the next run or
     ``agg group`` places the rest.
     """
@@ -628,7 +638,7 @@ class _Run:
         with self.clock("store"):
             self.store.save_extraction(entry_id, text=text, text_source=source, status=status, error=error,
                                        canonical_url=canonical, language=language, now=self.now)
-        if self.grouping is not None:  # its text is final: the entry is ready for a story
+        if self.grouping is not None and entry["story_id"] is None:  # its text is final: ready for a story
             self.grouping.start()
 
 

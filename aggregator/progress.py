@@ -10,6 +10,7 @@ each other).
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Self
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -17,7 +18,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from aggregator.pipeline import FeedOutcome
 
 
-class FetchProgress:
+class _Bar:
+    """A rich progress bar shown for the life of a ``with`` block, and gone from the terminal after it."""
+
+    _bar: Progress
+
+    def __enter__(self) -> Self:
+        self._bar.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._bar.stop()
+
+
+class FetchProgress(_Bar):
     """``with FetchProgress(console) as progress: run(..., progress=progress)``."""
 
     def __init__(self, console: Console):
@@ -34,14 +49,6 @@ class FetchProgress:
         )
         self._task = self._bar.add_task("fetching", total=None, failed=0)
 
-    def __enter__(self) -> FetchProgress:
-        self._bar.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self._bar.stop()
-
     def __call__(self, outcome: FeedOutcome, done: int, total: int) -> None:
         if outcome.status == "failed":
             self._failed += 1
@@ -49,21 +56,13 @@ class FetchProgress:
         self._bar.update(self._task, completed=done, total=total, failed=self._failed, description=description)
 
 
-class GroupingProgress:
+class GroupingProgress(_Bar):
     """``with GroupingProgress(console) as progress: finish_grouping(..., progress=progress)``."""
 
     def __init__(self, console: Console):
         self._bar = Progress(SpinnerColumn(), TextColumn("grouping reports into stories"), BarColumn(),
                              MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
         self._task = self._bar.add_task("grouping", total=None)
-
-    def __enter__(self) -> GroupingProgress:
-        self._bar.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self._bar.stop()
 
     def __call__(self, placed: int, waiting: int) -> None:
         self._bar.update(self._task, completed=placed, total=waiting)

@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,9 +25,10 @@ import pytest
 
 from aggregator import pipeline
 from aggregator.config import load_config
+from aggregator.dedup import WRITE_CHUNK
 from aggregator.lock import RunLock, lock_path_for
-from aggregator.pipeline import describe, finish_grouping, run
-from aggregator.store import Store
+from aggregator.pipeline import GroupingWorker, StageClock, describe, finish_grouping, run
+from aggregator.store import Store, utc_now
 from tests.conftest import PROJECT_ROOT, rss_document
 from tests.faults import agg_command, run_agg
 from tests.server import Reply
@@ -39,7 +41,7 @@ FEEDS = 25
 # Feeds 0..8 each carry one of the three STORIES: three stories of three reports.
 SHARING_FEEDS = 3 * len(STORIES)
 BACKGROUND = "agg group (in the background, after agg fetch)"
-WAITING_NOTE = "reports are waiting to be grouped into stories, so left out here; 'agg group --wait'"
+WAITING_NOTE = "reports are waiting to be grouped into stories, so left out here; the run in progress or the next one groups them, 'agg group' now"
 WHOLE = ("SELECT count(*) FROM stories s WHERE merged_into IS NULL AND n_reports != "
          "(SELECT count(*) FROM story_members m WHERE m.story_id = s.id)")
 
@@ -263,6 +265,81 @@ def test_killing_the_background_grouper_leaves_whole_stories_and_agg_group_group
         sorted((title, 3 * batches) for title in STORIES)
 
 
+def assert_the_background_grouper_grouped_everything(db: Path, total: int) -> None:
+    """Once the lock is free: every entry in a story, and the grouper's success line in its log."""
+    wait_for_the_lock_to_be_free(db)
+    log = group_log(db).read_text()
+    assert BACKGROUND in holder(db), log  # the grouper adopted the lock
+    assert query(db, "SELECT count(*), count(story_id) FROM entries") == [(total, total)], log
+    assert query(db, WHOLE) == [(0,)]
+    assert f"agg group: {total:,} reports grouped: " in log
+
+
+# `agg fetch` as a driver runs it, reporting the lock descriptor it hands over. With ``FREE_FD_0``, the
+# /dev/null that SQLite put in place of the closed stdin (it never keeps a database on 0-2) is closed once
+# the database is open, so that the lock, opened next, lands on descriptor 0.
+FETCH_DRIVER = """
+import os, sys
+from aggregator import cli
+from aggregator.lock import RunLock
+
+open_store, hand_over = cli.Context.store, RunLock.hand_over
+
+def store_leaving_fd_0_free(self, *args, **kwargs):
+    store = open_store(self, *args, **kwargs)
+    if os.environ.get("FREE_FD_0") and os.readlink("/proc/self/fd/0") == "/dev/null":
+        os.close(0)
+    return store
+
+def reporting_hand_over(self):
+    fd = hand_over(self)
+    print(f"handing over lock fd {fd}", file=sys.stderr)
+    return fd
+
+cli.Context.store = store_leaving_fd_0_free
+RunLock.hand_over = reporting_hand_over
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("lock_on_fd_0", [False, True], ids=["stdin-closed", "lock-on-fd-0"])
+def test_a_fetch_without_stdin_still_hands_its_lock_to_the_background_grouper(tmp_path, server, db, lock_on_fd_0):
+    per_feed = 90
+    total = FEEDS * per_feed
+    assert total > pipeline.BACKGROUND_GROUPING_MIN
+    cfg = serve_feeds(tmp_path, server, FEEDS, per_feed)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "FREE_FD_0": "1" if lock_on_fd_0 else ""}
+    # The shell closes descriptor 0 before it starts Python: agg runs without a stdin.
+    command = ["sh", "-c", 'exec "$@" <&-', "sh", sys.executable, "-P", "-c", FETCH_DRIVER,
+               "-v", "--config", str(cfg), "--db", str(db), "fetch"]
+    fetched = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert fetched.returncode == 0, fetched.stderr
+    assert f"; {total:,} reports left to group in the background" in fetched.stderr
+    handed_over = int(re.search(r"handing over lock fd (\d+)", fetched.stderr)[1])
+    if lock_on_fd_0:  # the case the child's own stdin would replace, were the lock passed on as fd 0
+        assert handed_over == 0
+    assert_the_background_grouper_grouped_everything(db, total)
+
+
+def test_the_background_grouper_runs_the_parents_agg_whatever_the_working_directory_holds(tmp_path, server, db):
+    per_feed = 90
+    total = FEEDS * per_feed
+    cfg = serve_feeds(tmp_path, server, FEEDS, per_feed)
+    workdir = tmp_path / "workdir"
+    marker = tmp_path / "the-decoy-ran"
+    (workdir / "aggregator").mkdir(parents=True)
+    (workdir / "aggregator" / "__init__.py").write_text("")
+    (workdir / "aggregator" / "__main__.py").write_text(
+        f"import pathlib, sys\npathlib.Path({str(marker)!r}).write_text('ran')\nsys.exit(3)\n")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    fetched = subprocess.run([sys.executable, "-P", "-m", "aggregator", "-v", "--config", str(cfg), "--db", str(db),
+                              "fetch"], cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
+    assert fetched.returncode == 0, fetched.stderr
+    assert f"; {total:,} reports left to group in the background" in fetched.stderr
+    assert_the_background_grouper_grouped_everything(db, total)
+    assert not marker.exists()
+
+
 # --- agg group under a lock the test holds ------------------------------------------------------------
 
 
@@ -350,6 +427,105 @@ def test_a_run_defers_grouping_and_the_index_and_finish_grouping_does_both(tmp_p
             sorted((title, 3) for title in STORIES)
         assert finish_grouping(store, config.settings.dedup).placed == 0  # nothing left
     finally:
+        store.close()
+
+
+def article(seed: str) -> bytes:
+    """An article page of made-up words: a text of its own, that groups with no other."""
+    title = made_up_title(seed)
+    paragraphs = "".join(f"<p>{made_up_title(seed, n)}, then {made_up_title(seed, n, 1).lower()}, and at last "
+                         f"{made_up_title(seed, n, 2).lower()}.</p>" for n in range(6))
+    return (f"<!DOCTYPE html><html lang='en'><head><title>{title}</title></head><body><article><h1>{title}</h1>"
+            f"{paragraphs}</article></body></html>").encode()
+
+
+def test_a_run_that_extracts_starts_the_worker_then_defers_what_it_has_not_placed(tmp_path, server, monkeypatch):
+    feeds, per_feed = pipeline.PARSE_WORKERS_MIN_FEEDS, 3  # a large run: with a grouping worker
+    total = feeds * per_feed
+    server.route("/article.html", lambda request: Reply(body=article(request.query),
+                                                        content_type="text/html; charset=utf-8"))
+    # One page is held back until the worker starts: it starts while pages are still being extracted.
+    worker_started = threading.Event()
+
+    def held_page(request):
+        worker_started.wait(30)
+        return Reply(body=article("held"), content_type="text/html; charset=utf-8")
+
+    held_link = server.route("/held.html", held_page)
+    urls = []
+    for n in range(feeds):
+        entries = [{"guid": f"x-f{n}-{k}", "title": made_up_title(7, n, k),
+                    "link": held_link if (n, k) == (0, 0) else server.url(f"/article.html?e={n}-{k}")}
+                   for k in range(per_feed)]
+        urls.append(server.route(f"/feed{n}.xml", Reply(body=rss_document(entries))))
+    config = load_config(write_config(tmp_path, [{"url": url, "extract": True} for url in urls]))
+    started = []  # (the worker process, the held entry's extraction status then)
+    original_start = GroupingWorker.start
+
+    def recording_start(self):
+        original_start(self)
+        if self._process is not None and not started:
+            status = self.store.db.execute("SELECT extract_status FROM entries WHERE link = ?", [held_link])
+            started.append((self._process, status.fetchone()[0]))
+        worker_started.set()
+
+    monkeypatch.setattr(GroupingWorker, "start", recording_start)
+    store = Store.open(tmp_path / "agg.db")
+    try:
+        summary = run(config, store, defer_grouping_over=10)
+        assert summary.new_entries == total and summary.pages_extracted == total
+        assert started, "the grouping worker was never started"
+        process, held_status = started[0]
+        assert held_status == "pending"  # started by an extracted page, before the last one
+        assert summary.grouping_deferred > 10
+        # None was grouped before the run: what the worker wrote and what it left are every entry.
+        assert summary.grouping.placed + summary.grouping_deferred == total
+        assert store.count_ready_for_story() == summary.grouping_deferred
+        assert store.db.execute("SELECT count(story_id) FROM entries").fetchone()[0] == summary.grouping.placed
+        assert store.db.execute(WHOLE).fetchone()[0] == 0
+        # The worker was stopped and is gone, not left placing behind finish_grouping's back.
+        assert not process.is_alive()
+        with pytest.raises(ProcessLookupError):
+            os.kill(process.pid, 0)
+
+        assert finish_grouping(store, config.settings.dedup).placed == summary.grouping_deferred
+        assert store.db.execute("SELECT count(*), count(story_id) FROM entries").fetchone() == (total, total)
+        assert store.db.execute(WHOLE).fetchone()[0] == 0
+    finally:
+        store.close()
+
+
+def test_a_deferred_worker_says_what_it_had_written(tmp_path, server):
+    # As many as the worker waits for before placing any during a run, written in one chunk: its one
+    # progress message, once it has come, is the last.
+    waiting = pipeline.GROUPING_MIN_BATCH
+    assert waiting <= WRITE_CHUNK
+    feeds = 10
+    assert feeds < pipeline.PARSE_WORKERS_MIN_FEEDS and waiting % feeds == 0  # a small run: no worker of its own
+    config = load_config(serve_feeds(tmp_path, server, feeds, waiting // feeds))
+    store = Store.open(tmp_path / "agg.db")
+    worker = GroupingWorker(store, config.settings.dedup, utc_now(), enabled=True)
+    try:
+        assert run(config, store, defer_grouping_over=0).grouping_deferred == waiting
+        worker.start()
+        process = worker._process
+        deadline = time.monotonic() + 60
+        while store.db.execute("SELECT count(story_id) FROM entries").fetchone()[0] < waiting:
+            assert process.is_alive() and time.monotonic() < deadline, "the worker placed nothing"
+            time.sleep(0.02)
+        assert worker._connection.poll(30)  # its progress message, sent once the chunk was written
+        clock = StageClock()
+        deferred = worker.defer(clock)
+        assert not process.is_alive()
+        grouped = store.db.execute("SELECT count(story_id) FROM entries").fetchone()[0]
+        assert deferred.placed == grouped == waiting
+        assert (deferred.new_stories, deferred.joined) == (waiting - 2 * len(STORIES), 2 * len(STORIES))
+        assert clock.seconds["group"] > 0
+        assert store.db.execute(WHOLE).fetchone()[0] == 0
+        assert sorted(store.db.execute("SELECT title, n_reports FROM stories WHERE n_reports > 1").fetchall()) == \
+            sorted((title, 3) for title in STORIES)
+    finally:
+        worker.stop()
         store.close()
 
 

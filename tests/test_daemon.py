@@ -158,15 +158,46 @@ def test_sigterm_in_the_middle_of_a_run_stops_within_seconds_and_loses_nothing(t
     assert "stopped early" in err
 
 
-def test_a_second_daemon_is_turned_away(tmp_path, server, cleanup):
+@pytest.mark.parametrize("holder", ["agg daemon", "agg fetch --due"])
+def test_a_second_daemon_is_turned_away(tmp_path, server, cleanup, holder):
     from aggregator.lock import RunLock
 
     cfg = write_config(tmp_path / "feeds.yaml", [])
     db = tmp_path / "agg.db"
-    with RunLock(db, purpose="agg daemon"):
+    with RunLock(db, purpose=holder):  # it exits while the lock is still held: it does not wait
         done = subprocess.run([sys.executable, "-m", "aggregator", "--config", str(cfg), "--db", str(db), "daemon"],
                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == EX_TEMPFAIL and "another agg run holds" in done.stderr
+    assert done.returncode == EX_TEMPFAIL and "another agg run holds" in done.stderr and holder in done.stderr
+
+
+def test_a_daemon_started_during_the_background_grouping_waits_for_it_then_runs(tmp_path, server, cleanup):
+    from aggregator.cli import BACKGROUND_GROUPING
+    from aggregator.lock import RunLock, lock_path_for
+
+    feed = server.route("/plain.xml", Reply(body=rss_document(feed_items("plain", 3))))
+    cfg = write_config(tmp_path / "feeds.yaml", [(feed, False)])
+    db = tmp_path / "agg.db"
+    log = tmp_path / "daemon.log"
+    grouping = RunLock(db, purpose=BACKGROUND_GROUPING)
+    grouping.acquire()
+    try:
+        with open(log, "w") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "aggregator", "--config", str(cfg), "--db", str(db), "daemon"],
+                cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+        cleanup(process)
+        wait_for(lambda: "waiting for the grouping that agg fetch left in the background" in log.read_text(),
+                 30, "the daemon to say what it waits for", process)
+        assert BACKGROUND_GROUPING in log.read_text()
+        assert process.poll() is None and server.hits("/plain.xml") == []  # waiting, not running
+    finally:
+        grouping.release()
+
+    wait_for(lambda: query(db, "SELECT count(*) FROM entries")[0][0] == 3, 60, "the daemon's first run", process)
+    assert lock_path_for(db).read_text().startswith(f"pid {process.pid}, agg daemon, ")
+    status, _, _ = stop_daemon(process)
+    assert status == 0, log.read_text()
+    assert "daemon stopped" in log.read_text()
 
 
 # -- reloading, in-process -------------------------------------------------------------------------

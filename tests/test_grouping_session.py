@@ -17,7 +17,7 @@ import pytest
 
 from aggregator import pipeline
 from aggregator.config import load_config
-from aggregator.dedup import DedupSettings, GroupingSession, group_new_entries
+from aggregator.dedup import WRITE_CHUNK, DedupSettings, GroupingSession, group_new_entries
 from aggregator.pipeline import GroupingWorker, run
 from aggregator.store import Store
 from tests.conftest import rss_document
@@ -207,38 +207,47 @@ def test_a_run_stopped_while_the_worker_groups_leaves_whole_stories_and_the_next
     def text(low: int, high: int) -> str:
         return " ".join(rng.choices(words, weights, k=rng.randint(low, high)))
 
-    urls, per_feed = [], 150
+    # More than one batch (GROUPING_MAX_BATCH) of several chunks (WRITE_CHUNK): when the first chunk is
+    # written, the rest of the batch and the whole next one are still to place.
+    urls, per_feed = [], 250
+    total = FEEDS * per_feed
+    assert total > pipeline.GROUPING_MAX_BATCH >= 3 * WRITE_CHUNK and pipeline.GROUPING_MAX_BATCH % WRITE_CHUNK == 0
     for n in range(FEEDS):
         entries = [{**item, "description": text(40, 80)}
                    for item in items(f"f{n}", [text(6, 10).capitalize() for _ in range(per_feed)])]
         urls.append(server.route(f"/feed{n}.xml", Reply(body=rss_document(entries))))
-    total = FEEDS * per_feed
     config = load_config(write_config(tmp_path, [{"url": url, "extract": False} for url in urls]))
     db_path = tmp_path / "agg.db"
     stop = threading.Event()
 
-    def stop_once_every_entry_is_stored():  # the worker is placing them then: it takes seconds
+    def stop_once_the_worker_has_written_some():  # it is placing the rest then: that takes seconds
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not stop.is_set():
             try:
-                if query(db_path, "SELECT count(*) FROM entries")[0][0] == total:
+                if query(db_path, "SELECT count(story_id) FROM entries")[0][0] > 0:
                     stop.set()
             except sqlite3.Error:  # not created yet, or its schema not yet written
                 pass
-            time.sleep(0.02)
+            time.sleep(0.01)
 
-    watcher = threading.Thread(target=stop_once_every_entry_is_stored)
+    watcher = threading.Thread(target=stop_once_the_worker_has_written_some)
     watcher.start()
     store = Store.open(db_path)
-    first = run(config, store, stop=stop)
-    watcher.join()
+    try:
+        first = run(config, store, stop=stop)
+    finally:
+        stop.set()  # ends the watcher, whatever happened
+        watcher.join()
     assert first.stopped
+    assert query(db_path, "SELECT count(*) FROM entries") == [(total,)]  # the stop came after every feed's write
     assert query(db_path, "PRAGMA integrity_check") == [("ok",)]
     whole = ("SELECT count(*) FROM stories s WHERE merged_into IS NULL AND n_reports != "
              "(SELECT count(*) FROM story_members m WHERE m.story_id = s.id)")
     assert query(db_path, whole) == [(0,)]
     grouped_before = query(db_path, "SELECT count(story_id) FROM entries")[0][0]
-    assert grouped_before < total  # the stop came while the worker was grouping
+    assert 0 < grouped_before < total  # the stop came while the worker was writing, with more to place
+    assert grouped_before % WRITE_CHUNK == 0  # whole chunks only: a chunk being written was rolled back
+    assert query(db_path, "SELECT count(*) FROM story_members") == [(grouped_before,)]
 
     second = run(config, store)
     store.close()

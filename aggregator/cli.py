@@ -241,11 +241,13 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
     failures. Exit status 0 when every feed was tried, even if some failed;
     75 when another run (a fetch or the daemon) holds the database's lock.
 
-    When a run ends with more than 2,000 reports still to group into
-    stories (a first run over many feeds: about 1 ms each), it hands them,
-    with the search index, to an 'agg group' in the background, which holds
-    the database's lock until it is done; its log is the database's path
-    plus '.group.log'. Until then those reports are in no story.
+    When grouping what a run brought would take more than about 2 s (a
+    first run over many feeds: 1 ms a report; or a few hundred reports to
+    place among tens of thousands stored, whose features are rebuilt), the
+    run hands it, with the search index, to an 'agg group' in the
+    background, which holds the database's lock until it is done; its log
+    is the database's path plus '.group.log'. Until then those reports are
+    in no story.
 
     \b
     Examples:
@@ -477,8 +479,8 @@ def _print_entry(row: dict) -> None:
 def group(ctx: Context, wait: bool, lock_fd: int | None) -> None:
     """Group every report not yet in a story, and bring the search index up to date.
 
-    'agg fetch' does this itself, except when a run leaves more than 2,000
-    reports to group: it then starts 'agg group' in the background. Run it
+    'agg fetch' does this itself, except when grouping would take more than
+    about 2 s: it then starts 'agg group' in the background. Run it
     with --wait to wait for that one to finish (and for scripts that read
     the stories right after a fetch). Holds the database's lock meanwhile.
 

@@ -30,7 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aggregator import dedup, schedule
 from aggregator.config import Config, FeedConfig
@@ -177,8 +177,9 @@ class GroupingWorker:
     ``GROUPING_POLL_SECONDS`` (:class:`dedup.GroupingSession`), at a lower
     priority than the run (``GROUPING_NICENESS``); :meth:`finish` has it
     place the rest. It starts on the first extracted page of a run with a
-    database file and enough feeds, or at the end when at least
-    ``GROUPING_MIN_BATCH`` entries wait, so that the grouper's memory goes
+    database file and enough feeds, or at the end when the grouping left is
+    worth ``GROUPING_MIN_BATCH`` fresh reports (:func:`grouping_cost`: the
+    stored reports it loads count too), so that the grouper's memory goes
     when it ends. It does not start while feeds are fetched without pages:
     parsing them needs the cores more. Otherwise, or if it dies, the run
     groups in its own process at the end, as small runs always do.
@@ -206,8 +207,9 @@ class GroupingWorker:
 
     async def finish(self, clock: StageClock) -> dedup.GroupingSummary:
         """Every ready entry placed: by the worker if it runs, else here. Adds the worker's busy time to ``clock``."""
-        if self._process is None and self.store.count_ready_for_story() >= GROUPING_MIN_BATCH:
-            self.start()  # many to place even though nothing was extracted: the memory goes with the worker
+        window = timedelta(hours=self.settings.window_hours)
+        if self._process is None and grouping_cost(*self.store.grouping_backlog(window)) >= GROUPING_MIN_BATCH:
+            self.start()  # much to load or place: the grouper's memory goes with the worker
         if self._process is not None and self._connection is not None:
             try:
                 self._connection.send("finish")
@@ -294,9 +296,17 @@ GROUPING_MAX_BATCH = 5000
 # Grouping while the run extracts yields the cores to fetching, parsing and extraction,
 # which the end of the run waits for first.
 GROUPING_NICENESS = 10
-# A backlog that takes longer to group than a run of a thousand feeds takes to fetch
-# (about 1 ms a report): what `agg fetch` leaves to a background `agg group`.
+# Grouping work, in fresh reports (about 1 ms each), above which `agg fetch` leaves it to a
+# background `agg group`: more than a run of a thousand feeds takes to fetch.
 BACKGROUND_GROUPING_MIN = 2000
+# What loading one stored report costs, as a share of placing a fresh one: its features are
+# rebuilt from its text (bench/dedup_scale.py --steady: about 0.2 ms against 1 ms).
+STORED_REPORT_COST = 0.2
+
+
+def grouping_cost(waiting: int, stored: int) -> float:
+    """The work of placing ``waiting`` entries among ``stored`` reports, in fresh reports placed."""
+    return waiting + STORED_REPORT_COST * stored
 
 
 def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datetime, connection: Connection) -> None:
@@ -377,11 +387,13 @@ def run(
     are abandoned, each feed's write either completes or never starts, and
     whatever was left undone stays due for the next run.
 
-    With ``defer_grouping_over``, a run that ends with more reports than
-    that waiting for a story stops grouping there, and leaves them and the
-    search index to :func:`finish_grouping` (``summary.grouping_deferred``
-    says how many): ``agg fetch`` runs it in the background, so that a first
-    run over a thousand feeds returns once they are stored.
+    With ``defer_grouping_over``, a run that ends with more grouping work
+    than that (:func:`grouping_cost`, in fresh reports placed) stops grouping
+    there, and leaves the waiting reports and the search index to
+    :func:`finish_grouping` (``summary.grouping_deferred`` says how many):
+    ``agg fetch`` runs it in the background, so that a first run over a
+    thousand feeds returns once they are stored, and so does a later run whose
+    few new reports must be placed among tens of thousands of stored ones.
     """
     return asyncio.run(
         run_async(config, store, due_only=due_only, concurrency=concurrency, re_extract=re_extract,
@@ -451,7 +463,8 @@ async def run_async(
         await asyncio.to_thread(pool.close)
         if summary.stopped:  # grouping is incremental: a stopped run leaves the rest to the next one
             pass
-        elif defer_grouping_over is not None and store.count_ready_for_story() > defer_grouping_over:
+        elif defer_grouping_over is not None and grouping_cost(
+                *store.grouping_backlog(timedelta(hours=settings.dedup.window_hours))) > defer_grouping_over:
             summary.grouping = grouping.defer(clock)
             summary.grouping_deferred = store.count_ready_for_story()
         else:

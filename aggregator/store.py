@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -635,6 +635,23 @@ class Store:
     def count_ready_for_story(self) -> int:
         """How many entries wait for a story (see ``READY_FOR_STORY``)."""
         return self.db.execute(f"SELECT count(*) FROM entries e WHERE {READY_FOR_STORY}").fetchone()[0]
+
+    def grouping_backlog(self, window: timedelta) -> tuple[int, int]:
+        """Entries waiting for a story, and the reports of the stored stories within ``window`` of them.
+
+        Placing the waiting entries loads those stories first (their members'
+        texts are read and their features rebuilt): both make the cost.
+        """
+        waiting, earliest, latest = self.db.execute(
+            "SELECT count(*), min(coalesce(e.published, e.first_seen)), max(coalesce(e.published, e.first_seen)) "
+            f"FROM entries e WHERE {READY_FOR_STORY}").fetchone()
+        if not waiting:
+            return 0, 0
+        start, end = to_db_time(from_db_time(earliest) - window), to_db_time(from_db_time(latest) + window)
+        stored = self.db.execute(
+            "SELECT coalesce(sum(n_reports), 0) FROM stories WHERE merged_into IS NULL AND last_seen >= ? "
+            "AND first_seen <= ?", [start, end]).fetchone()[0]
+        return waiting, stored
 
     def entries_not_indexed(self) -> int:
         """How many entries the next :meth:`refresh_search_index` will index."""

@@ -13,13 +13,17 @@ Three measures, each in a fresh process so that peak RSS belongs to it alone:
   are unrelated articles. Without the data, sentences are synthetic Zipfian text;
 * ``db``: the pipeline's DB step, ``group_new_entries``, on a real SQLite file
   (Store.open) holding fresh entries with bodies in ``entries.text``, all
-  inside one window (as after a first run over 1,000 feeds).
+  inside one window (as after a first run over 1,000 feeds); then, as a later
+  run, ``--steady K`` more entries (300: what a run every few minutes brings)
+  placed into that window once it is grouped: the cost of a steady-state run,
+  which must load the window's stored stories before it places anything.
 
 Targets: 100k with bodies under 60 s on a 2-core machine, exponent
 log(t_large/t_small)/log(large/small) <= 1.3; the DB step on 50k fresh entries
 well under a minute with peak RSS well under 500 MB.
 
     .venv/bin/python bench/dedup_scale.py [--mode titles bodies db] [--sizes 10000 100000] [--db-sizes 10000 50000]
+                                          [--steady 300]
 """
 
 from __future__ import annotations
@@ -223,9 +227,13 @@ def measure_engine(size: int, per_day: int, with_bodies: bool) -> dict:
             "rss_before": rss_before, "rss_peak": peak_rss_mb()}
 
 
-def build_db(path: Path, size: int, feeds: int = 1000) -> str:
-    """A database of ``size`` fresh, extracted entries over ``feeds`` feeds, all inside one 72 h window."""
-    reports, origin = bodied_reports(size, per_day=max(1, size // 3))
+def build_db(path: Path, size: int, held_back: int = 0, feeds: int = 1000) -> str:
+    """A database of ``size`` fresh, extracted entries over ``feeds`` feeds, all inside one 72 h window.
+
+    ``held_back`` more are stored with their extraction pending, so that the
+    first grouping leaves them: :func:`release` makes them ready for a later one.
+    """
+    reports, origin = bodied_reports(size + held_back, per_day=max(1, size // 3))
     store = Store.open(path)
     now = to_db_time(START)
     with store.transaction() as conn:
@@ -236,14 +244,23 @@ def build_db(path: Path, size: int, feeds: int = 1000) -> str:
         conn.executemany(
             "INSERT INTO entries (feed_id, guid, link, title, summary, text, text_source, extract_status, "
             "published, first_seen, changed_at, content_hash) "
-            "VALUES (?, ?, ?, ?, '', ?, 'feed-content', 'done', ?, ?, ?, '')",
+            "VALUES (?, ?, ?, ?, '', ?, 'feed-content', ?, ?, ?, ?, '')",
             [
-                (r.id % feeds + 1, f"guid-{r.id}", r.url, r.title, r.text, to_db_time(r.published), now, now)
-                for r in reports
+                (r.id % feeds + 1, f"guid-{r.id}", r.url, r.title, r.text, "done" if n < size else "pending",
+                 to_db_time(r.published), now, now)
+                for n, r in enumerate(reports)
             ],
         )
     store.close()
     return origin
+
+
+def release(path: Path) -> None:
+    """The entries held back by :func:`build_db` become ready for a story, as a later run's would."""
+    store = Store.open(path)
+    with store.transaction() as conn:
+        conn.execute("UPDATE entries SET extract_status = 'done' WHERE extract_status = 'pending'")
+    store.close()
 
 
 def measure_db(path: Path) -> dict:
@@ -267,7 +284,10 @@ def child(args: list[str]) -> None:
     if kind == "engine":
         result = measure_engine(int(args[1]), int(args[2]), args[3] == "bodies")
     elif kind == "build-db":
-        result = {"origin": build_db(Path(args[1]), int(args[2]))}
+        result = {"origin": build_db(Path(args[1]), int(args[2]), int(args[3]))}
+    elif kind == "release":
+        release(Path(args[1]))
+        result = {}
     else:
         result = measure_db(Path(args[1]))
     print(json.dumps(result))
@@ -305,6 +325,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="engine sizes")
     parser.add_argument("--db-sizes", type=int, nargs="+", default=[10_000, 50_000], help="DB step sizes")
     parser.add_argument("--per-day", type=int, default=2000, help="engine: reports per day (the window's density)")
+    parser.add_argument("--steady", type=int, default=300, metavar="K",
+                        help="DB step: new entries placed into each grouped window afterwards, as a later run (300)")
     args = parser.parse_args()
     print("default settings (72 h window); RSS MB = peak before grouping (input built), peak MB = peak after")
     for mode in ("titles", "bodies"):
@@ -319,16 +341,24 @@ def main() -> None:
             print(row(size, result), flush=True)
         print_exponents(timings)
     if "db" in args.mode:
-        timings = {}
+        timings, steady = {}, {}
         with tempfile.TemporaryDirectory() as tmp:
             for size in args.db_sizes:
                 path = Path(tmp) / f"bench-{size}.db"
-                origin = run_child("build-db", str(path), str(size))["origin"]
+                origin = run_child("build-db", str(path), str(size), str(args.steady))["origin"]
                 if not timings:
                     print(f"\nDB step group_new_entries, fresh entries in one 72 h window: {origin}\n{HEADER}")
                 timings[size] = run_child("db", str(path))
                 print(row(size, timings[size]), flush=True)
+                if args.steady:
+                    run_child("release", str(path))
+                    steady[size] = run_child("db", str(path))
         print_exponents(timings)
+        if steady:
+            print(f"\nDB step, a later run: {args.steady} new entries into the grouped window of the size shown\n"
+                  f"{'window':>8}  {'seconds':>8}  {'cpu s':>8}  {'stories':>8}  {'peak MB':>7}")
+            for size, r in steady.items():
+                print(f"{size:>8}  {r['seconds']:>8.1f}  {r['cpu']:>8.1f}  {r['stories']:>8}  {r['rss_peak']:>7.0f}")
 
 
 if __name__ == "__main__":

@@ -544,6 +544,35 @@ def test_only_a_backlog_of_more_than_the_threshold_is_deferred(tmp_path, server,
         store.close()
 
 
+def test_grouping_cost_counts_the_stored_reports_a_placement_loads():
+    assert pipeline.grouping_cost(300, 0) == 300
+    assert pipeline.grouping_cost(300, 50_000) == 300 + pipeline.STORED_REPORT_COST * 50_000
+    assert pipeline.grouping_cost(0, 0) == 0
+
+
+@pytest.mark.parametrize("room", [-1, 0], ids=["window-tips-it-over", "window-fits"])
+def test_a_few_new_reports_among_many_stored_ones_are_deferred_for_the_stored_ones(tmp_path, server, room):
+    """A later run brings a handful of reports; what makes its grouping dear is the window it loads."""
+    store = Store.open(tmp_path / "agg.db")
+    try:
+        first = run(load_config(serve_feeds(tmp_path, server, FEEDS, SMALL_FEED)), store)
+        stored = first.grouping.placed
+        assert stored == FEEDS * SMALL_FEED and store.count_ready_for_story() == 0
+        later = load_config(serve_feeds(tmp_path, server, SHARING_FEEDS, 1, batch=1))
+        new = SHARING_FEEDS
+        cost = pipeline.grouping_cost(new, stored)
+        assert new < cost  # the threshold sits above the new reports alone
+        summary = run(later, store, defer_grouping_over=int(cost) + room)
+        assert summary.grouping_deferred == (new if room < 0 else 0)
+        assert store.count_ready_for_story() == summary.grouping_deferred
+        if summary.grouping_deferred:
+            assert finish_grouping(store, later.settings.dedup).placed == new
+        # Each story has one report a batch: placed among the stored, they join them.
+        assert query(tmp_path / "agg.db", "SELECT count(*) FROM stories WHERE n_reports = 6") == [(len(STORIES),)]
+    finally:
+        store.close()
+
+
 # --- what the story commands say meanwhile --------------------------------------------------------------
 
 

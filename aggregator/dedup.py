@@ -1072,7 +1072,6 @@ def resolve_story_id(db: sqlite_utils.Database, story_id: int) -> int:
     return story_id
 
 
-_READY = READY_FOR_STORY
 WRITE_CHUNK = 1000
 """Placements written per transaction: short enough that the run's other writers never wait long."""
 
@@ -1125,7 +1124,7 @@ class GroupingSession:
         """
         if self._unwritten:
             raise RuntimeError("a grouping session that left placements unwritten cannot place more: start a new one")
-        batch = f"WHERE {_READY} ORDER BY e.id LIMIT {-1 if at_most is None else int(at_most)}"
+        batch = f"WHERE {READY_FOR_STORY} ORDER BY e.id LIMIT {-1 if at_most is None else int(at_most)}"
         waiting, earliest = self.db.execute(
             "SELECT count(*), min(coalesce(published, first_seen)) "
             f"FROM (SELECT e.published, e.first_seen FROM entries e {batch})"

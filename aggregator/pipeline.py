@@ -205,10 +205,12 @@ class GroupingWorker:
         self._process.start()
         theirs.close()
 
-    async def finish(self, clock: StageClock) -> dedup.GroupingSummary:
-        """Every ready entry placed: by the worker if it runs, else here. Adds the worker's busy time to ``clock``."""
-        window = timedelta(hours=self.settings.window_hours)
-        if self._process is None and grouping_cost(*self.store.grouping_backlog(window)) >= GROUPING_MIN_BATCH:
+    async def finish(self, clock: StageClock, cost: float) -> dedup.GroupingSummary:
+        """Every ready entry placed: by the worker if it runs, else here. Adds the worker's busy time to ``clock``.
+
+        ``cost`` is the grouping left (:func:`grouping_cost`).
+        """
+        if self._process is None and cost >= GROUPING_MIN_BATCH:
             self.start()  # much to load or place: the grouper's memory goes with the worker
         if self._process is not None and self._connection is not None:
             try:
@@ -461,14 +463,13 @@ async def run_async(
             await runner.extract_all()
         await _settle(runner.page_tasks)
         await asyncio.to_thread(pool.close)
-        if summary.stopped:  # grouping is incremental: a stopped run leaves the rest to the next one
-            pass
-        elif defer_grouping_over is not None and grouping_cost(
-                *store.grouping_backlog(timedelta(hours=settings.dedup.window_hours))) > defer_grouping_over:
-            summary.grouping = grouping.defer(clock)
-            summary.grouping_deferred = store.count_ready_for_story()
-        else:
-            summary.grouping = await grouping.finish(clock)
+        if not summary.stopped:  # grouping is incremental: a stopped run leaves the rest to the next one
+            cost = grouping_cost(*store.grouping_backlog(timedelta(hours=settings.dedup.window_hours)))
+            if defer_grouping_over is not None and cost > defer_grouping_over:
+                summary.grouping = grouping.defer(clock)
+                summary.grouping_deferred = store.count_ready_for_story()  # less what the worker wrote
+            else:
+                summary.grouping = await grouping.finish(clock, cost)
         if watcher is not None:
             watcher.cancel()
     if not summary.grouping_deferred:

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
+    from aggregator.lock import RunLock
+    from aggregator.pipeline import RunSummary
+
 DEFAULT_DB = Path("data/agg.db")
 EXIT_CANNOT_RUN = 1
 EXIT_USAGE = 2
@@ -286,7 +289,7 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
 BACKGROUND_GROUPING = "agg group (in the background, after agg fetch)"
 
 
-def _group_in_background(ctx: Context, lock: Any, config: Config, store: Store, summary: Any) -> None:
+def _group_in_background(ctx: Context, lock: RunLock, config: Config, store: Store, summary: RunSummary) -> None:
     """Start ``agg group`` on its own, handing it this run's lock, to place what the run left.
 
     It runs in a session of its own, so that closing the terminal or a
@@ -492,21 +495,16 @@ def group(ctx: Context, wait: bool, lock_fd: int | None) -> None:
     from aggregator.lock import LockHeld, LockUnavailable, RunLock
     from aggregator.pipeline import finish_grouping
 
+    def say_it_waits(held: LockHeld) -> bool:
+        if wait and _shows_progress(ctx):
+            click.echo(f"agg: waiting: {terminal_safe(str(held).split(';')[0])}", err=True)
+        return wait
+
     config = ctx.config()
     store = ctx.store()
     try:
-        if lock_fd is not None:
-            lock = RunLock.adopt(ctx.db_path, lock_fd, purpose=BACKGROUND_GROUPING)
-        else:
-            lock = RunLock(ctx.db_path)
-            try:
-                lock.acquire()
-            except LockHeld as held:
-                if not wait:
-                    raise
-                if _shows_progress(ctx):
-                    click.echo(f"agg: waiting: {terminal_safe(str(held).split(';')[0])}", err=True)
-                lock = RunLock(ctx.db_path, wait=True)
+        lock = RunLock.adopt(ctx.db_path, lock_fd, purpose=BACKGROUND_GROUPING) if lock_fd is not None \
+            else RunLock(ctx.db_path, wait=say_it_waits)
         with lock, ExitStack() as stack:
             started = utc_now()
             progress = None
@@ -559,19 +557,17 @@ def daemon(ctx: Context, concurrency: int | None) -> None:
         stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
         for handler in logging.getLogger().handlers:
             handler.setFormatter(TerminalSafeFormatter(f"{stamp}%(levelname)s %(name)s: %(message)s"))
+    def behind_background_grouping(held: LockHeld) -> bool:
+        # A first `agg fetch` just before the service starts: its grouping ends; it is no second daemon.
+        if BACKGROUND_GROUPING not in held.holder:
+            return False
+        logging.getLogger(__name__).warning("waiting for the grouping that agg fetch left in the background (%s)",
+                                            terminal_safe(held.holder))
+        return True
+
     store = ctx.store()
     try:
-        lock = RunLock(ctx.db_path, purpose="agg daemon")
-        try:
-            lock.acquire()
-        except LockHeld as held:
-            if BACKGROUND_GROUPING not in held.holder:
-                raise
-            # A first `agg fetch` just before the service starts: its grouping ends; it is no second daemon.
-            logging.getLogger(__name__).warning("waiting for the grouping that agg fetch left in the background "
-                                                "(%s)", terminal_safe(held.holder))
-            lock = RunLock(ctx.db_path, wait=True, purpose="agg daemon")
-        with lock:
+        with RunLock(ctx.db_path, wait=behind_background_grouping, purpose="agg daemon"):
             Daemon(config, store, concurrency=concurrency).serve()
     except LockHeld as exc:
         fail(terminal_safe(exc), EXIT_LOCKED)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,9 +41,15 @@ def lock_path_for(db_path: str | Path) -> Path:
 
 
 class RunLock:
-    """``with RunLock(db_path):`` — raises :class:`LockHeld` at once if another run holds it, unless ``wait``."""
+    """``with RunLock(db_path):`` — raises :class:`LockHeld` at once if another run holds it, unless ``wait``.
 
-    def __init__(self, db_path: str | Path, *, wait: bool = False, purpose: str | None = None):
+    ``wait`` is True to wait for any holder, or a function asked with the
+    :class:`LockHeld` it would raise: true to wait for that holder (after
+    telling the user, say), false to raise it.
+    """
+
+    def __init__(self, db_path: str | Path, *, wait: bool | Callable[[LockHeld], bool] = False,
+                 purpose: str | None = None):
         self.path = lock_path_for(db_path)
         self.wait = wait
         self.purpose = purpose or " ".join(["agg", *sys.argv[1:]])
@@ -56,14 +63,17 @@ class RunLock:
         except OSError as exc:
             raise LockUnavailable(f"cannot open the lock file {self.path}: {exc.strerror or exc}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise LockHeld(
-                f"another agg run holds {self.path}{f' ({holder})' if holder else ''}; "
-                "this run did nothing. Try again later, or pass --wait to wait for it", holder
-            ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if self.wait is True else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                held = LockHeld(
+                    f"another agg run holds {self.path}{f' ({holder})' if holder else ''}; "
+                    "this run did nothing. Try again later, or pass --wait to wait for it", holder
+                )
+                if not (callable(self.wait) and self.wait(held)):
+                    raise held from None
+                fcntl.flock(fd, fcntl.LOCK_EX)
         except BaseException:
             os.close(fd)
             raise

@@ -25,9 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from multiprocessing.connection import Connection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,6 +45,7 @@ from aggregator.store import (
     from_db_time,
     utc_now,
 )
+from aggregator.workers import WorkerDied, WorkerProcesses
 
 log = logging.getLogger(__name__)
 
@@ -109,28 +108,32 @@ class ParseWorkers:
     def __init__(self, enabled: bool, workers: int | None = None):
         self.enabled = enabled
         self.workers = workers or available_cores()
-        self._pool: ProcessPoolExecutor | None = None
+        self._processes: WorkerProcesses | None = None
 
     async def parse(self, body: bytes, url: str, headers: dict[str, str]) -> ParsedFeed:
         if not self.enabled:
             return parse_feed(body, url, headers)
-        if self._pool is None:
-            # Workers come from a fork server, never a fork of this process and its threads.
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
+        if self._processes is None:
+            self._processes = WorkerProcesses(parse_feed, self.workers)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, parse_feed, body, url, headers)
-        except BrokenProcessPool:  # a worker died (killed, out of memory): parse here rather than lose the feed
-            log.warning("a feed-parsing worker died; parsing %s in the main process", url)
+            return await self._processes.call(body, url, headers)
+        except WorkerDied as exc:  # killed, out of memory, or never started: parse here rather than lose the feed
+            log.warning("a feed-parsing worker failed (%s); parsing %s in the main process", exc, url)
             return parse_feed(body, url, headers)
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (none until the first feed is parsed)."""
+        return self._processes.pids if self._processes is not None else []
 
     async def __aenter__(self) -> ParseWorkers:
         return self
 
     async def close(self) -> None:
         """Stop the workers (a later feed starts new ones)."""
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        if self._processes is not None:
+            processes, self._processes = self._processes, None
+            await processes.close()
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
@@ -455,7 +458,8 @@ async def run_async(
 
         feed_tasks = [asyncio.create_task(one(feed)) for feed in feeds]
         watcher = asyncio.create_task(runner.cancel_on_stop(feed_tasks)) if stop is not None else None
-        await _settle(feed_tasks)
+        with store.checkpoints_in_background() if large else nullcontext():
+            await _settle(feed_tasks)
         runner.save_records()
         # Workers no longer needed go before the wait for grouping, whose memory grows to the end.
         await parser.close()

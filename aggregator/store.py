@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +26,12 @@ import sqlite_utils
 from aggregator.models import FetchResult, ParsedEntry, ParsedFeed
 
 BUSY_TIMEOUT_MS = 30_000
+# How often the background checkpointer of a busy run copies the WAL into the database.
+CHECKPOINT_INTERVAL_SECONDS = 0.25
+# Meanwhile commits checkpoint only past this many times the usual WAL size.
+WRITER_CHECKPOINT_FACTOR = 4
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(Exception):
@@ -358,6 +366,48 @@ class Store:
                         conn.execute(statement)
                     version += 1
                     conn.execute(f"PRAGMA user_version = {version}")
+
+    @contextmanager
+    def checkpoints_in_background(self, interval: float = CHECKPOINT_INTERVAL_SECONDS) -> Iterator[None]:
+        """While inside, copy the WAL into the database mostly from a thread of its own, not in commits.
+
+        SQLite checkpoints in whichever commit takes the WAL past 1,000 pages,
+        so one feed's commit in twenty also copied 4 MB and waited on fsync: a
+        third of the time 1,000 feeds' writes held the event loop. A thread on
+        its own connection copies passively instead, never blocking the writer
+        (SQLite releases the interpreter lock meanwhile). Commits still
+        checkpoint past 4x the usual size, which then costs them little (the
+        thread has copied nearly everything) and lets the WAL start over: under
+        steady writes, passive checkpoints alone never catch up at the moment a
+        transaction begins, and the WAL grew to 180 MB in a cold run of 1,000
+        feeds (17 MB this way).
+        """
+        if self.path is None:
+            yield
+            return
+        conn = self.db.conn
+        pages = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        done = threading.Event()
+        checkpointer = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                       check_same_thread=False)
+
+        def checkpoint_until_done() -> None:
+            with closing(checkpointer):
+                while not done.wait(interval):
+                    try:
+                        checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    except sqlite3.Error as exc:  # the writer's own commits then fail, and say why
+                        log.debug("background checkpoint failed: %s", exc)
+
+        conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages) * WRITER_CHECKPOINT_FACTOR}")
+        thread = threading.Thread(target=checkpoint_until_done, name="agg-checkpoint", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+            conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """All or nothing: commits on success, rolls back on any exception (or a kill)."""

@@ -57,9 +57,8 @@ def test_a_worker_that_dies_leaves_the_feed_to_the_main_process(caplog):
     async def parse_twice_killing_the_worker_between():
         async with ParseWorkers(enabled=True, workers=1) as workers:
             first = await workers.parse(body, url, {})
-            for process in list(workers._pool._processes.values()):  # noqa: SLF001 -- the only way to kill one
-                os.kill(process.pid, signal.SIGKILL)
-                process.join(timeout=10)
+            for pid in workers.pids:
+                os.kill(pid, signal.SIGKILL)
             second = await workers.parse(body, url, {})
         return first, second
 

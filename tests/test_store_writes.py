@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -131,3 +132,24 @@ def test_migration_4_drops_the_unread_index_and_keeps_an_existing_database(tmp_p
     assert store.entry(before[5][0])["title"] == "Corrected headline"
     assert store.feed_by_url(FEED_URL)["etag"] == '"v2"'
     store.close()
+
+
+def test_a_busy_run_checkpoints_the_wal_from_its_own_thread_and_restores_the_setting(tmp_path):
+    path = tmp_path / "agg.db"
+    store, feed_id = open_feed(path)
+    conn = store.db.conn
+    before = path.stat().st_size
+    with store.checkpoints_in_background(interval=0.05):
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 4000  # commits checkpoint less often
+        for batch in range(20):  # about 2 MB: under 4,000 pages, so only the thread checkpoints
+            store.save_fetch(feed_id, fetched(), ParsedFeed(format="rss20", entries=news(50, f"b{batch}",
+                             content="<p>" + "words " * 400 + "</p>")), {}, extract=False, now=T0)
+        # Only a checkpoint writes to the database file itself: WAL mode commits go to the -wal file.
+        deadline = time.monotonic() + 10
+        while path.stat().st_size <= before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.stat().st_size > before + 1_000_000
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 1000
+    store.close()
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM entries").fetchone()[0] == 1000

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -388,8 +388,13 @@ class Store:
         conn = self.db.conn
         pages = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
         done = threading.Event()
-        checkpointer = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                       check_same_thread=False)
+        try:
+            checkpointer = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                           check_same_thread=False)
+        except sqlite3.Error as exc:  # the commits checkpoint as usual
+            log.debug("no background checkpoints: %s", exc)
+            yield
+            return
 
         def checkpoint_until_done() -> None:
             with closing(checkpointer):
@@ -407,7 +412,8 @@ class Store:
         finally:
             done.set()
             thread.join()
-            conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+            with suppress(sqlite3.Error):  # a broken connection must not hide the error that broke it
+                conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """All or nothing: commits on success, rolls back on any exception (or a kill)."""

@@ -87,7 +87,11 @@ class WorkerProcesses:
         await asyncio.shield(self._starting)
         request = pickle.dumps(args, pickle.HIGHEST_PROTOCOL)
         async with self._reply_read:
-            worker = await self._reply_read.wait_for(self._least_busy)
+            try:
+                worker = await self._reply_read.wait_for(self._least_busy)
+            except asyncio.CancelledError:
+                self._reply_read.notify()  # a wakeup this caller was given goes to the next one waiting
+                raise
             if isinstance(worker, WorkerDied):
                 raise worker
             reply = asyncio.get_running_loop().create_future()
@@ -115,6 +119,9 @@ class WorkerProcesses:
             # Starting a process waits on the fork server (and starts it, the first time): not in the loop's thread.
             await asyncio.to_thread(lambda: [process.start() for process in processes])
         except Exception as exc:
+            for ours, _ in pairs:
+                ours.close()
+            await asyncio.to_thread(_kill_all, [process for process in processes if process.pid is not None])
             raise WorkerDied(f"could not start worker processes: {exc}") from exc
         finally:
             for _, theirs in pairs:
@@ -129,21 +136,29 @@ class WorkerProcesses:
         try:
             while True:
                 (size,) = _LENGTH.unpack(await worker.reader.readexactly(_LENGTH.size))
-                succeeded, value = pickle.loads(await worker.reader.readexactly(size))
+                blob = await worker.reader.readexactly(size)
                 reply = worker.waiting.popleft()
-                if not reply.done():  # done: its caller was cancelled
-                    reply.set_result(value) if succeeded else reply.set_exception(value)
+                try:
+                    succeeded, value = pickle.loads(blob)
+                except Exception as exc:  # noqa: BLE001 -- e.g. a class this process cannot import: that call's failure
+                    succeeded, value = False, exc
+                if reply.done():  # its caller was cancelled
+                    pass
+                elif succeeded:
+                    reply.set_result(value)
+                else:
+                    reply.set_exception(value)
                 async with self._reply_read:
                     self._reply_read.notify()
         except (asyncio.IncompleteReadError, ConnectionError):
             if not self._closed:
                 log.warning("worker process %d died", worker.process.pid)
-            await self._discard(worker)
+        except Exception:  # a bug here must not leave callers waiting for ever
+            log.exception("reading worker process %d's replies failed", worker.process.pid)
+        await self._discard(worker)
 
     async def _discard(self, worker: _Worker) -> None:
         worker.writer.close()
-        if worker.process.is_alive():
-            worker.process.kill()
         if worker in self._alive:
             self._alive.remove(worker)
         while worker.waiting:
@@ -152,18 +167,18 @@ class WorkerProcesses:
                 reply.set_exception(WorkerDied(f"worker process {worker.process.pid} died"))
         async with self._reply_read:
             self._reply_read.notify_all()
+        await asyncio.to_thread(_kill_all, [worker.process])
 
     async def close(self) -> None:
-        """Stop the workers: each finishes the calls it was sent, sees its socket closed, and exits."""
+        """Stop the workers. A call still running is abandoned: its caller gets :class:`WorkerDied`."""
         self._closed = True
         if self._starting is not None:
             await asyncio.gather(self._starting, return_exceptions=True)
         workers, self._alive = self._alive, []
         for worker in workers:
             worker.writer.close()
+        # Each worker's reader sees its socket closed and discards it (kills and reaps the process).
         await asyncio.gather(*(worker.replies for worker in workers if worker.replies), return_exceptions=True)
-        if workers:
-            await asyncio.to_thread(_join_all, [worker.process for worker in workers])
 
     async def __aenter__(self) -> WorkerProcesses:
         return self
@@ -172,13 +187,12 @@ class WorkerProcesses:
         await self.close()
 
 
-def _join_all(processes: list[Any]) -> None:
+def _kill_all(processes: list[Any]) -> None:
+    """Kill and reap: a worker idle or busy has nothing left that anyone waits for."""
     for process in processes:
-        process.join(_JOIN_SECONDS)
         if process.is_alive():
-            log.warning("worker process %d did not exit; killing it", process.pid)
             process.kill()
-            process.join()
+        process.join(_JOIN_SECONDS)
 
 
 def _serve(connection: socket.socket, function: Callable[..., Any]) -> None:

@@ -21,6 +21,10 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
+def unpicklable(_: object) -> object:
+    return lambda: None
+
+
 def own_pid(_: object = None) -> int:
     return os.getpid()
 
@@ -54,6 +58,18 @@ def test_an_exception_in_the_function_reaches_the_caller_and_the_worker_goes_on(
             with pytest.raises(ValueError, match="again"):
                 await failing.call("again")
             return len(failing.pids)
+
+    assert asyncio.run(main()) == 1
+
+
+def test_a_result_that_cannot_travel_fails_that_call_only():
+    async def main():
+        async with WorkerProcesses(unpicklable, workers=1) as workers:
+            with pytest.raises(Exception, match="pickle|lambda"):
+                await workers.call(None)
+            with pytest.raises(Exception, match="pickle|lambda"):
+                await workers.call(None)
+            return len(workers.pids)
 
     assert asyncio.run(main()) == 1
 

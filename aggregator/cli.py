@@ -19,11 +19,11 @@ import re
 import sqlite3
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -267,7 +267,7 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
         config = ctx.config()
         store = ctx.store()  # first, so that an unusable database path is reported as such
     try:
-        with RunLock(ctx.db_path, wait=wait) as lock, _fetch_progress(ctx) as progress:
+        with RunLock(ctx.db_path, wait=wait) as lock, _progress_bar(ctx, "fetch") as progress:
             summary = run(config, store, due_only=due, concurrency=concurrency, re_extract=re_extract,
                           progress=progress, defer_grouping_over=None if no_background else BACKGROUND_GROUPING_MIN)
             if summary.grouping_deferred:
@@ -505,13 +505,8 @@ def group(ctx: Context, wait: bool, lock_fd: int | None) -> None:
     try:
         lock = RunLock.adopt(ctx.db_path, lock_fd, purpose=BACKGROUND_GROUPING) if lock_fd is not None \
             else RunLock(ctx.db_path, wait=say_it_waits)
-        with lock, ExitStack() as stack:
+        with lock, _progress_bar(ctx, "group") as progress:
             started = utc_now()
-            progress = None
-            if _shows_progress(ctx):
-                from aggregator.progress import GroupingProgress
-
-                progress = stack.enter_context(GroupingProgress(ctx.err))
             summary = finish_grouping(store, config.settings.dedup, now=started, progress=progress)
     except LockHeld as exc:
         fail(terminal_safe(exc), EXIT_LOCKED)
@@ -837,14 +832,15 @@ def import_opml_command(ctx: Context, file: Any, dry_run: bool) -> None:
 
 
 @contextmanager
-def _fetch_progress(ctx: Context) -> Iterator[Any]:
-    """The fetch progress bar on a terminal; None (no bar) when piped, with --quiet or with -v."""
+def _progress_bar(ctx: Context, stage: Literal["fetch", "group"]) -> Iterator[Any]:
+    """The progress bar of ``agg fetch`` or ``agg group`` on a terminal; None (no bar) when piped,
+    with --quiet or with -v."""
     if not _shows_progress(ctx):
         yield None
         return
-    from aggregator.progress import FetchProgress
+    from aggregator.progress import FetchProgress, GroupingProgress
 
-    with FetchProgress(ctx.err) as progress:
+    with (FetchProgress if stage == "fetch" else GroupingProgress)(ctx.err) as progress:
         yield progress
 
 

@@ -94,6 +94,7 @@ class WorkerProcesses:
                 raise
             if isinstance(worker, WorkerDied):
                 raise worker
+            assert worker is not None  # wait_for returns the predicate's first true answer
             reply = asyncio.get_running_loop().create_future()
             worker.waiting.append(reply)
             worker.writer.write(_LENGTH.pack(len(request)))
@@ -117,7 +118,7 @@ class WorkerProcesses:
         processes = [context.Process(target=_serve, args=(theirs, self.function), daemon=True) for _, theirs in pairs]
         try:
             # Starting a process waits on the fork server (and starts it, the first time): not in the loop's thread.
-            await asyncio.to_thread(lambda: [process.start() for process in processes])
+            await asyncio.to_thread(_start_all, processes)
         except Exception as exc:
             for ours, _ in pairs:
                 ours.close()
@@ -185,6 +186,11 @@ class WorkerProcesses:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _start_all(processes: list[Any]) -> None:
+    for process in processes:
+        process.start()
 
 
 def _kill_all(processes: list[Any]) -> None:

@@ -496,20 +496,21 @@ def _median(runs: list[Timing], name: str) -> Timing:
     """The run of median time, with the largest peaks of them all; its note lists every time."""
     if len(runs) == 1:
         return runs[0]
-    middle = sorted(runs, key=lambda run: run.seconds)[(len(runs) - 1) // 2]
-    median = replace(middle, seconds=statistics.median(run.seconds for run in runs),
-                     peak_rss_mb=max(run.peak_rss_mb for run in runs),
-                     peak_process_mb=max(run.peak_process_mb for run in runs),
-                     peak_pss_mb=max(run.peak_pss_mb for run in runs),
-                     note=f"{name}: median of {len(runs)}: " + " ".join(f"{run.seconds:.2f}" for run in runs))
+    times = " ".join(f"{run.seconds:.2f}" for run in runs)
+    median = replace(_middle(runs), note=f"{name}: median of {len(runs)}: {times}")
     backgrounds = [run.background for run in runs if run.background]
     if backgrounds:
-        median.background = replace(
-            backgrounds[0], seconds=statistics.median(b.seconds for b in backgrounds),
-            peak_rss_mb=max((b.peak_rss_mb or 0) for b in backgrounds),
-            peak_process_mb=max((b.peak_process_mb or 0) for b in backgrounds),
-            peak_pss_mb=max((b.peak_pss_mb or 0) for b in backgrounds))
+        median.background = _middle(backgrounds)
     return median
+
+
+def _middle(runs: list[Timing]) -> Timing:
+    """The run of median time, with the median time and the largest peaks of all ``runs``."""
+    return replace(sorted(runs, key=lambda run: run.seconds)[(len(runs) - 1) // 2],
+                   seconds=statistics.median(run.seconds for run in runs),
+                   peak_rss_mb=max((run.peak_rss_mb or 0) for run in runs),
+                   peak_process_mb=max((run.peak_process_mb or 0) for run in runs),
+                   peak_pss_mb=max((run.peak_pss_mb or 0) for run in runs))
 
 
 def time_sequential_feedparser(server: FeedServer, sample: int) -> tuple[Timing, Timing]:

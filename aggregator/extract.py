@@ -29,10 +29,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
-import pebble
-from lxml.html import HtmlElement
-
 if TYPE_CHECKING:
+    import pebble
+    from lxml.html import HtmlElement
     from trafilatura.settings import Document
 
 from aggregator.models import Article
@@ -514,6 +513,8 @@ class ExtractorPool:
 
     def _started_pool(self) -> pebble.ProcessPool:
         if self._pool is None:
+            import pebble  # here, like trafilatura: 13 ms that a run with no page to extract need not pay
+
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__, "trafilatura"])  # imported once, not per worker
             self._pool = pebble.ProcessPool(max_workers=self.workers, max_tasks=_WORKER_MAX_TASKS, context=context)
@@ -526,11 +527,13 @@ class ExtractorPool:
             kwargs={"declared_charset": declared_charset},
             timeout=self.time_limit,
         )
+        from pebble import ProcessExpired  # already imported by _started_pool
+
         try:
             article = await asyncio.wrap_future(future)
         except TimeoutError:
             return ExtractionOutcome("timeout", error=f"extraction took longer than {self.time_limit:g} s")
-        except pebble.ProcessExpired as died:
+        except ProcessExpired as died:
             return ExtractionOutcome("error", error=f"extraction worker died (exit code {died.exitcode})")
         except Exception as failed:  # noqa: BLE001 — any failure of one page is that page's outcome
             return ExtractionOutcome("error", error=f"{type(failed).__name__}: {failed}")

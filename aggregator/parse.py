@@ -31,7 +31,6 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import lxml.html
 from lxml import etree
 
 from aggregator.models import Enclosure, ParsedEntry, ParsedFeed
@@ -918,6 +917,8 @@ def discover_feed_links(html: bytes | str, base_url: str) -> list[str]:
     """Feeds an HTML page advertises with ``<link rel="alternate">``, absolute, in page order."""
     if not html or (isinstance(html, bytes) and not html.strip()):
         return []
+    import lxml.html  # here: only feed discovery reads whole pages
+
     try:
         document = lxml.html.document_fromstring(html)
     except (etree.LxmlError, ValueError):

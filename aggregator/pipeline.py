@@ -456,7 +456,13 @@ async def run_async(
             if progress:
                 progress(outcome, done, len(feeds))
 
-        feed_tasks = [asyncio.create_task(one(feed)) for feed in feeds]
+        # Started as many at a time as may be in flight, the loop let go in between: else the
+        # first requests' connections wait on every other feed's first step (queueing for a
+        # slot), 35 ms for 1,000 feeds, and the first wave of answers with them.
+        feed_tasks: list[asyncio.Task] = []
+        for first in range(0, len(feeds), fetcher.concurrency):
+            feed_tasks += [asyncio.create_task(one(feed)) for feed in feeds[first:first + fetcher.concurrency]]
+            await asyncio.sleep(0)
         watcher = asyncio.create_task(runner.cancel_on_stop(feed_tasks)) if stop is not None else None
         with store.checkpoints_in_background() if large else nullcontext():
             await _settle(feed_tasks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -102,6 +103,29 @@ def test_library_run_reports_unchanged_feeds(tmp_path, server):
     assert [(o.url, o.status, o.new_entries) for o in first.feeds] == [(url, "fetched", 1)]
     assert [(o.url, o.status, o.new_entries) for o in second.feeds] == [(url, "unchanged", 0)]
     assert describe(second).startswith("0 fetched, 1 unchanged, 0 failed; 0 new entries")
+
+
+def test_a_run_where_every_feed_is_unchanged_never_loads_parsers_or_page_workers(tmp_path, server):
+    """Start-up counts in every cron run: what only new entries need is imported when they come."""
+    page = server.route("/harbour.html", Reply(body=b"<html><body><article><p>" + b"The harbour reopened today. " * 40
+                                               + b"</p></article></body></html>", content_type="text/html"))
+    url = server.route("/feed.xml", Conditional(rss_document([{"guid": "a", "title": "Harbour reopens", "link": page}])))
+    cfg = write_config(tmp_path, [{"url": url, "extract": True}])
+    db = tmp_path / "agg.db"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    command = [sys.executable, "-m", "aggregator", "--config", str(cfg), "--db", str(db), "fetch"]
+    first = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    unchanged = subprocess.run(command, cwd=PROJECT_ROOT, env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+                               capture_output=True, text=True, timeout=60)
+    assert unchanged.returncode == 0, unchanged.stderr
+    assert query(db, "SELECT status FROM fetch_log ORDER BY id") == [(200,), (304,)]
+    assert query(db, "SELECT count(*) FROM entries WHERE extract_status = 'ok'") == [(1,)]
+    # -X importtime's lines: "import time: self | cumulative | <indent>module".
+    imported = {line.rsplit("|", 1)[1].strip() for line in unchanged.stderr.splitlines()
+                if line.startswith("import time:") and line.count("|") == 2}
+    assert {"aiohttp", "aggregator.pipeline"} <= imported
+    assert not imported & {"feedparser", "trafilatura", "pebble", "lxml.html"}
 
 
 def test_broken_feeds_never_stop_the_others(tmp_path, server, agg):

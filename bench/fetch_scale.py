@@ -28,6 +28,10 @@ again with everything cached (every answer a 304):
   window's 50,000 stored ones is the cost of a steady-state run.
   The project's bytecode is compiled first, as installing agg
   does: a module compiled on every start would be timed otherwise;
+- the floor, ``bench/aiohttp_floor.py``: a fresh Python process that imports
+  aiohttp and makes the same requests, C in flight, cold and then with the
+  ETags it got, and does nothing else. What is left between it and the
+  physical limit is this server's and this machine's, not agg's;
 - a sequential ``feedparser.parse(url)`` loop: only the first K feeds are
   timed and the time is scaled to N (the table says so);
 - ``newsboat -x reload`` with ``reload-threads C``, when newsboat is installed.
@@ -513,6 +517,20 @@ def _middle(runs: list[Timing]) -> Timing:
                    peak_pss_mb=max((run.peak_pss_mb or 0) for run in runs))
 
 
+def time_aiohttp_floor(server: FeedServer, work: Path, concurrency: int) -> tuple[Timing, Timing]:
+    """``bench/aiohttp_floor.py`` cold, then with the ETags it got: the requests alone, as fast as Python makes them."""
+    urls, etags = work / "floor-urls.json", work / "floor-etags.json"
+    urls.write_text(json.dumps(server.feed_urls))
+    command = [sys.executable, str(PROJECT / "bench" / "aiohttp_floor.py"), str(urls), str(etags), str(concurrency)]
+    server.answers()
+    runs = []
+    for _ in range(2):
+        timing = run_measured(command)
+        timing.answers = _describe_answers(server.answers())
+        runs.append(timing)
+    return runs[0], runs[1]
+
+
 def time_sequential_feedparser(server: FeedServer, sample: int) -> tuple[Timing, Timing]:
     import feedparser
 
@@ -597,6 +615,7 @@ def main() -> None:
         work = Path(tmp)
         agg_cold, agg_warm, agg_later = time_agg(server, work, args.concurrency, max(1, args.repeat),
                                                  max(1, args.cold_repeat))
+        floor = time_aiohttp_floor(server, work, args.concurrency)
         sequential = None if args.agg_only else time_sequential_feedparser(server, min(args.sequential, args.feeds))
         newsboat = None if args.no_newsboat or args.agg_only else time_newsboat(server, work, args.concurrency)
 
@@ -607,6 +626,8 @@ def main() -> None:
           "PSS sum / largest RSS) | server answers (cold / 2nd) |")
     print("|---|---|---|---|---|---|---|")
     print(_row(f"agg fetch --concurrency {args.concurrency}", agg_cold, agg_warm, limit))
+    print(_row(f"the floor: aiohttp, {args.concurrency} in flight, requests only (bench/aiohttp_floor.py)",
+               *floor, limit))
     if sequential:
         print(_row("sequential feedparser.parse(url)", *sequential, limit))
     if newsboat:
@@ -648,7 +669,7 @@ def main() -> None:
     grouped = f", its grouping done in the background after {background.seconds:.2f} s" if background else ""
     print(f"\nsummary: agg fetch {args.feeds} feeds cold {agg_cold.seconds:.2f} s "
           f"({agg_cold.seconds / limit:.2f}x limit){grouped}, all-304 {agg_warm.seconds:.2f} s "
-          f"({agg_warm.seconds / limit:.2f}x); {verdict}")
+          f"({agg_warm.seconds / limit:.2f}x; requests alone {floor[1].seconds / limit:.2f}x); {verdict}")
 
 
 if __name__ == "__main__":

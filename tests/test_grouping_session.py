@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import pytest
 
-from aggregator import pipeline
+from aggregator import dedup, pipeline
 from aggregator.config import load_config
 from aggregator.dedup import WRITE_CHUNK, DedupSettings, GroupingSession, group_new_entries
 from aggregator.pipeline import GroupingWorker, run
@@ -60,6 +60,26 @@ def test_writing_in_chunks_of_one_decides_exactly_as_one_transaction(tmp_path):
         store.close()
     assert results[0] == results[1]
     assert len(results[0][0]) == 3  # the Halvard firing, the Oregon lawsuit, the reinstatement
+
+
+def test_stored_stories_read_a_few_rows_at_a_time_decide_exactly_as_read_at_once(tmp_path, monkeypatch):
+    results = []
+    for rows_per_read in (dedup.SEED_ROWS, 1):  # 1: every story read alone, and larger ones in parts
+        monkeypatch.setattr(dedup, "SEED_ROWS", rows_per_read)
+        store = Store.open(tmp_path / f"seed{rows_per_read}.db")
+        db = store.db
+        feed_ids = _feeds(db, fixture_reports(*FIRST, *SECOND))
+        _insert_entries(db, fixture_reports(*FIRST), feed_ids)
+        assert group_new_entries(db, DedupSettings()).placed == 6
+        _insert_entries(db, fixture_reports(*SECOND), feed_ids)
+        # A new session, as a later run's: the stories stored so far are loaded before SECOND is placed.
+        assert group_new_entries(db, DedupSettings()).placed == 4
+        results.append((stories_by_title(db), db.execute(
+            "SELECT entry_id, story_id, rule, score, evidence FROM story_members ORDER BY entry_id").fetchall()))
+        store.close()
+    assert results[0] == results[1]
+    assert len(results[0][0]) == 3
+    assert any(rule not in ("seed", "merge") for _, _, rule, _, _ in results[0][1][6:])  # SECOND joined stored stories
 
 
 def test_a_session_keeps_its_stories_between_batches_and_their_ids(store):

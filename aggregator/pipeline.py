@@ -460,9 +460,14 @@ async def run_async(
         # first requests' connections wait on every other feed's first step (queueing for a
         # slot), 35 ms for 1,000 feeds, and the first wave of answers with them.
         feed_tasks: list[asyncio.Task] = []
-        for first in range(0, len(feeds), fetcher.concurrency):
-            feed_tasks += [asyncio.create_task(one(feed)) for feed in feeds[first:first + fetcher.concurrency]]
-            await asyncio.sleep(0)
+        try:
+            for first in range(0, len(feeds), fetcher.concurrency):
+                feed_tasks += [asyncio.create_task(one(feed)) for feed in feeds[first:first + fetcher.concurrency]]
+                await asyncio.sleep(0)
+        except BaseException:  # cancelled between two waves: the feeds started must not outlive the run
+            for task in feed_tasks:
+                task.cancel()
+            raise
         watcher = asyncio.create_task(runner.cancel_on_stop(feed_tasks)) if stop is not None else None
         with store.checkpoints_in_background() if large else nullcontext():
             await _settle(feed_tasks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.config import load_config
-from aggregator.pipeline import describe, run
+from aggregator.pipeline import describe, run, run_async
 from aggregator.store import Store
 from tests.conftest import PROJECT_ROOT, rss_document
 from tests.server import Reply, SeenRequest
@@ -91,6 +92,30 @@ def test_second_fetch_is_conditional_and_stores_nothing_new(tmp_path, server, ag
     assert len(log) == 4
     assert sorted(log[:2]) == sorted([(etag_url, 200, 2, 0, None), (plain_url, 200, 1, 0, None)])
     assert sorted(log[2:]) == sorted([(etag_url, 304, 0, 0, None), (plain_url, 200, 0, 0, None)])
+
+
+def test_a_run_cancelled_while_it_starts_its_feeds_leaves_none_of_them_going(tmp_path, server, caplog):
+    # 40 feeds, 2 in flight: their tasks start 2 at a time, the loop let go between waves.
+    urls = [server.route(f"/slow{n}.xml", Reply(body=rss_document([]), delay=1)) for n in range(40)]
+    config = load_config(write_config(tmp_path, [{"url": url} for url in urls], defaults="concurrency: 2"))
+    store = Store.open(tmp_path / "agg.db")
+    reported = []
+
+    async def cancel_while_starting() -> list[asyncio.Task]:
+        this = asyncio.current_task()
+        running = asyncio.create_task(run_async(config, store, progress=lambda *args: reported.append(args)))
+        while len(asyncio.all_tasks() - {this, running}) < 4:  # the second wave has started
+            await asyncio.sleep(0)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await asyncio.sleep(0.1)  # time for a feed left going to fail on the closed session
+        return [task for task in asyncio.all_tasks() - {this} if not task.done()]
+
+    assert asyncio.run(cancel_while_starting()) == []
+    store.close()
+    assert reported == []  # no feed went on to an outcome after the run was cancelled
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
 
 
 def test_library_run_reports_unchanged_feeds(tmp_path, server):

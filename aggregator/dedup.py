@@ -1273,9 +1273,9 @@ def _seed_existing(
                if story_id not in grouper.stories]  # loaded already, or placed by this session
     for batch in _batches_of_rows(stories, SEED_ROWS):
         ids = [entry_id for _, members in batch for entry_id in members]
-        rows = {}
-        for start in range(0, len(ids), SEED_ROWS):  # a story larger than a batch is read in parts
-            part = ids[start:start + SEED_ROWS]
+        rows: dict[int, dict[str, Any]] = {}
+        for first in range(0, len(ids), SEED_ROWS):  # a story larger than a batch is read in parts
+            part = ids[first:first + SEED_ROWS]
             rows.update((row["id"], row) for row in db.query(
                 f"SELECT {_scored_columns(grouper.settings)}, s.representative_id FROM entries e "
                 "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "

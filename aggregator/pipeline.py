@@ -467,6 +467,7 @@ async def run_async(
         except BaseException:  # cancelled between two waves: the feeds started must not outlive the run
             for task in feed_tasks:
                 task.cancel()
+            await asyncio.gather(*feed_tasks, return_exceptions=True)
             raise
         watcher = asyncio.create_task(runner.cancel_on_stop(feed_tasks)) if stop is not None else None
         with store.checkpoints_in_background() if large else nullcontext():

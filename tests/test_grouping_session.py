@@ -71,9 +71,23 @@ def test_stored_stories_read_a_few_rows_at_a_time_decide_exactly_as_read_at_once
         feed_ids = _feeds(db, fixture_reports(*FIRST, *SECOND))
         _insert_entries(db, fixture_reports(*FIRST), feed_ids)
         assert group_new_entries(db, DedupSettings()).placed == 6
+        # Each stored story is loaded with its representative first, then its members oldest first;
+        # its newest member made the face, as when the original source is reported late.
+        db.execute("UPDATE stories SET representative_id = (SELECT e.id FROM entries e WHERE e.story_id = stories.id "
+                   "ORDER BY coalesce(e.published, e.first_seen) DESC, e.id DESC LIMIT 1)")
+        loaded_as: dict[int, list[int]] = {}
+        for entry_id, story_id, representative in db.execute(
+                "SELECT e.id, e.story_id, s.representative_id FROM entries e JOIN stories s ON s.id = e.story_id "
+                "ORDER BY coalesce(e.published, e.first_seen), e.id"):
+            members = loaded_as.setdefault(story_id, [])
+            members.insert(0, entry_id) if entry_id == representative else members.append(entry_id)
         _insert_entries(db, fixture_reports(*SECOND), feed_ids)
         # A new session, as a later run's: the stories stored so far are loaded before SECOND is placed.
-        assert group_new_entries(db, DedupSettings()).placed == 4
+        session = GroupingSession(db, DedupSettings())
+        assert session.place_ready().placed == 4
+        assert len(loaded_as) == 2 and set(loaded_as) <= set(session.grouper.stories)
+        assert {story_id: [doc.report.id for doc in session.grouper.stories[story_id].members][:len(members)]
+                for story_id, members in loaded_as.items()} == loaded_as
         results.append((stories_by_title(db), db.execute(
             "SELECT entry_id, story_id, rule, score, evidence FROM story_members ORDER BY entry_id").fetchall()))
         store.close()

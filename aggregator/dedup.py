@@ -62,7 +62,7 @@ from typing import Any
 import sqlite_utils
 from rapidfuzz import fuzz
 
-from aggregator.store import READY_FOR_STORY, from_db_time, to_db_time, write_transaction
+from aggregator.store import READY_FOR_STORY, from_db_time, in_batches, sql_marks, to_db_time, write_transaction
 from aggregator.urls import canonical_url, host_of
 
 # --------------------------------------------------------------------------
@@ -1274,12 +1274,11 @@ def _seed_existing(
     for batch in _batches_of_rows(stories, SEED_ROWS):
         ids = [entry_id for _, members in batch for entry_id in members]
         rows: dict[int, dict[str, Any]] = {}
-        for first in range(0, len(ids), SEED_ROWS):  # a story larger than a batch is read in parts
-            part = ids[first:first + SEED_ROWS]
+        for part in in_batches(ids, SEED_ROWS):  # a story larger than a batch is read in parts
             rows.update((row["id"], row) for row in db.query(
                 f"SELECT {_scored_columns(grouper.settings)}, s.representative_id FROM entries e "
                 "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
-                f"WHERE e.id IN ({','.join('?' * len(part))})",
+                f"WHERE e.id IN ({sql_marks(part)})",
                 part,
             ))
         for story_id, members in batch:

@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
-from aggregator.store import Store, StoreError, to_db_time
+from aggregator.store import Store, StoreError, sql_marks, to_db_time
 
 # Highlighted matches in titles and snippets are wrapped in these private-use
 # characters, which the display turns into styles or markers of its choice.
@@ -111,7 +111,7 @@ def _details(store: Store, query: str, entry_ids: list[int]) -> dict[int, dict]:
     """Highlighted title, snippet, outlet and story of each of ``entry_ids``."""
     if not entry_ids:
         return {}
-    marks = ",".join("?" * len(entry_ids))
+    marks = sql_marks(entry_ids)
     sql = f"""
         SELECT e.id, e.story_id, e.link, COALESCE(e.published, e.first_seen) AS published,
                COALESCE(f.title, f.url) AS outlet, s.title AS story_title, s.n_reports, s.n_outlets,

@@ -503,9 +503,9 @@ class Store:
         for entry in entries:
             unique.setdefault(entry.guid, entry)
         existing: dict[str, str] = {}
-        for batch in _batches(list(unique)):
+        for batch in in_batches(list(unique)):
             rows = conn.execute(
-                f"SELECT guid, content_hash FROM entries WHERE feed_id = ? AND guid IN ({_marks(batch)})",
+                f"SELECT guid, content_hash FROM entries WHERE feed_id = ? AND guid IN ({sql_marks(batch)})",
                 [feed_id, *batch],
             )
             existing.update(rows)
@@ -527,9 +527,9 @@ class Store:
         conn.executemany(_INSERT_ENTRY, inserts)
         conn.executemany(_UPDATE_ENTRY, updates)
         saved.updated = len(updates)
-        for batch in _batches(new_guids):
+        for batch in in_batches(new_guids):
             rows = conn.execute(
-                f"SELECT id FROM entries WHERE feed_id = ? AND guid IN ({_marks(batch)}) ORDER BY id",
+                f"SELECT id FROM entries WHERE feed_id = ? AND guid IN ({sql_marks(batch)}) ORDER BY id",
                 [feed_id, *batch],
             )
             saved.new_entry_ids.extend(row[0] for row in rows)
@@ -791,11 +791,13 @@ def _update(conn: sqlite3.Connection, table: str, row_id: int, columns: dict[str
         conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", [*columns.values(), row_id])
 
 
-def _marks(items: Any) -> str:
+def sql_marks(items: Any) -> str:
+    """One ``?`` per item, comma-separated: the inside of ``IN (...)``."""
     return ",".join("?" * len(items))
 
 
-def _batches(items: list, size: int = 500) -> Iterator[list]:
+def in_batches(items: list, size: int = 500) -> Iterator[list]:
+    """``items`` in lists of ``size`` at most, so that ``IN (...)`` stays under SQLite's limit on parameters."""
     for start in range(0, len(items), size):
         yield items[start:start + size]
 

@@ -209,7 +209,10 @@ def _serve(connection: socket.socket, function: Callable[..., Any]) -> None:
             header = _receive(connection, _LENGTH.size)
             if header is None:
                 return
-            args = pickle.loads(_receive(connection, _LENGTH.unpack(header)[0]) or b"")
+            request = _receive(connection, _LENGTH.unpack(header)[0])
+            if request is None:
+                return
+            args = pickle.loads(request)
             try:
                 reply = pickle.dumps((True, function(*args)), pickle.HIGHEST_PROTOCOL)
             except Exception as exc:  # noqa: BLE001 -- the caller gets what the function raised

@@ -521,14 +521,8 @@ def time_aiohttp_floor(server: FeedServer, work: Path, concurrency: int) -> tupl
     """``bench/aiohttp_floor.py`` cold, then with the ETags it got: the requests alone, as fast as Python makes them."""
     urls, etags = work / "floor-urls.json", work / "floor-etags.json"
     urls.write_text(json.dumps(server.feed_urls))
-    command = [sys.executable, str(PROJECT / "bench" / "aiohttp_floor.py"), str(urls), str(etags), str(concurrency)]
-    server.answers()
-    runs = []
-    for _ in range(2):
-        timing = run_measured(command)
-        timing.answers = _describe_answers(server.answers())
-        runs.append(timing)
-    return runs[0], runs[1]
+    return _first_and_second_run(
+        server, [sys.executable, str(PROJECT / "bench" / "aiohttp_floor.py"), str(urls), str(etags), str(concurrency)])
 
 
 def time_sequential_feedparser(server: FeedServer, sample: int) -> tuple[Timing, Timing]:
@@ -562,7 +556,13 @@ def time_newsboat(server: FeedServer, work: Path, threads: int) -> tuple[Timing,
     config.write_text(f"reload-threads {threads}\ndownload-timeout 60\n")
     env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
            "XDG_DATA_HOME": str(home / ".local")}
-    command = [newsboat, "-x", "reload", "-u", str(urls), "-c", str(cache), "-C", str(config), "-q"]
+    return _first_and_second_run(
+        server, [newsboat, "-x", "reload", "-u", str(urls), "-c", str(cache), "-C", str(config), "-q"], env)
+
+
+def _first_and_second_run(server: FeedServer, command: list[str],
+                          env: dict[str, str] | None = None) -> tuple[Timing, Timing]:
+    """``command`` run twice, each with what the server answered it: cold, then with whatever it cached."""
     server.answers()
     runs = []
     for _ in range(2):

@@ -1218,7 +1218,9 @@ def eval_dedup(ctx: Context, file: Path, fmt: str, as_json: bool) -> None:
 
     Prints pairwise and B-cubed precision/recall/F1, gold and predicted story
     counts, and seconds. Thresholds come from the config's dedup: block when
-    the config exists.
+    the config exists. Reports without a time are placed as fetched with the
+    dated report before them in the file. Lines without an id or a text are
+    counted in a warning on stderr.
 
     \b
     Examples:
@@ -1234,6 +1236,8 @@ def eval_dedup(ctx: Context, file: Path, fmt: str, as_json: bool) -> None:
         fail(f"cannot read {file}: {exc.strerror or exc}")
     except (ValueError, KeyError) as exc:
         fail(f"cannot read {file} as {fmt}: {terminal_safe(exc)}")
+    for warning in result.warnings:
+        click.echo(f"warning: {terminal_safe(str(file))}: {warning}", err=True)
     if as_json:
         _echo_json(result.to_dict())
     else:

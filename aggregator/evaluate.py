@@ -17,7 +17,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Hashable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -47,6 +47,7 @@ class EvalResult:
     bcubed_recall: float
     bcubed_f1: float
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -79,10 +80,17 @@ def _parse_time(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def load_jsonl(path: Path) -> tuple[list[Report], dict[str, Hashable]]:
-    """Reports and their gold story labels from a JSON Lines file."""
+def load_jsonl(path: Path, warnings: list[str] | None = None) -> tuple[list[Report], dict[str, Hashable]]:
+    """Reports and their gold story labels from a JSON Lines file.
+
+    A line without ``id`` is numbered by its line, and one without ``text`` is
+    grouped on its title alone: both are counted in ``warnings``, so that a
+    file of the wrong shape is noticed.
+    """
     reports: list[Report] = []
     gold: dict[str, Hashable] = {}
+    without_id: list[int] = []
+    without_text: list[int] = []
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -93,7 +101,11 @@ def load_jsonl(path: Path) -> tuple[list[Report], dict[str, Hashable]]:
                 raise EvalInputError(f"line {number}: not JSON ({exc.msg})") from None
             if not isinstance(row, dict) or row.get("story") is None:
                 raise EvalInputError(f"line {number}: each line must be a JSON object with a gold 'story' label")
-            report_id = str(row.get("id", number))
+            if row.get("id") in (None, ""):
+                without_id.append(number)
+            if not _text(row.get("text")).strip():
+                without_text.append(number)
+            report_id = str(row["id"]) if row.get("id") not in (None, "") else str(number)
             if report_id in gold:
                 raise EvalInputError(f"line {number}: id {report_id!r} appears twice")
             reports.append(
@@ -109,6 +121,14 @@ def load_jsonl(path: Path) -> tuple[list[Report], dict[str, Hashable]]:
             )
             story = row["story"]
             gold[report_id] = story if isinstance(story, Hashable) else json.dumps(story, sort_keys=True)
+    (warnings if warnings is not None else []).extend(
+        f"{len(lines)} of {len(reports)} lines have no '{key}'{consequence} (first: line {lines[0]})"
+        for key, lines, consequence in (
+            ("id", without_id, ": numbered by their line"),
+            ("text", without_text, ": grouped on their titles alone"),
+        )
+        if lines
+    )
     return reports, gold
 
 
@@ -116,14 +136,16 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else "" if value is None else str(value)
 
 
-def load_uci(path: Path) -> tuple[list[Report], dict[str, Hashable]]:
+def load_uci(path: Path, warnings: list[str] | None = None) -> tuple[list[Report], dict[str, Hashable]]:
     """Headlines (titles only) from the UCI News Aggregator CSV; rows without a label are dropped."""
     reports: list[Report] = []
     gold: dict[str, Hashable] = {}
+    dropped = 0
     with path.open(encoding="utf-8", newline="") as handle:
         for row in csv.DictReader(handle):
             # The file ends with a row cut short: it has no label or time.
             if not row.get("STORY") or not (row.get("TIMESTAMP") or "").isdigit():
+                dropped += 1
                 continue
             report_id = row["ID"]
             reports.append(
@@ -136,6 +158,8 @@ def load_uci(path: Path) -> tuple[list[Report], dict[str, Hashable]]:
                 )
             )
             gold[report_id] = row["STORY"]
+    if dropped and warnings is not None:
+        warnings.append(f"{dropped} row{'s' if dropped > 1 else ''} without a STORY label or a TIMESTAMP: left out")
     return reports, gold
 
 
@@ -174,12 +198,32 @@ def _f1(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
+def as_fetched(reports: list[Report]) -> list[Report]:
+    """Reports with a time each, as the pipeline sees them: an undated one takes its file neighbour's time.
+
+    The pipeline gives an entry without a publication time the time it was
+    fetched, with the entries fetched in the same run. A labelled file has no
+    fetch times, so a report without ``published`` is taken as fetched with the
+    dated report before it in the file (the first dated one, for those before
+    any): it is placed among the reports of its time, never after every dated
+    report, and never evicted from the window because of its missing time.
+    Where no report has a time, all are placed together in file order.
+    """
+    times = [r.published for r in reports]
+    last = next((t for t in times if t is not None), None)
+    dated = []
+    for report, published in zip(reports, times):
+        last = published or last
+        dated.append(report if published or last is None else replace(report, published=last))
+    return dated
+
+
 def evaluate_reports(
     reports: list[Report], gold: Mapping[str, Hashable], settings: DedupSettings | None = None
 ) -> EvalResult:
     started = time.perf_counter()
     grouper = StoryGrouper(settings or DedupSettings())
-    grouper.add_many(reports)
+    grouper.add_many(as_fetched(reports))
     predicted = grouper.clusters()
     seconds = time.perf_counter() - started
     scores = score_clustering(gold, predicted)
@@ -190,12 +234,15 @@ def evaluate_file(path: str | Path, fmt: str = "jsonl", settings: DedupSettings 
     """Cluster a labelled file with the pipeline's engine and score it. ``fmt`` is ``jsonl`` or ``uci``."""
     if fmt not in LOADERS:
         raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(LOADERS)}")
-    reports, gold = LOADERS[fmt](Path(path))
+    warnings: list[str] = []
+    reports, gold = LOADERS[fmt](Path(path), warnings)
     if not reports:
         expected = "a CSV with ID, TITLE, URL, PUBLISHER, STORY, TIMESTAMP columns" if fmt == "uci" else \
             "one JSON object a line with id, title, text, url, source, published and a gold story"
         raise EvalInputError(f"no labelled documents found (expected {expected})")
-    return evaluate_reports(reports, gold, settings)
+    result = evaluate_reports(reports, gold, settings)
+    result.warnings = warnings
+    return result
 
 
 def format_result(result: EvalResult) -> str:

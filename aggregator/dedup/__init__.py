@@ -1,0 +1,56 @@
+"""Dedup: fold reports of one event from many outlets into one story.
+
+The package's files are the stages of grouping:
+
+- :mod:`~aggregator.dedup.settings`: the thresholds (``DedupSettings``), light to import;
+- :mod:`~aggregator.dedup.text`: folding, tokens, cleaned titles, names, the lead past page chrome;
+- :mod:`~aggregator.dedup.features`: each report's vectors and the window's word frequencies;
+- :mod:`~aggregator.dedup.scoring`: how alike two reports are (``score_pair``);
+- :mod:`~aggregator.dedup.grouper`: the incremental grouper (``StoryGrouper``), pure and in memory;
+- :mod:`~aggregator.dedup.credit`: a story's original source;
+- :mod:`~aggregator.dedup.session`: the database step (``GroupingSession``, ``group_new_entries``).
+
+The engine is pure: it takes :class:`Report` records and returns
+:class:`Placement` decisions, so that the pipeline and ``agg eval-dedup`` run
+exactly the same code. Names are imported from here on first use, so that
+reading the settings (as ``config.py`` does) loads neither rapidfuzz nor
+sqlite-utils.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from aggregator.dedup.settings import DedupSettings
+
+_HOMES = {
+    "Report": "features", "Features": "features",
+    "Placement": "grouper", "Merge": "grouper", "StoryGrouper": "grouper",
+    "score_pair": "scoring", "time_factor": "scoring",
+    "clean_title": "text", "fold": "text", "entities": "text", "lead_of": "text",
+    "credited_outlet": "credit", "report_credit": "credit", "original_source": "credit",
+    "GroupingSession": "session", "GroupingSummary": "session", "group_new_entries": "session",
+    "resolve_story_id": "session", "WRITE_CHUNK": "session", "SEED_ROWS": "session",
+}
+
+__all__ = ["DedupSettings", *_HOMES]
+
+if TYPE_CHECKING:
+    from aggregator.dedup.credit import credited_outlet, original_source, report_credit
+    from aggregator.dedup.features import Features, Report
+    from aggregator.dedup.grouper import Merge, Placement, StoryGrouper
+    from aggregator.dedup.scoring import score_pair, time_factor
+    from aggregator.dedup.session import (
+        SEED_ROWS, WRITE_CHUNK, GroupingSession, GroupingSummary, group_new_entries, resolve_story_id,
+    )
+    from aggregator.dedup.text import clean_title, entities, fold, lead_of
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'aggregator.dedup' has no attribute {name!r}")
+    value = getattr(import_module(f"aggregator.dedup.{home}"), name)
+    globals()[name] = value
+    return value

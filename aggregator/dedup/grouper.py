@@ -1,0 +1,406 @@
+"""The grouper: places reports into stories one at a time, in memory, with stable ids.
+
+Decisions go from cheap to expensive:
+
+1. identity: same canonical URL, same non-trivial GUID, or same
+   fingerprint of a long enough normalised body;
+2. candidates: only stories inside the time window that share informative
+   (rare within the window) title, lead or name tokens, found through an
+   inverted index, so the cost grows about linearly with the number of reports;
+3. scoring (:mod:`aggregator.dedup.scoring`) of the report against the
+   candidates' members;
+4. clustering: a report joins a story only when its *average* link to the
+   story's compared members clears the threshold (no single-link chaining),
+   so a story's later reports are judged against the story, not one early
+   member; two stories that the report joins both, and whose average link
+   clears the merge threshold, become one under the older id.
+
+Work and memory per report are bounded, whatever the bodies and the window
+hold: only the first ``max_body_chars`` of a body are read, texts are dropped
+once features are built, each vector keeps its heaviest terms, candidate
+search reads at most ``max_candidate_postings`` postings (rarest tokens
+first), and a story whose representative scores below
+``min_representative_link`` is not compared further. A token of more than
+``max_posting_stories`` stories finds no candidates, so it keeps a count of
+its reports instead of its story list, until no more than that many reports
+carry it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import add
+from typing import Any
+
+from aggregator.dedup.features import Features, Frequencies, Report, make_features, meaningful_guid
+from aggregator.dedup.scoring import score_pair
+from aggregator.dedup.settings import DedupSettings
+
+
+@dataclass
+class Placement:
+    """Where a report went, by which rule, and the scores that decided it."""
+
+    story_id: int
+    rule: str  # seed | same-url | same-guid | same-body | similar
+    score: float | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Merge:
+    """Story ``merged`` was folded into the older story ``into``."""
+
+    merged: int
+    into: int
+    score: float
+
+
+@dataclass
+class _Story:
+    id: int
+    members: list[Features] = field(default_factory=list)
+    representative: Features | None = None
+
+    @property
+    def first_compared(self) -> Features:
+        """The member compared first: the representative, else the newest member."""
+        return self.representative or self.members[-1]
+
+    def compared_members(self, limit: int) -> list[Features]:
+        """The representative first, then the newest members: a sample that follows the story as it moves."""
+        first = self.first_compared
+        newest = self.members[-limit:][::-1]
+        return [first] + [m for m in newest if m is not first][: limit - 1]
+
+
+class StoryGrouper:
+    """Places reports into stories one at a time; ids once given never change.
+
+    Seed it with existing stories (:meth:`seed`), then :meth:`add` or
+    :meth:`add_many` new reports. New stories get ids from ``first_new_id``
+    upwards. When a report shows two stories to be one, the younger is folded
+    into the older and the fold is recorded in :attr:`merges`.
+    """
+
+    def __init__(self, settings: DedupSettings | None = None, first_new_id: int = 1) -> None:
+        self.settings = settings or DedupSettings()
+        self.next_id = first_new_id
+        self.stories: dict[int, _Story] = {}
+        self.story_of: dict[Any, int] = {}  # report id -> story id
+        self.merges: list[Merge] = []
+        self._merged_into: dict[int, int] = {}
+        self._freq = Frequencies(self.settings)
+        self._unplaced: dict[Any, Features] = {}  # observed, not placed yet
+        self._counted: set[Any] = set()  # report ids whose tokens the frequencies hold
+        # token -> {story id: how many of its reports in the window carry the token}; plain dicts, not
+        # Counters: a Counter's missing-key hook is a Python call on nearly every posting added.
+        self._postings: dict[str, dict[int, int]] = defaultdict(dict)
+        # token -> how many reports in the window carry it, for the tokens of more than
+        # max_posting_stories stories: they find no candidates, so their story lists are dropped
+        # (common words' lists were most of the grouper's memory) until few enough reports carry them.
+        self._crowded: dict[str, int] = {}
+        self._docs: dict[int, Features] = {}
+        self._doc_story: dict[int, int] = {}
+        self._by_url: dict[str, int] = {}
+        self._by_guid: dict[str, int] = {}
+        self._by_fingerprint: dict[str, int] = {}
+        self._timeline: list[tuple[datetime, int]] = []  # heap of (published, seq), for eviction
+        # Reports published before this have left the index: a report older than it plus the window
+        # would not find its stories here.
+        self.forgotten_before: datetime | None = None
+        self._seq = 0
+
+    # -- public ------------------------------------------------------------
+
+    def observe(self, reports: Iterable[Report]) -> None:
+        """Count the reports' tokens in the window's frequencies before placing them.
+
+        Placing a batch after observing it all gives the first reports of the
+        batch the same sense of which words are rare as the last ones.
+        """
+        for report in reports:
+            if report.id not in self._counted:
+                doc = make_features(report, self.settings)
+                self._unplaced[report.id] = doc
+                self._counted.add(report.id)
+                self._freq.add(doc.vocabulary)
+
+    def seed(self, story_id: int, reports: Sequence[Report]) -> None:
+        """Load an existing story with its members (oldest first); nothing is re-decided."""
+        story = self.stories.setdefault(story_id, _Story(story_id))
+        self.next_id = max(self.next_id, story_id + 1)
+        for report in reports:
+            self.observe([report])
+            doc = self._new_doc(report)
+            self._attach(doc, story)
+
+    def add(self, report: Report) -> Placement:
+        """Place one report: into the story it matches, else into a new story."""
+        self.observe([report])
+        doc = self._new_doc(report)
+        self._evict_old(doc)
+        identity = self._identity_match(doc)
+        if identity is not None:
+            rule, story_id = identity
+            self._attach(doc, self.stories[story_id])
+            return Placement(story_id, rule, 1.0, {"matched": rule})
+        best = self._best_story(doc)
+        if best is not None:
+            story, score, evidence, runners_up = best
+            self._attach(doc, story)
+            placed_in = self._merge_related(story, runners_up, bridge=doc)
+            if placed_in != story.id:
+                evidence["merged_into"] = placed_in
+            return Placement(placed_in, "similar", round(score, 3), evidence)
+        story = _Story(self.next_id)
+        self.next_id += 1
+        self.stories[story.id] = story
+        self._attach(doc, story)
+        return Placement(story.id, "seed", None, {})
+
+    def add_many(self, reports: Iterable[Report]) -> dict[Any, Placement]:
+        """Place reports in publication order (unknown times last); see :meth:`place_many`."""
+        return {report.id: placement for report, placement in self.place_many(reports)}
+
+    def place_many(self, reports: Iterable[Report]) -> Iterator[tuple[Report, Placement]]:
+        """Place reports in publication order (unknown times last), yielding each placement as it is made.
+
+        Each report is placed after observing every report of the batch it
+        could match (published up to ``window_hours`` after it), so the first
+        reports of a burst have the same sense of which words are rare as the
+        last ones; reports further ahead are observed only when their time
+        comes, so frequencies and memory stay those of one window.
+        """
+        ordered = sorted(reports, key=lambda r: (r.published is None, r.published or datetime.min.replace(tzinfo=UTC)))
+        ahead = timedelta(hours=2 * self.settings.window_hours)
+        observed = 0
+        for report in ordered:
+            horizon = report.published + ahead if report.published else None
+            end = observed
+            while end < len(ordered) and (horizon is None or (ordered[end].published or horizon) <= horizon):
+                end += 1
+            if end > observed:
+                self.observe(ordered[observed:end])
+                observed = end
+            yield report, self.add(report)
+
+    def resolve(self, story_id: int) -> int:
+        while story_id in self._merged_into:
+            story_id = self._merged_into[story_id]
+        return story_id
+
+    def clusters(self) -> dict[Any, int]:
+        """Every report id placed so far, with its current story id."""
+        return {report_id: self.resolve(story_id) for report_id, story_id in self.story_of.items()}
+
+    def members(self, story_id: int) -> list[Report]:
+        return [doc.report for doc in self.stories[self.resolve(story_id)].members]
+
+    def representative(self, story_id: int) -> Report | None:
+        rep = self.stories[self.resolve(story_id)].representative
+        return rep.report if rep else None
+
+    # -- internals ---------------------------------------------------------
+
+    def _new_doc(self, report: Report) -> Features:
+        doc = self._unplaced.pop(report.id, None) or make_features(report, self.settings)
+        doc.seq = self._seq
+        self._seq += 1
+        self._freq.weigh(doc)
+        return doc
+
+    def _attach(self, doc: Features, story: _Story) -> None:
+        story.members.append(doc)
+        if story.representative is None or (doc.has_body and not story.representative.has_body):
+            story.representative = doc
+        self.story_of[doc.report.id] = story.id
+        self._docs[doc.seq] = doc
+        self._doc_story[doc.seq] = story.id
+        self._post(doc, story.id)
+        if doc.canonical:
+            self._by_url.setdefault(doc.canonical, doc.seq)
+        guid = meaningful_guid(doc.report.guid)
+        if guid:
+            self._by_guid.setdefault(guid, doc.seq)
+        if doc.fingerprint:
+            self._by_fingerprint.setdefault(doc.fingerprint, doc.seq)
+        if doc.report.published:
+            heapq.heappush(self._timeline, (doc.report.published, doc.seq))
+
+    def _evict_old(self, incoming: Features) -> None:
+        """Forget index entries too old to match anything arriving from now on."""
+        if incoming.report.published is None:
+            return
+        # Relative to the incoming report, so a late arrival still finds the stories of its own days.
+        horizon = incoming.report.published - timedelta(hours=2 * self.settings.window_hours)
+        if self.forgotten_before is None or horizon > self.forgotten_before:
+            self.forgotten_before = horizon
+        while self._timeline and self._timeline[0][0] < horizon:
+            old = self._docs.pop(heapq.heappop(self._timeline)[1])
+            self._unpost(old, self._doc_story[old.seq])
+            if old.report.id in self._counted:
+                self._counted.discard(old.report.id)
+                self._freq.remove(old.vocabulary)
+            # Nothing arriving from now on is close enough in time to be compared with it.
+            old.release()
+
+    def _post(self, doc: Features, story_id: int) -> None:
+        crowded, limit = self._crowded, self.settings.max_posting_stories
+        for token in doc.key_tokens:
+            if token in crowded:
+                crowded[token] += 1
+                continue
+            stories = self._postings[token]
+            stories[story_id] = stories.get(story_id, 0) + 1
+            if len(stories) > limit:
+                crowded[token] = sum(stories.values())
+                del self._postings[token]
+
+    def _unpost(self, doc: Features, story_id: int) -> None:
+        """Take a report leaving the window out of the postings (its doc no longer in ``_docs``)."""
+        crowded, limit = self._crowded, self.settings.max_posting_stories
+        for token in doc.key_tokens:
+            carried = crowded.get(token)
+            if carried is not None:
+                if carried - 1 > limit:
+                    crowded[token] = carried - 1
+                else:  # few enough reports carry it to find candidates again: list its stories anew
+                    del crowded[token]
+                    self._postings[token] = self._stories_carrying(token)
+                continue
+            self._move_posting(token, story_id, None)
+
+    def _move_posting(self, token: str, from_story: int, to_story: int | None) -> None:
+        """One report's posting of ``token`` leaves ``from_story``, for ``to_story`` if given."""
+        stories = self._postings[token]
+        left = stories[from_story] - 1
+        if left > 0:
+            stories[from_story] = left
+        else:
+            del stories[from_story]
+        if to_story is not None:
+            stories[to_story] = stories.get(to_story, 0) + 1
+        elif not stories:
+            del self._postings[token]
+
+    def _stories_carrying(self, token: str) -> dict[int, int]:
+        stories: dict[int, int] = {}
+        for seq, doc in self._docs.items():
+            if token in doc.key_tokens:
+                story_id = self._doc_story[seq]
+                stories[story_id] = stories.get(story_id, 0) + 1
+        return stories
+
+    def _identity_match(self, doc: Features) -> tuple[str, int] | None:
+        guid = meaningful_guid(doc.report.guid)
+        checks = (
+            ("same-url", self._by_url, doc.canonical),
+            ("same-guid", self._by_guid, guid),
+            ("same-body", self._by_fingerprint, doc.fingerprint),
+        )
+        for rule, index, key in checks:
+            if key and key in index:
+                return rule, self.resolve(self._doc_story[index[key]])
+        return None
+
+    def _candidate_stories(self, doc: Features) -> list[_Story]:
+        """Stories sharing the most rare-token weight with the report, most first."""
+        settings = self.settings
+        cap = max(20, settings.max_token_df * self._freq.n)
+        df, postings = self._freq.df, self._postings
+        lists = sorted(
+            (len(stories), token, stories)
+            for token in doc.key_tokens
+            # Tokens of more than max_posting_stories stories have no list here (see _post).
+            if (stories := postings.get(token)) and df.get(token, 0) <= cap
+        )
+        weight: dict[int, float] = {}
+        budget = settings.max_candidate_postings
+        for size, token, stories in lists:  # rarest first, until the budget is spent
+            budget -= size
+            if budget < 0:
+                break
+            idf = doc.title_weights.get(token) or self._freq.idf(token)
+            # weight[story] += idf for the whole list in one C-level pass (a Python loop over these
+            # postings was the engine's largest cost); a story occurs once in a list, so each read
+            # comes before its own write.
+            weight.update(zip(stories, map(add, map(weight.get, stories, repeat(0.0)), repeat(idf))))
+        # Relative to the title's weight: a shared lead adds evidence on top of it.
+        floor = settings.min_candidate_share * doc.title_mass
+        # The largest of all, then the floor: the same stories as the largest of those above the floor,
+        # without building the list of those first.
+        best = heapq.nlargest(settings.max_candidate_stories, zip(weight.values(), weight.keys()))
+        return [self.stories[story_id] for shared, story_id in best if shared >= floor]
+
+    def _story_link(self, doc: Features, story: _Story) -> tuple[float, dict[str, Any]]:
+        """Average link between the report and the story's sampled members."""
+        settings = self.settings
+        first = score_pair(doc, story.first_compared, settings)
+        if first[0] < settings.min_representative_link:
+            return first[0], {"representative_link": round(first[0], 3)}
+        # Sampled only now: most stories end at the first comparison.
+        sample = story.compared_members(settings.max_members_compared)
+        scored = [first] + [score_pair(doc, member, settings) for member in sample[1:]]
+        average = sum(s for s, _ in scored) / len(scored)
+        best_index = max(range(len(scored)), key=lambda i: scored[i][0])
+        evidence: dict[str, Any] = {
+            "average_link": round(average, 3),
+            "compared": len(scored),
+            "best_member": sample[best_index].report.id,
+            "best": round(scored[best_index][0], 3),
+            **{name: round(value, 3) for name, value in scored[best_index][1].items()},
+        }
+        return average, evidence
+
+    def _best_story(self, doc: Features) -> tuple[_Story, float, dict[str, Any], list[tuple[_Story, float]]] | None:
+        linked = []
+        for story in self._candidate_stories(doc):
+            average, evidence = self._story_link(doc, story)
+            linked.append((average, story, evidence))
+        linked.sort(key=lambda x: -x[0])
+        if not linked or linked[0][0] < self.settings.join_threshold:
+            return None
+        score, story, evidence = linked[0]
+        # Only stories the report would join as well are merge candidates: the report is the bridge.
+        related = [(s, sc) for sc, s, _ in linked[1:] if sc >= self.settings.join_threshold]
+        return story, score, evidence, related
+
+    def _merge_related(self, story: _Story, others: list[tuple[_Story, float]], bridge: Features) -> int:
+        """Fold stories that the new report joined as well, when they match as wholes without it."""
+        current = story
+        for other, _ in others:
+            if self.resolve(other.id) != other.id or other.id == current.id:
+                continue
+            link = self._stories_link(current, other, leaving_out=bridge)
+            if link < self.settings.merge_threshold:
+                continue
+            older, younger = (current, other) if current.id < other.id else (other, current)
+            for member in younger.members:
+                older.members.append(member)
+                if member.seq in self._docs:  # still in the window: move its postings (a crowded token has none)
+                    for token in member.key_tokens:
+                        if token not in self._crowded:
+                            self._move_posting(token, younger.id, older.id)
+                self._doc_story[member.seq] = older.id
+                self.story_of[member.report.id] = older.id
+            if older.representative is None:
+                older.representative = younger.representative
+            younger.members = []
+            self._merged_into[younger.id] = older.id
+            self.merges.append(Merge(younger.id, older.id, round(link, 3)))
+            current = older
+        return current.id
+
+    def _stories_link(self, a: _Story, b: _Story, leaving_out: Features) -> float:
+        """Average link between two stories' compared members, the report that bridges them left out."""
+        limit = max(2, self.settings.max_members_compared // 2)
+        a_members, b_members = ([m for m in s.compared_members(limit + 1) if m is not leaving_out][:limit]
+                                for s in (a, b))
+        pairs = [score_pair(x, y, self.settings)[0] for x in a_members for y in b_members]
+        return sum(pairs) / len(pairs) if pairs else 0.0

@@ -1,0 +1,106 @@
+"""How likely two reports tell the same story: one score in [0, 1] with the measures behind it.
+
+Two routes in. Reports with bodies are compared by what they say: the cosine
+of their whole texts, of their names and figures, and of their titles and
+leads; the whole text is the first evidence, so a rewrite under a new headline
+joins, and the names keep apart two events of one kind (two earthquakes, two
+rehab check-ins). A pair without two bodies has only its headlines: rapidfuzz
+ratios and the overlap of rare title words, weighed down since a headline
+alone proves less. Signs of two different events lower either score:
+disjoint figures ("kills 14" / "kills 6"), and time, since follow-up events
+come a day or more later; where a report has no time, disjoint years named
+in the texts.
+"""
+
+from __future__ import annotations
+
+import math
+from operator import add
+from typing import Any
+
+from rapidfuzz import fuzz
+
+from aggregator.dedup.features import Features
+from aggregator.dedup.settings import DedupSettings
+
+SUMMARY_CONTAINMENT = 0.5
+"""A summary's share of words found in the longer text counts this much as its text score."""
+
+
+def time_factor(hours_apart: float, settings: DedupSettings) -> float:
+    """Share of the score kept for reports this far apart: 1 within ``full_credit_hours``, less each day after."""
+    late_days = max(0.0, hours_apart - settings.full_credit_hours) / 24
+    return max(0.0, 1.0 - settings.decay_per_day * late_days)
+
+
+def weighted_jaccard(a: dict[str, float], b: dict[str, float], a_mass: float, b_mass: float) -> float:
+    """Jaccard overlap of two weighted token sets, each token counted by its rarity."""
+    if not a or not b:
+        return 0.0
+    common = a.keys() & b.keys()
+    if not common:
+        return 0.0
+    # fsum makes the result independent of the set's order.
+    shared = math.fsum(map(add, map(a.__getitem__, common), map(b.__getitem__, common))) / 2
+    union = a_mass + b_mass - shared
+    return shared / union if union else 0.0
+
+
+def figures_clash(a: Features, b: Features) -> bool:
+    """Whether two reports give different figures: two or more each, none shared (or disjoint title numbers)."""
+    if a.has_body and b.has_body:
+        return len(a.figures) >= 2 and len(b.figures) >= 2 and not a.figures & b.figures
+    return bool(a.title_numbers and b.title_numbers and not a.title_numbers & b.title_numbers)
+
+
+def title_score(a: Features, b: Features) -> tuple[float, dict[str, float]]:
+    """Headline agreement: rapidfuzz set and sort ratios and the overlap of rare title words."""
+    set_ratio = fuzz.token_set_ratio(a.title, b.title) / 100
+    sort_ratio = fuzz.token_sort_ratio(a.title, b.title) / 100
+    rare = weighted_jaccard(a.title_weights, b.title_weights, a.title_mass, b.title_mass)
+    return 0.3 * set_ratio + 0.3 * sort_ratio + 0.4 * rare, {"title_set": set_ratio, "title_sort": sort_ratio,
+                                                             "title_rare": rare}
+
+
+def content_score(a: Features, b: Features, settings: DedupSettings) -> tuple[float, dict[str, float]]:
+    """Body agreement of two reports with bodies: their texts', names' and leads' cosines, weighted."""
+    text = a.text.cosine(b.text)
+    names = a.names.cosine(b.names)
+    lead = a.lead.cosine(b.lead)
+    evidence = {"text": text, "names": names, "lead": lead}
+    short, long = (a, b) if a.length <= b.length else (b, a)
+    if short.length < settings.short_body_tokens and 2 * short.length <= long.length:
+        # A summary or teaser: a cosine punishes it for all the long text it leaves out.
+        contained = short.text.containment(long.text)
+        evidence["contained"] = contained
+        text = max(text, SUMMARY_CONTAINMENT * contained)
+    score = settings.text_weight * text + settings.names_weight * names + settings.lead_weight * lead
+    return score, evidence
+
+
+def score_pair(a: Features, b: Features, settings: DedupSettings) -> tuple[float, dict[str, Any]]:
+    """How likely two reports tell the same story, in [0, 1], with the measures behind it."""
+    gap = abs(a.hour - b.hour) if a.hour is not None and b.hour is not None else 0.0
+    if gap > settings.window_hours:
+        return 0.0, {"hours_apart": gap}
+    evidence: dict[str, Any] = {}
+    factor = 1.0
+    if gap > settings.full_credit_hours:
+        factor = time_factor(gap, settings)
+        evidence["hours_apart"] = gap
+    if figures_clash(a, b):
+        factor *= settings.clash_factor
+        evidence["figures_clash"] = 1.0
+    if (a.hour is None or b.hour is None) and a.years and b.years and not a.years & b.years:
+        # Without publication times, the years the texts name are all that dates them.
+        factor *= settings.years_clash_factor
+        evidence["years_clash"] = 1.0
+    if a.has_body and b.has_body:
+        score, measures = content_score(a, b, settings)
+    elif not (a.generic_title or b.generic_title):
+        score, measures = title_score(a, b)
+        score *= settings.title_only_weight
+    else:
+        return 0.0, {**evidence, "generic_title": 1.0}
+    evidence.update(measures)
+    return factor * score, evidence

@@ -1,0 +1,376 @@
+"""The database step: give stored entries without a story one, batch after batch (the only I/O of grouping).
+
+A :class:`GroupingSession` reads the entries whose extraction is done, loads
+the stored stories around them into a :class:`StoryGrouper`, places the new
+entries and writes the placements, each transaction leaving every story it
+touches consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlite_utils
+
+from aggregator.dedup.credit import original_source, report_credit
+from aggregator.dedup.features import Report
+from aggregator.dedup.grouper import Merge, StoryGrouper
+from aggregator.dedup.settings import DedupSettings
+from aggregator.dedup.text import fold
+from aggregator.store import READY_FOR_STORY, from_db_time, in_batches, sql_marks, to_db_time, write_transaction
+from aggregator.urls import host_of
+
+TAG = re.compile(r"<[^>]+>")
+
+
+@dataclass
+class GroupingSummary:
+    placed: int = 0
+    new_stories: int = 0
+    joined: int = 0
+    merges: int = 0
+
+    def add(self, other: GroupingSummary) -> None:
+        self.placed += other.placed
+        self.new_stories += other.new_stories
+        self.joined += other.joined
+        self.merges += other.merges
+
+
+ENTRY_COLUMNS = """
+    e.id, e.guid, e.link, e.canonical_url, e.title, e.summary, e.text, e.published, e.first_seen,
+    e.story_id, f.title AS feed_title
+"""
+
+
+def _scored_columns(settings: DedupSettings) -> str:
+    """ENTRY_COLUMNS with texts cut where scoring stops reading them, so long articles never load whole."""
+    cut = f"substr({{}}, 1, {int(settings.max_body_chars)})"
+    return ENTRY_COLUMNS.replace("e.summary,", f"{cut.format('e.summary')} AS summary,").replace(
+        "e.text,", f"{cut.format('e.text')} AS text,")
+
+
+def _report_from_row(row: dict[str, Any]) -> Report:
+    text = row["text"] or TAG.sub(" ", row["summary"] or "")
+    return Report(
+        id=row["id"],
+        title=row["title"] or "",
+        text=text,
+        url=row["link"] or "",
+        source=(row["feed_title"] or "").strip() or host_of(row["link"] or ""),
+        published=from_db_time(row["published"]) or from_db_time(row["first_seen"]),
+        guid=row["guid"],
+        canonical_url=row["canonical_url"],
+    )
+
+
+def resolve_story_id(db: sqlite_utils.Database, story_id: int) -> int:
+    """The story that ``story_id`` now lives in, following ``merged_into`` links."""
+    seen = set()
+    while story_id not in seen:
+        seen.add(story_id)
+        row = db.execute("SELECT merged_into FROM stories WHERE id = ?", [story_id]).fetchone()
+        if not row or row[0] is None:
+            return story_id
+        story_id = row[0]
+    return story_id
+
+
+WRITE_CHUNK = 1000
+"""Placements written per transaction: short enough that the run's other writers never wait long."""
+
+SEED_ROWS = 500
+"""Stored reports read per query when a session loads the stories around its batch (one story may hold more)."""
+
+
+class GroupingSession:
+    """Gives stored entries without a story one, batch after batch, keeping the window's stories in memory.
+
+    Each :meth:`place_ready` reads the entries whose extraction is done,
+    outside any write lock so that the run's other writers go on, places
+    them, and writes the placements in transactions of ``chunk`` entries.
+    Each transaction leaves every story it touches consistent, so a kill
+    between two loses nothing that the next run does not redo. Between calls
+    the grouper keeps the stories it has placed, so a run that groups while
+    it fetches reads each text once; ids once given never change.
+    """
+
+    def __init__(self, db: sqlite_utils.Database, settings: DedupSettings, now: datetime | None = None,
+                 *, chunk: int = WRITE_CHUNK, keep_writing: Callable[[], bool] = lambda: True,
+                 on_written: Callable[[GroupingSummary], None] | None = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.now = now or datetime.now(UTC)
+        self.chunk = chunk
+        # Asked before each write: a worker whose run has died must not write behind the next run's back.
+        self.keep_writing = keep_writing
+        # Told the session's summary after each written chunk (a worker reports its progress).
+        self.on_written = on_written
+        # Credited outlets, found while each text is read for grouping, so writing stories reads no texts.
+        self.credits: dict[Any, str | None] = {}
+        self.summary = GroupingSummary()
+        self._start_afresh()
+        self._unwritten = False
+
+    def _start_afresh(self) -> None:
+        """A grouper that holds nothing yet: the stored stories around each batch are loaded into it."""
+        first_new_id = (self.db.execute("SELECT max(id) FROM stories").fetchone()[0] or 0) + 1
+        self.grouper = StoryGrouper(self.settings, first_new_id=first_new_id)
+        self._seeded: tuple[str, str] | None = None
+        self._merges_written = 0
+
+    def place_ready(self, at_least: int = 1, at_most: int | None = None) -> GroupingSummary:
+        """Place every entry that has no story and whose extraction is done; returns what this call did.
+
+        With fewer than ``at_least`` such entries, nothing is placed yet: a
+        report's word weights are frozen when it is placed, and weights from
+        a handful of reports say little about which words are rare. With
+        ``at_most``, only the oldest that many are placed, so that what a
+        batch holds until it is written (its reports, placements and
+        evidence) stays small however many entries wait.
+        """
+        if self._unwritten:
+            raise RuntimeError("a grouping session that left placements unwritten cannot place more: start a new one")
+        batch = f"WHERE {READY_FOR_STORY} ORDER BY e.id LIMIT {-1 if at_most is None else int(at_most)}"
+        waiting, earliest = self.db.execute(
+            "SELECT count(*), min(coalesce(published, first_seen)) "
+            f"FROM (SELECT e.published, e.first_seen FROM entries e {batch})"
+        ).fetchone()
+        if waiting < at_least:
+            return GroupingSummary()
+        forgotten = self.grouper.forgotten_before
+        window = timedelta(hours=self.settings.window_hours)
+        if earliest and forgotten and from_db_time(earliest) - window < forgotten:
+            # The batch reaches back past what the grouper has let go (entries arrive in any order of
+            # publication): group it as a first batch would, from the stories stored so far.
+            self._start_afresh()
+        new_reports = _observed_reports(
+            self.db,
+            self.grouper,
+            self.credits,
+            f"SELECT {_scored_columns(self.settings)} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id {batch}",
+        )
+        if not new_reports:
+            return GroupingSummary()
+        times = [r.published for r in new_reports if r.published]
+        if times:
+            self._seed_window(to_db_time(min(times) - window), to_db_time(max(times) + window))
+        # Placements as rows, evidence already serialised: a few hundred bytes per entry however long its text.
+        placed = [
+            (report.id, placement.story_id, placement.rule, placement.score,
+             json.dumps(placement.evidence, default=str))
+            for report, placement in self.grouper.place_many(new_reports)
+        ]
+        del new_reports
+        merges = self.grouper.merges[self._merges_written:]
+        self._merges_written = len(self.grouper.merges)
+        done = GroupingSummary()
+        self._unwritten = True  # until every chunk is written: a failed or refused write ends the session
+        for start in range(0, len(placed), self.chunk):
+            chunk = placed[start:start + self.chunk]
+            with write_transaction(self.db.conn):
+                # Asked again under the write lock: a run that died meanwhile has released its run lock.
+                if not self.keep_writing():
+                    break
+                # The merges go with the first chunk: later chunks already point at the stories kept.
+                self._write(chunk, merges if start == 0 else [])
+            new_stories = sum(rule == "seed" for _, _, rule, _, _ in chunk)
+            written = GroupingSummary(len(chunk), new_stories, len(chunk) - new_stories, len(merges) if start == 0 else 0)
+            done.add(written)
+            self.summary.add(written)
+            if self.on_written is not None:
+                self.on_written(self.summary)
+        else:
+            self._unwritten = False
+        return done
+
+    def _seed_window(self, start: str, end: str) -> None:
+        """Load the stored stories around the new entries that the grouper does not hold yet."""
+        if self._seeded is None:
+            _seed_existing(self.db, self.grouper, self.credits, start, end)
+            self._seeded = (start, end)
+            return
+        seeded_start, seeded_end = self._seeded
+        if start < seeded_start:
+            _seed_existing(self.db, self.grouper, self.credits, start, seeded_start)
+        if end > seeded_end:
+            _seed_existing(self.db, self.grouper, self.credits, seeded_end, end)
+        self._seeded = (min(start, seeded_start), max(end, seeded_end))
+
+    def _write(self, chunk: list[tuple], merges: list[Merge]) -> None:
+        db, grouper = self.db, self.grouper
+        stamp = to_db_time(self.now)
+        touched = {grouper.resolve(story_id) for _, story_id, *_ in chunk}
+        touched.update(grouper.resolve(m.into) for m in merges)
+        # Placeholder rows first, so members can point at them; _write_story fills them in.
+        db.conn.executemany(
+            "INSERT OR IGNORE INTO stories (id, first_seen, last_seen) VALUES (?, ?, ?)",
+            [(story_id, stamp, stamp) for story_id in sorted(touched)],
+        )
+        for merge in merges:
+            # Stories born and merged within this session were never stored: nothing points at them.
+            if db.execute("SELECT 1 FROM stories WHERE id = ?", [merge.merged]).fetchone():
+                _fold_story(db, merge, self.now)
+        db.conn.executemany(
+            "INSERT OR REPLACE INTO story_members (entry_id, story_id, rule, score, evidence, joined_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(entry_id, grouper.resolve(story_id), rule, score, evidence, stamp)
+             for entry_id, story_id, rule, score, evidence in chunk],
+        )
+        db.conn.executemany(
+            "UPDATE entries SET story_id = ? WHERE id = ?",
+            [(grouper.resolve(story_id), entry_id) for entry_id, story_id, *_ in chunk],
+        )
+        for story_id in sorted(touched):
+            _write_story(db, grouper, self.credits, story_id)
+
+
+def group_new_entries(
+    db: sqlite_utils.Database, settings: DedupSettings, now: datetime | None = None
+) -> GroupingSummary:
+    """Give every extracted entry without a story one; safe to re-run (see :class:`GroupingSession`).
+
+    Existing stories with members inside the window around the new entries
+    are loaded first, so new entries join them and ids never change.
+    """
+    return GroupingSession(db, settings, now).place_ready()
+
+
+def _observed_reports(
+    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], sql: str
+) -> list[Report]:
+    """The rows' reports, observed by the grouper as they are read and kept without their texts.
+
+    One row's text at a time is in memory, not the whole run's: the grouper
+    keeps the features it needs and nothing reads the texts again.
+    """
+    cursor = db.execute(sql)
+    names = [d[0] for d in cursor.description]
+    reports = []
+    for row in cursor:
+        report = _report_from_row(dict(zip(names, row)))
+        grouper.observe([report])
+        credits[report.id] = report_credit(report)
+        report.text = ""
+        reports.append(report)
+    return reports
+
+
+def _seed_existing(
+    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], start: str, end: str
+) -> None:
+    """Load the stories that have members published inside [start, end], with all their members in the window.
+
+    Which entries those are is read first, without texts; then their rows, texts and all,
+    ``SEED_ROWS`` at a time, so that one batch's texts are in memory and not the window's:
+    placing a later run's 300 reports among 50,000 stored ones peaked 100 MB higher when
+    every row was read before the first story was seeded.
+    """
+    window = "e.story_id IS NOT NULL AND coalesce(e.published, e.first_seen) BETWEEN ? AND ?"
+    members_of: dict[int, list[int]] = defaultdict(list)  # in the window's order: oldest first
+    for entry_id, story_id in db.execute(
+        f"SELECT e.id, e.story_id FROM entries e WHERE {window} ORDER BY coalesce(e.published, e.first_seen), e.id",
+        [start, end],
+    ):
+        members_of[resolve_story_id(db, story_id)].append(entry_id)
+    stories = [(story_id, members) for story_id, members in sorted(members_of.items())
+               if story_id not in grouper.stories]  # loaded already, or placed by this session
+    for batch in _batches_of_rows(stories, SEED_ROWS):
+        ids = [entry_id for _, members in batch for entry_id in members]
+        rows: dict[int, dict[str, Any]] = {}
+        for part in in_batches(ids, SEED_ROWS):  # a story larger than a batch is read in parts
+            rows.update((row["id"], row) for row in db.query(
+                f"SELECT {_scored_columns(grouper.settings)}, s.representative_id FROM entries e "
+                "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
+                f"WHERE e.id IN ({sql_marks(part)})",
+                part,
+            ))
+        for story_id, members in batch:
+            story_rows = [rows[entry_id] for entry_id in members if entry_id in rows]
+            # The representative goes first so that the grouper keeps it as the story's face.
+            story_rows.sort(key=lambda row: row["id"] != row["representative_id"])
+            reports = [_report_from_row(row) for row in story_rows]
+            credits.update((report.id, report_credit(report)) for report in reports)
+            grouper.seed(story_id, reports)
+
+
+def _batches_of_rows(stories: list[tuple[int, list[int]]], rows: int) -> Iterator[list[tuple[int, list[int]]]]:
+    """``stories`` (id, member ids) in order, a batch holding ``rows`` members at most, or one story if it has more."""
+    batch: list[tuple[int, list[int]]] = []
+    size = 0
+    for story in stories:
+        if batch and size + len(story[1]) > rows:
+            yield batch
+            batch, size = [], 0
+        batch.append(story)
+        size += len(story[1])
+    if batch:
+        yield batch
+
+
+def _fold_story(db: sqlite_utils.Database, merge: Merge, now: datetime) -> None:
+    evidence = json.dumps({"merged_from": merge.merged, "story_link": merge.score})
+    db.execute(
+        "UPDATE story_members SET story_id = ?, rule = 'merge', score = ?, evidence = ?, joined_at = ? "
+        "WHERE story_id = ?",
+        [merge.into, merge.score, evidence, to_db_time(now), merge.merged],
+    )
+    db.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", [merge.into, merge.merged])
+    db.execute(
+        "UPDATE stories SET merged_into = ?, n_reports = 0, n_outlets = 0 WHERE id = ?", [merge.into, merge.merged]
+    )
+
+
+def _write_story(
+    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], story_id: int
+) -> None:
+    """Recompute a story's row from all its members in the database.
+
+    Texts are read only for members whose credited outlet is not in ``credits`` (members older
+    than the window around this run's entries).
+    """
+    textless = ENTRY_COLUMNS.replace("e.summary,", "'' AS summary,").replace("e.text,", "'' AS text,")
+    reports = [
+        _report_from_row(row)
+        for row in db.query(
+            f"SELECT {textless} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
+            [story_id],
+        )
+    ]
+    if any(r.id not in credits for r in reports):
+        rows = db.query(
+            f"SELECT {ENTRY_COLUMNS} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
+            [story_id],
+        )
+        credits.update((row["id"], report_credit(_report_from_row(row))) for row in rows if row["id"] not in credits)
+    times = [r.published for r in reports if r.published]
+    earliest, credited = original_source(reports, credits)
+    representative = grouper.representative(story_id) if story_id in grouper.stories else None
+    representative = representative or earliest
+    first_seen = to_db_time(min(times)) if times else to_db_time(datetime.now(UTC))
+    last_seen = to_db_time(max(times)) if times else first_seen
+    db.execute(
+        "INSERT INTO stories (id, title, first_seen, last_seen, n_reports, n_outlets, representative_id, "
+        "original_entry_id, credited_outlet) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(id) DO UPDATE SET title = excluded.title, first_seen = excluded.first_seen, "
+        "last_seen = excluded.last_seen, n_reports = excluded.n_reports, n_outlets = excluded.n_outlets, "
+        "representative_id = excluded.representative_id, original_entry_id = excluded.original_entry_id, "
+        "credited_outlet = excluded.credited_outlet",
+        [
+            story_id,
+            representative.title if representative else "",
+            first_seen,
+            last_seen,
+            len(reports),
+            len({fold(r.source) for r in reports}),
+            representative.id if representative else None,
+            earliest.id if earliest else None,
+            credited,
+        ],
+    )

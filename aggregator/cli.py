@@ -585,18 +585,20 @@ def time_until(value: str | None, now: datetime | None = None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
-    """Each feed's last fetch, HTTP status, error and next check; how many are failing.
+    """Each feed's last fetch, HTTP status, error and next check; how many have errors.
 
-    A feed is 'failing' after failure_threshold failures in a row (it is then
-    tried daily) and 'disabled' after 410 Gone (it is no longer fetched).
-    Also how many reports wait to be grouped into stories (see 'agg group').
+    A feed is in 'error' from the first failed fetch (it is retried sooner or
+    later as it keeps failing), 'failing' after failure_threshold failures
+    in a row (it is then tried daily) and 'disabled' after 410 Gone (it is
+    no longer fetched). On a terminal, errors are in red (unless NO_COLOR is
+    set). Also how many reports wait to be grouped into stories (see 'agg group').
 
     \b
     Examples:
       agg status
       agg status --json | jq '.feeds[] | select(.state != "ok") | .url'
     """
-    from aggregator.daemon import status_report
+    from aggregator.schedule import status_report
 
     now = utc_now()
     store = ctx.store(readonly=True)
@@ -619,18 +621,22 @@ def status(ctx: Context, as_json: bool) -> None:
         for name in ("Feed", "State", "Last fetch", "HTTP", "Next check"):
             table.add_column(name, overflow="fold", ratio=3 if name == "Feed" else None)
         table.add_column("Error", overflow="fold", ratio=2)
-        for row in rows:
-            table.add_row(*(Text(cell) for cell in row))
+        for feed, state, *cells, error in rows:
+            table.add_row(Text(feed), _state_text(state), *(Text(cell) for cell in cells), Text(error, style="red"))
         ctx.out.print(table)
     else:
         for row in rows:
             click.echo("\t".join(row))
     counts = report["counts"]
-    line = (f"{counts['feeds']} feeds: {counts['ok']} ok, {counts['failing']} failing, "
+    failing = f" ({counts['failing']} failing: tried daily)" if counts["failing"] else ""
+    line = (f"{counts['feeds']} feeds: {counts['ok']} ok, {counts['with_errors']} with errors{failing}, "
             f"{counts['disabled']} disabled; {counts['due']} due now")
     if waiting:
         line += f"; {waiting:,} {_reports(waiting)} waiting to be grouped into stories (see 'agg group')"
-    click.echo(line, err=True)
+    if counts["with_errors"] and sys.stderr.isatty():
+        ctx.err.print(line, style="red", soft_wrap=True)
+    else:
+        click.echo(line, err=True)
 
 
 # --- export and import (aggregator/export.py) --------------------------------
@@ -885,9 +891,10 @@ def feeds_group() -> None:
 def feeds_list(ctx: Context, as_json: bool) -> None:
     """List the subscriptions, with their state in the database when there is one.
 
-    States: ok; failing (failed many times in a row: still tried, less
-    often); disabled (the server said it is gone, or feeds.yaml says
-    enabled: false); never fetched.
+    States: ok; error (the last fetch failed: the Problem column says why);
+    failing (failed many times in a row: still tried, less often); disabled
+    (the server said it is gone, or feeds.yaml says enabled: false); never
+    fetched. On a terminal, errors are in red (unless NO_COLOR is set).
 
     \b
     Examples:
@@ -911,7 +918,14 @@ def feeds_list(ctx: Context, as_json: bool) -> None:
                 row["last_fetch_at"] or "", row["title"] or "", ",".join(row["tags"]))))
 
 
-_STATE_STYLES = {"ok": "green", "failing": "red", "disabled": "dim red"}
+_STATE_STYLES = {"ok": "green", "error": "red", "failing": "bold red", "disabled": "dim red"}
+
+
+def _state_text(state: str) -> Text:
+    """A feed's state in its colour on a terminal (rich leaves colours out under NO_COLOR)."""
+    from rich.text import Text
+
+    return Text(state, style=_STATE_STYLES.get(state, "yellow"))
 
 
 def _print_feeds_table(ctx: Context, rows: list[dict]) -> None:
@@ -934,11 +948,11 @@ def _print_feeds_table(ctx: Context, rows: list[dict]) -> None:
         problem = row["last_error"] if row["state"] != "ok" else None
         if row["moved_to"]:
             problem = f"moved to {row['moved_to']}: update feeds.yaml"
-        table.add_row(feed, Text(row["state"], style=_STATE_STYLES.get(row["state"], "yellow")),
+        table.add_row(feed, _state_text(row["state"]),
                       "" if row["entries"] is None else str(row["entries"]),
                       time_ago(row["newest_entry"]) if row["newest_entry"] else "",
                       time_ago(row["last_fetch_at"]) if row["last_fetch_at"] else "",
-                      Text(terminal_safe(problem or "")))
+                      Text(terminal_safe(problem or ""), style="red" if row["last_error"] else "yellow"))
     ctx.out.print(table)
     ctx.err.print(f"{len(rows)} feeds in {ctx.config_path}", style="dim")
 

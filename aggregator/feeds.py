@@ -128,7 +128,7 @@ async def inspect(
     parsed = parse_feed(result.body, result.final_url, result.headers)
     check.format, check.title, check.site_url = parsed.format, parsed.title, parsed.link
     check.entries, check.problem = len(parsed.entries), parsed.problem
-    dates = [date for date in (e.published or e.updated for e in parsed.entries) if date is not None]
+    dates = [date for date in (e.published for e in parsed.entries) if date is not None]
     check.newest = max(dates, default=None)
     if conditional and check.usable:
         check.conditional_get = await _conditional_get(fetcher, url, result.etag, result.last_modified,

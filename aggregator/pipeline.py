@@ -571,7 +571,8 @@ class _Run:
                                                   guard=guard)
             with self.clock("parse"):
                 parsed = await self._parse(result)
-            error = result.error or feed_problem(parsed)
+            # A 304 answers for the document the stored validators came from, a broken one included.
+            error = result.error or feed_problem(parsed) or (row["problem"] if result.not_modified else None)
             columns = schedule.after_fetch(row, feed, self.config.settings, result, parsed, error, self.now, self.rng)
             with self.clock("store"):
                 if parsed is None or error:
@@ -673,10 +674,11 @@ class _Run:
 
 
 def feed_problem(parsed: ParsedFeed | None) -> str | None:
-    """Why a parsed document counts as a failed fetch: not a feed, or a feed with no entries."""
+    """Why a parsed document counts as a failed fetch: it yielded no entries because it is not a feed
+    or is broken. A valid feed with no entries (a new blog, a quiet channel) is no failure."""
     if parsed is None or parsed.entries:
         return None
-    return parsed.problem or "the feed has no entries"
+    return parsed.problem
 
 
 def describe(summary: RunSummary) -> str:

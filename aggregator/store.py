@@ -249,6 +249,13 @@ MIGRATIONS: list[str] = [
     """
     DROP INDEX IF EXISTS entries_published;
     """,
+    # 5: a feed's state is ``error`` from its first failure (ok | error | failing | disabled),
+    # no longer ``ok`` until failure_threshold failures; ``problem`` is now what is wrong with
+    # the document whose validators are stored (schedule.validator_columns), which a 304 repeats.
+    """
+    UPDATE feeds SET state = 'error' WHERE state = 'ok' AND error_count > 0;
+    UPDATE feeds SET problem = NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -983,7 +983,7 @@ def feeds_add(ctx: Context, url: str, tags: tuple[str, ...], title: str | None) 
     config = _optional_config(ctx)
     target = _typed_url(url)
     if config is not None and (existing := config.feed(target)):
-        fail(f"{url} is already in {ctx.config_path} (line {existing.line})")
+        fail(feeds.already_subscribed(url, existing, ctx.config_path))
     try:
         found = feeds.discover_feeds(target, config.settings if config else None)
         chosen = found.feeds[0]

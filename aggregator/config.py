@@ -24,6 +24,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from aggregator.dedup import DedupSettings
+from aggregator.urls import feed_identity
 
 DEFAULT_CONFIG_PATH = Path("feeds.yaml")
 
@@ -146,7 +147,29 @@ class Config:
     feeds: list[FeedConfig]
 
     def feed(self, url: str) -> FeedConfig | None:
-        return next((feed for feed in self.feeds if feed.url == url), None)
+        """The subscription to the same feed as ``url`` (:func:`aggregator.urls.feed_identity`),
+        with its line in the file."""
+        wanted = feed_identity(url)
+        for index, feed in enumerate(self.feeds):
+            if feed_identity(feed.url) == wanted:
+                if feed.line is None:  # read by the fast loader, which keeps no line numbers
+                    feed.line = _feed_line(self.path, index)
+                return feed
+        return None
+
+
+def _feed_line(path: Path, index: int) -> int | None:
+    """The line of the ``index``-th feed of a valid config file (its feeds are its list's items, in order)."""
+    try:
+        return load_yaml_document(path)["feeds"].lc.item(index)[0] + 1
+    except (ConfigError, AttributeError, IndexError, KeyError, TypeError):
+        return None
+
+
+def describe_duplicate(url: str, existing: FeedConfig) -> str:
+    """Where the subscription ``url`` duplicates is: ``line 12`` or, spelled otherwise, ``line 12, as URL``."""
+    where = f"line {existing.line}" if existing.line else "its feeds list"
+    return where if existing.url == url else f"{where}, as {existing.url}"
 
 
 # Which YAML value each key takes, and how to read it.
@@ -401,7 +424,7 @@ def _read_feeds(document: dict, settings: Settings, path: Path, problem) -> list
         problem(document, "feeds", "must be a list of feeds, each with a url")
         return []
     feeds: list[FeedConfig] = []
-    seen: dict[str, int | None] = {}
+    seen: dict[str, FeedConfig] = {}
     for index, item in enumerate(raw_feeds):
         if isinstance(item, str):
             item = {"url": item}
@@ -439,9 +462,9 @@ def _read_feeds(document: dict, settings: Settings, path: Path, problem) -> list
             continue
         if not feed.url:
             continue
-        if feed.url in seen:
-            problem(item, "url", f"duplicate feed {feed.url} (first listed on line {seen[feed.url]})")
+        first = seen.setdefault(feed_identity(feed.url), feed)
+        if first is not feed:
+            problem(item, "url", f"duplicate feed {feed.url}: the same feed as {describe_duplicate(feed.url, first)}")
             continue
-        seen[feed.url] = feed.line
         feeds.append(feed)
     return feeds

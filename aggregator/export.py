@@ -32,7 +32,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -45,10 +45,11 @@ import nh3
 from lxml import etree
 
 from aggregator import __version__
-from aggregator.config import FeedConfig, load_config, validate_feed_url
+from aggregator.config import Config, FeedConfig, describe_duplicate, load_config, validate_feed_url
 from aggregator.feeds import append_feeds, feed_item
 from aggregator.parse import safe_http_url
 from aggregator.store import Store, to_db_time
+from aggregator.urls import feed_identity
 
 DIGEST_VERSION = 1
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
@@ -539,22 +540,24 @@ def import_url(url: str) -> str:
     return validate_feed_url(url)
 
 
-def plan_import(candidates: Sequence[OpmlFeed], existing_urls: Collection[str]) -> ImportPlan:
-    """Which candidates to add: valid URLs not subscribed already and not repeated earlier in the file."""
+def plan_import(candidates: Sequence[OpmlFeed], config: Config | None) -> ImportPlan:
+    """Which candidates to add: valid URLs not subscribed already and not repeated earlier in the file,
+    each compared by :func:`aggregator.urls.feed_identity`."""
     plan = ImportPlan()
-    added: set[str] = set()
+    added: dict[str, str] = {}
     for feed in candidates:
         try:
             url = import_url(feed.url)
         except ValueError as exc:
             plan.skipped.append((feed, str(exc)))
             continue
-        if url in existing_urls:
-            plan.skipped.append((feed, "already in feeds.yaml"))
-        elif url in added:
-            plan.skipped.append((feed, "listed earlier in the file"))
+        existing = config.feed(url) if config is not None else None
+        if existing is not None:
+            plan.skipped.append((feed, f"already in feeds.yaml ({describe_duplicate(url, existing)})"))
+        elif (identity := feed_identity(url)) in added:
+            plan.skipped.append((feed, f"listed earlier in the file, as {added[identity]}"))
         else:
-            added.add(url)
+            added[identity] = url
             plan.added.append(replace(feed, url=url))
     return plan
 
@@ -570,7 +573,7 @@ def import_opml(config_path: Path, data: bytes, *, dry_run: bool = False) -> Imp
     """
     candidates = parse_opml(data)
     config = load_config(config_path) if config_path.exists() else None
-    plan = plan_import(candidates, {feed.url for feed in config.feeds} if config else set())
+    plan = plan_import(candidates, config)
     if plan.added and not dry_run:
         append_feeds(config_path, [feed_item(feed.url, title=feed.title, tags=feed.tags) for feed in plan.added])
     return plan

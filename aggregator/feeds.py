@@ -35,6 +35,7 @@ from aggregator.config import (
     ConfigError,
     FeedConfig,
     Settings,
+    describe_duplicate,
     load_config,
     load_yaml_document,
     save_yaml_document,
@@ -197,8 +198,13 @@ def add_subscription(path: Path, url: str, *, title: str | None = None, tags: li
     config = load_config(path) if path.exists() else None
     existing = config.feed(validate_feed_url(url, path.parent)) if config is not None else None
     if existing is not None:
-        raise FeedsError(f"{url} is already in {path} (line {existing.line})")
+        raise FeedsError(already_subscribed(url, existing, path))
     return append_feeds(path, [feed_item(url, title=title, tags=tags)])
+
+
+def already_subscribed(url: str, existing: FeedConfig, path: Path) -> str:
+    """Why ``url`` is not added: the subscription to the same feed that ``path`` has."""
+    return f"{url} is already in {path} ({describe_duplicate(url, existing)})"
 
 
 def feed_item(url: str, *, title: str | None = None, tags: Sequence[str] | None = None) -> dict[str, Any]:

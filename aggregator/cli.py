@@ -18,7 +18,7 @@ import os
 import re
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
-    from aggregator.lock import RunLock
+    from aggregator.lock import LockHeld, RunLock
     from aggregator.pipeline import RunSummary
 
 DEFAULT_DB = Path("data/agg.db")
@@ -266,8 +266,14 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
 
         config = ctx.config()
         store = ctx.store()  # first, so that an unusable database path is reported as such
+    if not any(feed.enabled for feed in config.feeds):
+        what = "no feeds" if not config.feeds else "only feeds with enabled: false"
+        click.echo(f"agg: {ctx.config_path} lists {what}, so there is nothing to fetch: "
+                   "add one with 'agg feeds add URL' or 'agg import opml FILE'", err=True)
+        return
     try:
-        with RunLock(ctx.db_path, wait=wait) as lock, _progress_bar(ctx, "fetch") as progress:
+        with RunLock(ctx.db_path, wait=_waiting_for_the_lock(ctx, wait)) as lock, \
+                _progress_bar(ctx, "fetch") as progress:
             summary = run(config, store, due_only=due, concurrency=concurrency, re_extract=re_extract,
                           progress=progress, defer_grouping_over=None if no_background else BACKGROUND_GROUPING_MIN)
             if summary.grouping_deferred:
@@ -287,6 +293,16 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
 
 
 BACKGROUND_GROUPING = "agg group (in the background, after agg fetch)"
+
+
+def _waiting_for_the_lock(ctx: Context, wait: bool) -> Callable[[LockHeld], bool]:
+    """``--wait`` for :class:`RunLock`: on a terminal, first say which run it waits for (pid and command)."""
+    def waits(held: LockHeld) -> bool:
+        if wait and _shows_progress(ctx):
+            holder = f" (the run that holds it: {terminal_safe(held.holder)})" if held.holder else ""
+            click.echo(f"agg: waiting for another agg run to finish{holder}; Ctrl-C to give up", err=True)
+        return wait
+    return waits
 
 
 def _group_in_background(ctx: Context, lock: RunLock, config: Config, store: Store, summary: RunSummary) -> None:
@@ -361,6 +377,9 @@ def list_(ctx: Context, since: str | None, feed: str | None, tag: str | None, mi
       agg list --json | jq .title
     """
     store = ctx.stories_store()
+    if feed and not store.has_feed(feed):
+        fail(f"no feed {terminal_safe(feed)!r} in {ctx.db_path}: give a feed's URL or title "
+             "as 'agg feeds list' shows them", EXIT_USAGE)
     stories = store.stories(since=parse_since(since), feed=feed, tag=tag, min_outlets=min_outlets, limit=limit)
     if show_all or as_json:
         for story in stories:
@@ -495,16 +514,11 @@ def group(ctx: Context, wait: bool, lock_fd: int | None) -> None:
     from aggregator.lock import LockHeld, LockUnavailable, RunLock
     from aggregator.pipeline import finish_grouping
 
-    def say_it_waits(held: LockHeld) -> bool:
-        if wait and _shows_progress(ctx):
-            click.echo(f"agg: waiting: {terminal_safe(str(held).split(';')[0])}", err=True)
-        return wait
-
     config = ctx.config()
     store = ctx.store()
     try:
         lock = RunLock.adopt(ctx.db_path, lock_fd, purpose=BACKGROUND_GROUPING) if lock_fd is not None \
-            else RunLock(ctx.db_path, wait=say_it_waits)
+            else RunLock(ctx.db_path, wait=_waiting_for_the_lock(ctx, wait))
         with lock, _progress_bar(ctx, "group") as progress:
             started = utc_now()
             summary = finish_grouping(store, config.settings.dedup, now=started, progress=progress)

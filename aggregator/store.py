@@ -457,6 +457,11 @@ class Store:
         rows = list(self.db.query("SELECT * FROM feeds WHERE url = ?", [url]))
         return rows[0] if rows else None
 
+    def has_feed(self, url_or_title: str) -> bool:
+        """Whether a stored feed has this URL or title (what ``--feed`` of the story reads takes)."""
+        clauses, params = _feed_filter(url_or_title, None)
+        return bool(list(self.db.query(f"SELECT 1 FROM feeds f WHERE {' AND '.join(clauses)} LIMIT 1", params)))
+
     def feeds(self) -> list[dict]:
         return list(self.db.query("SELECT * FROM feeds ORDER BY id"))
 

@@ -395,7 +395,8 @@ def test_agg_group_on_a_terminal_says_what_it_waits_for_and_shows_its_progress(d
         releaser.join()
         holder_lock.release()
     assert status == 0, screen
-    assert "agg: waiting: another agg run holds" in screen and "agg fetch --due" in screen
+    assert f"agg: waiting for another agg run to finish (the run that holds it: pid {os.getpid()}, agg fetch --due" \
+        in screen
     assert "grouping reports into stories" in screen  # the bar
     assert f"{waiting} reports grouped: " in screen
     assert waiting_for_story(path) == 0

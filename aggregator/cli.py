@@ -275,7 +275,8 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
         with RunLock(ctx.db_path, wait=_waiting_for_the_lock(ctx, wait)) as lock, \
                 _progress_bar(ctx, "fetch") as progress:
             summary = run(config, store, due_only=due, concurrency=concurrency, re_extract=re_extract,
-                          progress=progress, defer_grouping_over=None if no_background else BACKGROUND_GROUPING_MIN)
+                          progress=progress, page_progress=progress.pages if progress else None,
+                          defer_grouping_over=None if no_background else BACKGROUND_GROUPING_MIN)
             if summary.grouping_deferred:
                 _group_in_background(ctx, lock, config, store, summary)
     except LockHeld as exc:

@@ -16,7 +16,6 @@ import gc
 import logging
 import os
 import re
-import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -261,6 +260,8 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
       agg fetch --no-background      # a first run, grouped before it exits
     """
     with _start_up():
+        import sqlite3
+
         from aggregator.lock import LockHeld, LockUnavailable, RunLock
         from aggregator.pipeline import BACKGROUND_GROUPING_MIN, describe, run
 
@@ -347,7 +348,7 @@ def _group_in_background(ctx: Context, lock: RunLock, config: Config, store: Sto
 
 def _echo_json(data: Any) -> None:
     """One JSON document on a line of stdout (terminal-safe: every control character escaped)."""
-    from aggregator.export import json_text
+    from aggregator.jsontext import json_text
 
     click.echo(json_text(data))
 
@@ -512,6 +513,8 @@ def group(ctx: Context, wait: bool, lock_fd: int | None) -> None:
       agg group --wait               # after 'agg fetch': every report in its story
       agg fetch && agg group --wait && agg export digest -o digest.json
     """
+    import sqlite3
+
     from aggregator.lock import LockHeld, LockUnavailable, RunLock
     from aggregator.pipeline import finish_grouping
 

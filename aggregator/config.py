@@ -15,16 +15,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
-from ruamel.yaml.util import load_yaml_guess_indent
 
 from aggregator.dedup import DedupSettings
 from aggregator.urls import feed_identity
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
 
 DEFAULT_CONFIG_PATH = Path("feeds.yaml")
 
@@ -190,7 +188,13 @@ def resolve_config_path(path: str | Path | None) -> Path:
     return Path(os.environ.get("AGG_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
+# ruamel.yaml is imported when a file is read: commands that read none (agg --help, agg list,
+# agg status) start without its 15-30 ms of imports.
+
+
 def _yaml() -> YAML:
+    from ruamel.yaml import YAML
+
     yaml = YAML()  # round-trip: keeps comments, order and line numbers
     yaml.preserve_quotes = True
     return yaml
@@ -204,6 +208,9 @@ def load_yaml_document(path: Path, *, round_trip: bool = True) -> Any:
     lists from the C loader (ruamel.yaml.clib), ten times faster on a config of
     a thousand feeds.
     """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
     try:
         with path.open(encoding="utf-8") as handle:
             return (_yaml() if round_trip else YAML(typ="safe")).load(handle)
@@ -237,6 +244,9 @@ def _indentation_of(path: Path) -> dict[str, int]:
     edit would rewrite every line of a file indented differently from the
     defaults. A new or sequence-free file gets agg's style (``  - url: …``).
     """
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.util import load_yaml_guess_indent
+
     try:
         _, sequence_indent, dash_offset = load_yaml_guess_indent(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, YAMLError):
@@ -283,8 +293,9 @@ def validate_feed_url(url: Any, base_dir: Path | None = None) -> str:
 
 
 def _line(node: Any, key: Any = None) -> int | None:
+    """The line of a node (or of one of its keys) read by the round-trip loader; None from the fast one."""
     try:
-        if key is not None and isinstance(node, CommentedMap):
+        if key is not None and isinstance(node, dict):
             return node.lc.key(key)[0] + 1
         return node.lc.line + 1
     except (AttributeError, KeyError, TypeError):
@@ -420,7 +431,7 @@ def _read_feeds(document: dict, settings: Settings, path: Path, problem) -> list
     raw_feeds = document.get("feeds")
     if raw_feeds is None:
         return []
-    if not isinstance(raw_feeds, (list, CommentedSeq)):
+    if not isinstance(raw_feeds, list):  # the round-trip loader's CommentedSeq is a list too
         problem(document, "feeds", "must be a list of feeds, each with a url")
         return []
     feeds: list[FeedConfig] = []
@@ -429,7 +440,7 @@ def _read_feeds(document: dict, settings: Settings, path: Path, problem) -> list
         if isinstance(item, str):
             item = {"url": item}
         if not isinstance(item, dict):
-            line = raw_feeds.lc.item(index)[0] + 1 if isinstance(raw_feeds, CommentedSeq) else None
+            line = raw_feeds.lc.item(index)[0] + 1 if hasattr(raw_feeds, "lc") else None
             problems_where = f"line {line}" if line else f"item {index + 1}"
             problem(raw_feeds, None, f"feeds {problems_where}: each feed must be a mapping with a url")
             continue

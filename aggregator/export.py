@@ -27,7 +27,6 @@ Decisions, documented for users in ``docs/digest.md``:
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 import sys
@@ -46,8 +45,8 @@ from lxml import etree
 
 from aggregator import __version__
 from aggregator.config import Config, FeedConfig, describe_duplicate, load_config, validate_feed_url
-from aggregator.feeds import append_feeds, feed_item
 from aggregator.parse import safe_http_url
+from aggregator.jsontext import json_bytes, json_text  # noqa: F401 -- the exports' JSON, as before
 from aggregator.store import Store, to_db_time
 from aggregator.urls import feed_identity
 
@@ -62,7 +61,6 @@ SUMMARY_CHARS = 300
 # Characters XML 1.0 cannot carry at all (lxml refuses them), and the C1 controls
 # it discourages (a terminal shown the file would obey them): all dropped.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
-_C1_CONTROLS = re.compile("[\x7f-\x9f]")
 # The end of a sentence: punctuation (and closing quotes) before a space and
 # a capital, a figure or an opening quote, or at the end. A single capital
 # before the stop is an initial ("J. Smith", "U.S."), not a sentence end.
@@ -250,20 +248,6 @@ def _digest_story(story: ExportStory) -> dict[str, Any]:
             for report in story.reports
         ],
     }
-
-
-def json_text(document: Any, *, indent: int | None = None) -> str:
-    """``document`` as JSON, non-ASCII text kept as it is but every control character escaped.
-
-    json.dumps escapes C0 controls but lets C1 ones (U+0080-U+009F) through,
-    and a terminal shown the output would obey them as escape sequences.
-    """
-    text = json.dumps(document, ensure_ascii=False, indent=indent, default=str)
-    return _C1_CONTROLS.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
-
-
-def json_bytes(document: Any) -> bytes:
-    return (json_text(document, indent=2) + "\n").encode("utf-8")
 
 
 # --------------------------------------------------------------------------
@@ -571,6 +555,8 @@ def import_opml(config_path: Path, data: bytes, *, dry_run: bool = False) -> Imp
     feeds.yaml has problems (:class:`ConfigError`), with ``dry_run``, or
     when nothing is new.
     """
+    from aggregator.feeds import append_feeds, feed_item  # with the fetcher: only an import needs them
+
     candidates = parse_opml(data)
     config = load_config(config_path) if config_path.exists() else None
     plan = plan_import(candidates, config)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 
 from aggregator.config import FeedConfig, Settings
 from aggregator.models import FetchResult, ParsedFeed
@@ -51,6 +50,8 @@ def http_date(value: str | None) -> datetime | None:
     """An HTTP date (``Wed, 21 Oct 2015 07:28:00 GMT``) as an aware datetime, or None."""
     if not value:
         return None
+    from email.utils import parsedate_to_datetime  # here: email.utils imports socket, which agg status need not
+
     try:
         moment = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):

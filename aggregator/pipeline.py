@@ -583,7 +583,7 @@ class _Run:
             with self.clock("parse"):
                 parsed = await self._parse(result)
             # A 304 answers for the document the stored validators came from, a broken one included.
-            error = result.error or feed_problem(parsed) or (row["problem"] if result.not_modified else None)
+            error = result.error or feed_problem(parsed) or (row["document_error"] if result.not_modified else None)
             columns = schedule.after_fetch(row, feed, self.config.settings, result, parsed, error, self.now, self.rng)
             with self.clock("store"):
                 if parsed is None or error:

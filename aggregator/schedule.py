@@ -153,15 +153,15 @@ def redirect_columns(row: dict, result: FetchResult, settings: Settings) -> dict
 
 
 def validator_columns(result: FetchResult, error: str | None) -> dict:
-    """The ETag and Last-Modified to send next time, and ``problem``: what is wrong with that document.
+    """The ETag and Last-Modified to send next time, and ``document_error``: what made that document a
+    failed fetch (None for a working feed).
 
     Every document received whole gives its validators, feed or not, so that
-    the next request is conditional whatever it held; ``problem`` keeps its
-    verdict (None for a working feed), which a 304 for it repeats. A 304
-    replaces only the validators it carries.
+    the next request is conditional whatever it held; a 304 for it repeats
+    its ``document_error``, and replaces only the validators it carries.
     """
     if result.ok:
-        return {"etag": result.etag, "last_modified": result.last_modified, "problem": error}
+        return {"etag": result.etag, "last_modified": result.last_modified, "document_error": error}
     if result.not_modified:
         return {name: value for name, value in (("etag", result.etag), ("last_modified", result.last_modified))
                 if value is not None}
@@ -187,7 +187,7 @@ def after_fetch(
         rhythm = rhythm_seconds((e.published for e in parsed.entries), now) or rhythm
         ttl = parsed.ttl_seconds
         columns.update(title=row.get("title") or parsed.title, site_url=parsed.link, format=parsed.format,
-                       ttl_seconds=ttl, entry_gap_seconds=rhythm)
+                       problem=parsed.problem, ttl_seconds=ttl, entry_gap_seconds=rhythm)
     columns.update(validator_columns(result, error))
     base = base_interval(feed, settings, rhythm)
     server_wait = min(server_wait_seconds(result, ttl, now), settings.max_interval)

@@ -251,11 +251,12 @@ MIGRATIONS: list[str] = [
     DROP INDEX IF EXISTS entries_published;
     """,
     # 5: a feed's state is ``error`` from its first failure (ok | error | failing | disabled),
-    # no longer ``ok`` until failure_threshold failures; ``problem`` is now what is wrong with
-    # the document whose validators are stored (schedule.validator_columns), which a 304 repeats.
+    # no longer ``ok`` until failure_threshold failures. ``document_error`` is what made the
+    # document whose validators are stored a failed fetch (not a feed, ...), which a 304 for
+    # it repeats (schedule.validator_columns); validators used to be stored for feeds only.
     """
     UPDATE feeds SET state = 'error' WHERE state = 'ok' AND error_count > 0;
-    UPDATE feeds SET problem = NULL;
+    ALTER TABLE feeds ADD COLUMN document_error TEXT;
     """,
 ]
 

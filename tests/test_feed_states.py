@@ -195,3 +195,23 @@ def test_an_entry_whose_only_date_is_its_update_time_is_dated_by_it(server, tmp_
         dated = dict(conn.execute("SELECT title, published FROM entries"))
     assert dated == {"Only updated": "2026-06-01T08:30:00+00:00", "Both": "2026-06-01T07:00:00+00:00",
                      "Dublin Core": "2026-06-01T06:15:00+00:00"}
+
+
+def test_a_database_of_the_previous_schema_shows_its_failing_feeds_as_errors(tmp_path, agg):
+    from aggregator.store import MIGRATIONS, Store, _split_sql
+
+    db = tmp_path / "agg.db"
+    with sqlite3.connect(db) as conn:
+        for migration in MIGRATIONS[:4]:
+            for statement in _split_sql(migration):
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 4")
+        conn.executemany("INSERT INTO feeds (url, state, error_count, last_error, created_at) VALUES (?, ?, ?, ?, ?)",
+                         [("http://a.test/", "ok", 0, None, "2026-06-01T00:00:00+00:00"),
+                          ("http://b.test/", "ok", 3, "HTTP 404 Not Found", "2026-06-01T00:00:00+00:00"),
+                          ("http://c.test/", "failing", 12, "HTTP 503", "2026-06-01T00:00:00+00:00")])
+    Store.open(db).close()
+    assert [feed_row(db, url)["state"] for url in ("http://a.test/", "http://b.test/", "http://c.test/")] == [
+        "ok", "error", "failing"]
+    assert feed_row(db, "http://b.test/")["document_error"] is None
+    assert "3 feeds: 1 ok, 2 with errors (1 failing: tried daily)" in agg("--db", db, "status").stderr

@@ -972,7 +972,9 @@ def _print_feeds_table(ctx: Context, rows: list[dict]) -> None:
                       time_ago(row["last_fetch_at"]) if row["last_fetch_at"] else "",
                       Text(terminal_safe(problem or ""), style="red" if row["last_error"] else "yellow"))
     ctx.out.print(table)
-    ctx.err.print(f"{len(rows)} feeds in {ctx.config_path}", style="dim")
+    with_errors = sum(row["state"] in ("error", "failing") for row in rows)
+    ctx.err.print(f"{len(rows)} feeds in {ctx.config_path}" + (f", {with_errors} with errors" if with_errors else ""),
+                  style="red" if with_errors else "dim")
 
 
 @feeds_group.command(name="add")

@@ -83,6 +83,7 @@ def test_feeds_list_on_a_terminal_fills_the_problem_column_in_red_unless_no_colo
     assert status == 0, screen
     plain = ANSI_COLOUR.sub("", screen)
     assert "Problem" in plain and "HTTP 404 Not Found" in plain and "not a feed: looks like an HTML page" in plain
+    assert f"5 feeds in {config}, 4 with errors" in plain
     assert "\x1b[31m" in screen  # red: the error states and their problems
 
     status, _, screen = run_on_terminal([*base, "status"], stdout_too=True, env={"COLUMNS": "200"})

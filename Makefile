@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR := data/demo
 
-.PHONY: demo test run install clean docs
+.PHONY: demo demo-serve test run install clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 # The whole pipeline on the bundled samples, offline: serve data/samples on
-# 127.0.0.1, fetch it into a demo database, list the stories.
+# 127.0.0.1 (dated up to now), fetch it into a demo database, list the stories.
 demo: $(VENV)/.installed
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	@$(BIN)/python -m aggregator.devserver data/samples --write-config $(DEMO_DIR)/feeds.yaml & \
@@ -25,6 +25,14 @@ demo: $(VENV)/.installed
 	  for i in $$(seq 100); do [ -s $(DEMO_DIR)/feeds.yaml ] && break; sleep 0.1; done; \
 	  $(BIN)/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db fetch && \
 	  $(BIN)/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db list
+	@echo "Keep exploring: .venv/bin/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db list --since 24h"
+	@echo "(or show ID, search WORDS, export digest); to fetch again, 'make demo-serve' serves the samples"
+
+# Serve the samples again for the demo's config, on the port it names, until Ctrl-C:
+# 'agg --config data/demo/feeds.yaml --db data/demo/agg.db fetch' then works from another terminal.
+demo-serve: $(VENV)/.installed
+	@[ -s $(DEMO_DIR)/feeds.yaml ] || { echo "no demo yet: run 'make demo' first"; exit 1; }
+	$(BIN)/python -m aggregator.devserver data/samples --write-config $(DEMO_DIR)/feeds.yaml
 
 # docs/cli.md is generated from the command line; tests/test_cli_docs.py fails when it is stale.
 docs: $(VENV)/.installed

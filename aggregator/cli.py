@@ -16,9 +16,8 @@ import gc
 import logging
 import os
 import re
-import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
-    from aggregator.lock import RunLock
+    from aggregator.lock import LockHeld, RunLock
     from aggregator.pipeline import RunSummary
 
 DEFAULT_DB = Path("data/agg.db")
@@ -261,15 +260,24 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
       agg fetch --no-background      # a first run, grouped before it exits
     """
     with _start_up():
+        import sqlite3
+
         from aggregator.lock import LockHeld, LockUnavailable, RunLock
         from aggregator.pipeline import BACKGROUND_GROUPING_MIN, describe, run
 
         config = ctx.config()
         store = ctx.store()  # first, so that an unusable database path is reported as such
+    if not any(feed.enabled for feed in config.feeds):
+        what = "no feeds" if not config.feeds else "only feeds with enabled: false"
+        click.echo(f"agg: {ctx.config_path} lists {what}, so there is nothing to fetch: "
+                   "add one with 'agg feeds add URL' or 'agg import opml FILE'", err=True)
+        return
     try:
-        with RunLock(ctx.db_path, wait=wait) as lock, _progress_bar(ctx, "fetch") as progress:
+        with RunLock(ctx.db_path, wait=_waiting_for_the_lock(ctx, wait)) as lock, \
+                _progress_bar(ctx, "fetch") as progress:
             summary = run(config, store, due_only=due, concurrency=concurrency, re_extract=re_extract,
-                          progress=progress, defer_grouping_over=None if no_background else BACKGROUND_GROUPING_MIN)
+                          progress=progress, page_progress=progress.pages if progress else None,
+                          defer_grouping_over=None if no_background else BACKGROUND_GROUPING_MIN)
             if summary.grouping_deferred:
                 _group_in_background(ctx, lock, config, store, summary)
     except LockHeld as exc:
@@ -287,6 +295,16 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
 
 
 BACKGROUND_GROUPING = "agg group (in the background, after agg fetch)"
+
+
+def _waiting_for_the_lock(ctx: Context, wait: bool) -> Callable[[LockHeld], bool]:
+    """``--wait`` for :class:`RunLock`: on a terminal, first say which run it waits for (pid and command)."""
+    def waits(held: LockHeld) -> bool:
+        if wait and _shows_progress(ctx):
+            holder = f" (the run that holds it: {terminal_safe(held.holder)})" if held.holder else ""
+            click.echo(f"agg: waiting for another agg run to finish{holder}; Ctrl-C to give up", err=True)
+        return wait
+    return waits
 
 
 def _group_in_background(ctx: Context, lock: RunLock, config: Config, store: Store, summary: RunSummary) -> None:
@@ -330,7 +348,7 @@ def _group_in_background(ctx: Context, lock: RunLock, config: Config, store: Sto
 
 def _echo_json(data: Any) -> None:
     """One JSON document on a line of stdout (terminal-safe: every control character escaped)."""
-    from aggregator.export import json_text
+    from aggregator.jsontext import json_text
 
     click.echo(json_text(data))
 
@@ -361,6 +379,9 @@ def list_(ctx: Context, since: str | None, feed: str | None, tag: str | None, mi
       agg list --json | jq .title
     """
     store = ctx.stories_store()
+    if feed and not store.has_feed(feed):
+        fail(f"no feed {terminal_safe(feed)!r} in {ctx.db_path}: give a feed's URL or title "
+             "as 'agg feeds list' shows them", EXIT_USAGE)
     stories = store.stories(since=parse_since(since), feed=feed, tag=tag, min_outlets=min_outlets, limit=limit)
     if show_all or as_json:
         for story in stories:
@@ -492,19 +513,16 @@ def group(ctx: Context, wait: bool, lock_fd: int | None) -> None:
       agg group --wait               # after 'agg fetch': every report in its story
       agg fetch && agg group --wait && agg export digest -o digest.json
     """
+    import sqlite3
+
     from aggregator.lock import LockHeld, LockUnavailable, RunLock
     from aggregator.pipeline import finish_grouping
-
-    def say_it_waits(held: LockHeld) -> bool:
-        if wait and _shows_progress(ctx):
-            click.echo(f"agg: waiting: {terminal_safe(str(held).split(';')[0])}", err=True)
-        return wait
 
     config = ctx.config()
     store = ctx.store()
     try:
         lock = RunLock.adopt(ctx.db_path, lock_fd, purpose=BACKGROUND_GROUPING) if lock_fd is not None \
-            else RunLock(ctx.db_path, wait=say_it_waits)
+            else RunLock(ctx.db_path, wait=_waiting_for_the_lock(ctx, wait))
         with lock, _progress_bar(ctx, "group") as progress:
             started = utc_now()
             summary = finish_grouping(store, config.settings.dedup, now=started, progress=progress)
@@ -585,18 +603,20 @@ def time_until(value: str | None, now: datetime | None = None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
-    """Each feed's last fetch, HTTP status, error and next check; how many are failing.
+    """Each feed's last fetch, HTTP status, error and next check; how many have errors.
 
-    A feed is 'failing' after failure_threshold failures in a row (it is then
-    tried daily) and 'disabled' after 410 Gone (it is no longer fetched).
-    Also how many reports wait to be grouped into stories (see 'agg group').
+    A feed is in 'error' from the first failed fetch (it is retried sooner or
+    later as it keeps failing), 'failing' after failure_threshold failures
+    in a row (it is then tried daily) and 'disabled' after 410 Gone (it is
+    no longer fetched). On a terminal, errors are in red (unless NO_COLOR is
+    set). Also how many reports wait to be grouped into stories (see 'agg group').
 
     \b
     Examples:
       agg status
       agg status --json | jq '.feeds[] | select(.state != "ok") | .url'
     """
-    from aggregator.daemon import status_report
+    from aggregator.schedule import status_report
 
     now = utc_now()
     store = ctx.store(readonly=True)
@@ -619,18 +639,22 @@ def status(ctx: Context, as_json: bool) -> None:
         for name in ("Feed", "State", "Last fetch", "HTTP", "Next check"):
             table.add_column(name, overflow="fold", ratio=3 if name == "Feed" else None)
         table.add_column("Error", overflow="fold", ratio=2)
-        for row in rows:
-            table.add_row(*(Text(cell) for cell in row))
+        for feed, state, *cells, error in rows:
+            table.add_row(Text(feed), _state_text(state), *(Text(cell) for cell in cells), Text(error, style="red"))
         ctx.out.print(table)
     else:
         for row in rows:
             click.echo("\t".join(row))
     counts = report["counts"]
-    line = (f"{counts['feeds']} feeds: {counts['ok']} ok, {counts['failing']} failing, "
+    failing = f" ({counts['failing']} failing: tried daily)" if counts["failing"] else ""
+    line = (f"{counts['feeds']} feeds: {counts['ok']} ok, {counts['with_errors']} with errors{failing}, "
             f"{counts['disabled']} disabled; {counts['due']} due now")
     if waiting:
         line += f"; {waiting:,} {_reports(waiting)} waiting to be grouped into stories (see 'agg group')"
-    click.echo(line, err=True)
+    if counts["with_errors"] and sys.stderr.isatty():
+        ctx.err.print(line, style="red", soft_wrap=True)
+    else:
+        click.echo(line, err=True)
 
 
 # --- export and import (aggregator/export.py) --------------------------------
@@ -885,9 +909,10 @@ def feeds_group() -> None:
 def feeds_list(ctx: Context, as_json: bool) -> None:
     """List the subscriptions, with their state in the database when there is one.
 
-    States: ok; failing (failed many times in a row: still tried, less
-    often); disabled (the server said it is gone, or feeds.yaml says
-    enabled: false); never fetched.
+    States: ok; error (the last fetch failed: the Problem column says why);
+    failing (failed many times in a row: still tried, less often); disabled
+    (the server said it is gone, or feeds.yaml says enabled: false); never
+    fetched. On a terminal, errors are in red (unless NO_COLOR is set).
 
     \b
     Examples:
@@ -911,7 +936,14 @@ def feeds_list(ctx: Context, as_json: bool) -> None:
                 row["last_fetch_at"] or "", row["title"] or "", ",".join(row["tags"]))))
 
 
-_STATE_STYLES = {"ok": "green", "failing": "red", "disabled": "dim red"}
+_STATE_STYLES = {"ok": "green", "error": "red", "failing": "bold red", "disabled": "dim red"}
+
+
+def _state_text(state: str) -> Text:
+    """A feed's state in its colour on a terminal (rich leaves colours out under NO_COLOR)."""
+    from rich.text import Text
+
+    return Text(state, style=_STATE_STYLES.get(state, "yellow"))
 
 
 def _print_feeds_table(ctx: Context, rows: list[dict]) -> None:
@@ -934,13 +966,15 @@ def _print_feeds_table(ctx: Context, rows: list[dict]) -> None:
         problem = row["last_error"] if row["state"] != "ok" else None
         if row["moved_to"]:
             problem = f"moved to {row['moved_to']}: update feeds.yaml"
-        table.add_row(feed, Text(row["state"], style=_STATE_STYLES.get(row["state"], "yellow")),
+        table.add_row(feed, _state_text(row["state"]),
                       "" if row["entries"] is None else str(row["entries"]),
                       time_ago(row["newest_entry"]) if row["newest_entry"] else "",
                       time_ago(row["last_fetch_at"]) if row["last_fetch_at"] else "",
-                      Text(terminal_safe(problem or "")))
+                      Text(terminal_safe(problem or ""), style="red" if row["last_error"] else "yellow"))
     ctx.out.print(table)
-    ctx.err.print(f"{len(rows)} feeds in {ctx.config_path}", style="dim")
+    with_errors = sum(row["state"] in ("error", "failing") for row in rows)
+    ctx.err.print(f"{len(rows)} feeds in {ctx.config_path}" + (f", {with_errors} with errors" if with_errors else ""),
+                  style="red" if with_errors else "dim")
 
 
 @feeds_group.command(name="add")
@@ -969,7 +1003,7 @@ def feeds_add(ctx: Context, url: str, tags: tuple[str, ...], title: str | None) 
     config = _optional_config(ctx)
     target = _typed_url(url)
     if config is not None and (existing := config.feed(target)):
-        fail(f"{url} is already in {ctx.config_path} (line {existing.line})")
+        fail(feeds.already_subscribed(url, existing, ctx.config_path))
     try:
         found = feeds.discover_feeds(target, config.settings if config else None)
         chosen = found.feeds[0]

@@ -15,15 +15,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
-from ruamel.yaml.util import load_yaml_guess_indent
-
 from aggregator.dedup import DedupSettings
+from aggregator.urls import feed_identity
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
 
 DEFAULT_CONFIG_PATH = Path("feeds.yaml")
 
@@ -146,7 +145,29 @@ class Config:
     feeds: list[FeedConfig]
 
     def feed(self, url: str) -> FeedConfig | None:
-        return next((feed for feed in self.feeds if feed.url == url), None)
+        """The subscription to the same feed as ``url`` (:func:`aggregator.urls.feed_identity`),
+        with its line in the file."""
+        wanted = feed_identity(url)
+        for index, feed in enumerate(self.feeds):
+            if feed_identity(feed.url) == wanted:
+                if feed.line is None:  # read by the fast loader, which keeps no line numbers
+                    feed.line = _feed_line(self.path, index)
+                return feed
+        return None
+
+
+def _feed_line(path: Path, index: int) -> int | None:
+    """The line of the ``index``-th feed of a valid config file (its feeds are its list's items, in order)."""
+    try:
+        return load_yaml_document(path)["feeds"].lc.item(index)[0] + 1
+    except (ConfigError, AttributeError, IndexError, KeyError, TypeError):
+        return None
+
+
+def describe_duplicate(url: str, existing: FeedConfig) -> str:
+    """Where the subscription ``url`` duplicates is: ``line 12`` or, spelled otherwise, ``line 12, as URL``."""
+    where = f"line {existing.line}" if existing.line else "its feeds list"
+    return where if existing.url == url else f"{where}, as {existing.url}"
 
 
 # Which YAML value each key takes, and how to read it.
@@ -167,7 +188,13 @@ def resolve_config_path(path: str | Path | None) -> Path:
     return Path(os.environ.get("AGG_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
+# ruamel.yaml is imported when a file is read: commands that read none (agg --help, agg list,
+# agg status) start without its 15-30 ms of imports.
+
+
 def _yaml() -> YAML:
+    from ruamel.yaml import YAML
+
     yaml = YAML()  # round-trip: keeps comments, order and line numbers
     yaml.preserve_quotes = True
     return yaml
@@ -181,6 +208,9 @@ def load_yaml_document(path: Path, *, round_trip: bool = True) -> Any:
     lists from the C loader (ruamel.yaml.clib), ten times faster on a config of
     a thousand feeds.
     """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
     try:
         with path.open(encoding="utf-8") as handle:
             return (_yaml() if round_trip else YAML(typ="safe")).load(handle)
@@ -214,6 +244,9 @@ def _indentation_of(path: Path) -> dict[str, int]:
     edit would rewrite every line of a file indented differently from the
     defaults. A new or sequence-free file gets agg's style (``  - url: …``).
     """
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.util import load_yaml_guess_indent
+
     try:
         _, sequence_indent, dash_offset = load_yaml_guess_indent(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, YAMLError):
@@ -260,8 +293,9 @@ def validate_feed_url(url: Any, base_dir: Path | None = None) -> str:
 
 
 def _line(node: Any, key: Any = None) -> int | None:
+    """The line of a node (or of one of its keys) read by the round-trip loader; None from the fast one."""
     try:
-        if key is not None and isinstance(node, CommentedMap):
+        if key is not None and isinstance(node, dict):
             return node.lc.key(key)[0] + 1
         return node.lc.line + 1
     except (AttributeError, KeyError, TypeError):
@@ -397,16 +431,16 @@ def _read_feeds(document: dict, settings: Settings, path: Path, problem) -> list
     raw_feeds = document.get("feeds")
     if raw_feeds is None:
         return []
-    if not isinstance(raw_feeds, (list, CommentedSeq)):
+    if not isinstance(raw_feeds, list):  # the round-trip loader's CommentedSeq is a list too
         problem(document, "feeds", "must be a list of feeds, each with a url")
         return []
     feeds: list[FeedConfig] = []
-    seen: dict[str, int | None] = {}
+    seen: dict[str, FeedConfig] = {}
     for index, item in enumerate(raw_feeds):
         if isinstance(item, str):
             item = {"url": item}
         if not isinstance(item, dict):
-            line = raw_feeds.lc.item(index)[0] + 1 if isinstance(raw_feeds, CommentedSeq) else None
+            line = raw_feeds.lc.item(index)[0] + 1 if hasattr(raw_feeds, "lc") else None
             problems_where = f"line {line}" if line else f"item {index + 1}"
             problem(raw_feeds, None, f"feeds {problems_where}: each feed must be a mapping with a url")
             continue
@@ -439,9 +473,9 @@ def _read_feeds(document: dict, settings: Settings, path: Path, problem) -> list
             continue
         if not feed.url:
             continue
-        if feed.url in seen:
-            problem(item, "url", f"duplicate feed {feed.url} (first listed on line {seen[feed.url]})")
+        first = seen.setdefault(feed_identity(feed.url), feed)
+        if first is not feed:
+            problem(item, "url", f"duplicate feed {feed.url}: the same feed as {describe_duplicate(feed.url, first)}")
             continue
-        seen[feed.url] = feed.line
         feeds.append(feed)
     return feeds

@@ -33,7 +33,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from aggregator import pipeline, schedule
 from aggregator.config import Config, ConfigError, load_config
-from aggregator.store import Store, from_db_time, to_db_time, utc_now
+from aggregator.store import Store, to_db_time, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -80,30 +80,6 @@ def maintain(store: Store, retention_seconds: float, now: datetime) -> Maintenan
     if store.path is not None:
         store.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return report
-
-
-def status_report(rows: list[dict], now: datetime) -> dict:
-    """What ``agg status`` shows: each feed's last fetch, state, error and next check, and the counts."""
-    feeds = []
-    for row in rows:
-        next_check = from_db_time(row["next_check_at"])
-        feeds.append({
-            "url": row["url"],
-            "fetch_url": row["fetch_url"],
-            "title": row["title"],
-            "state": row["state"],
-            "last_fetch_at": row["last_fetch_at"],
-            "last_status": row["last_status"],
-            "last_error": row["last_error"],
-            "error_count": row["error_count"],
-            "next_check_at": row["next_check_at"],
-            "due": row["state"] != "disabled" and schedule.is_due(next_check, now),
-        })
-    counts = {state: sum(1 for f in feeds if f["state"] == state) for state in ("ok", "failing", "disabled")}
-    counts["feeds"] = len(feeds)
-    counts["with_errors"] = sum(1 for f in feeds if f["error_count"])
-    counts["due"] = sum(1 for f in feeds if f["due"])
-    return {"now": to_db_time(now), "counts": counts, "feeds": feeds}
 
 
 def wake_time(config: Config, store: Store, now: datetime) -> datetime:

@@ -7,8 +7,19 @@ Text files may hold the placeholder ``{{BASE_URL}}``; it is replaced by the
 server's own base URL at serve time, so links inside feeds point back at the
 live server whatever port it got.
 
+Dates can be moved too (``newest_at``): every machine-readable date in the
+text files served (ISO 8601 with a time zone, as Atom, JSON Feed and page
+metadata write them; RFC 822, as RSS does) is shifted by one amount, so that
+the newest is at that moment and the others keep their order and spacing.
+The demo serves its samples so, dated up to the minute it starts, so that the
+windows of ``agg list --since 24h`` and the exports hold them; dates written
+out in prose ("Monday 2 March") are left as they are.
+
 Use it as ``with SampleServer(root) as srv: ... srv.base_url ...`` or from the
-command line: ``python -m aggregator.devserver ROOT [--write-config FILE]``.
+command line: ``python -m aggregator.devserver ROOT [--write-config FILE]``
+(see ``--help``). A config it wrote names the server's address on its first
+line; serving again with that config takes the same port, so that the
+config and a database fetched through it stay good (``make demo-serve``).
 """
 
 from __future__ import annotations
@@ -22,7 +33,8 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass
-from email.utils import formatdate, parsedate_to_datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, formatdate, parsedate_to_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -53,6 +65,12 @@ _FIXED_CONTENT_TYPES = {
     ".jpeg": "image/jpeg",
     ".svg": "image/svg+xml",
 }
+# Dates as feeds and pages write them for machines: ISO 8601 with a time zone, and RFC 822.
+_ISO_DATE = re.compile(rb"(?<![\d-])(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})(:\d{2})?(Z|[+-]\d{2}:\d{2})")
+_RFC822_DATE = re.compile(rb"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{1,2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} "
+                          rb"(?:[+-]\d{4}|GMT|UTC|UT)")
+# The first line of a config written by write_config: where the server was listening.
+SERVED_AT = "# served by python -m aggregator.devserver at "
 _XML_ROOT = re.compile(rb"<([A-Za-z_][\w.:-]*)")
 _XML_PROLOGUE = re.compile(rb"<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>", re.DOTALL)
 
@@ -133,10 +151,46 @@ class Representation:
         return int(self.mtime) > since
 
 
-def load_representation(path: Path, relative_path: str, base_url: str) -> Representation:
+def _iso_dates(body: bytes, shift: timedelta) -> bytes:
+    def moved(match: re.Match[bytes]) -> bytes:
+        minutes, seconds, zone = (part.decode("ascii") if part else "" for part in match.groups())
+        moment = datetime.fromisoformat(minutes + (seconds or ":00") + zone.replace("Z", "+00:00")) + shift
+        return (moment.strftime("%Y-%m-%dT%H:%M") + (moment.strftime(":%S") if seconds else "") + zone).encode()
+    return _ISO_DATE.sub(moved, body)
+
+
+def _rfc822_dates(body: bytes, shift: timedelta) -> bytes:
+    def moved(match: re.Match[bytes]) -> bytes:
+        text = match.group().decode("ascii")
+        moment = parsedate_to_datetime(text) + shift
+        return format_datetime(moment, usegmt=not text[-5:].lstrip().startswith(("+", "-"))).encode("ascii")
+    return _RFC822_DATE.sub(moved, body)
+
+
+def shift_dates(body: bytes, shift: timedelta) -> bytes:
+    """``body`` with every machine-readable date moved by ``shift``, each written as it was."""
+    return _rfc822_dates(_iso_dates(body, shift), shift) if shift else body
+
+
+def dates_in(body: bytes) -> list[datetime]:
+    """The machine-readable dates of ``body`` (those :func:`shift_dates` moves)."""
+    iso = [datetime.fromisoformat(b"".join(part or b":00" for part in m.groups()[:2]).decode()
+                                  + m.group(3).decode().replace("Z", "+00:00")) for m in _ISO_DATE.finditer(body)]
+    return iso + [parsedate_to_datetime(m.group().decode("ascii")) for m in _RFC822_DATE.finditer(body)]
+
+
+def newest_date(root: Path) -> datetime | None:
+    """The newest machine-readable date in the text files under ``root``."""
+    dates = [date for path in root.rglob("*") if path.suffix.lower() in TEXT_SUFFIXES and path.is_file()
+             for date in dates_in(path.read_bytes())]
+    return max(dates, default=None)
+
+
+def load_representation(path: Path, relative_path: str, base_url: str,
+                        date_shift: timedelta = timedelta(0)) -> Representation:
     body = path.read_bytes()
     if path.suffix.lower() in TEXT_SUFFIXES:
-        body = body.replace(PLACEHOLDER, base_url.encode("utf-8"))
+        body = shift_dates(body.replace(PLACEHOLDER, base_url.encode("utf-8")), date_shift)
     digest = hashlib.sha256(body).hexdigest()[:32]
     return Representation(body, content_type_for(relative_path, body), f'"{digest}"', path.stat().st_mtime)
 
@@ -182,7 +236,7 @@ class _SampleRequestHandler(BaseHTTPRequestHandler):
         if found is None:
             self._send_plain(HTTPStatus.NOT_FOUND, b"not found\n", send_body)
             return
-        representation = load_representation(*found, self.server.base_url)
+        representation = load_representation(*found, self.server.base_url, self.server.date_shift)
         if accepts_gzip(self.headers.get("Accept-Encoding", "")):
             representation = representation.gzipped()
             encoding: str | None = "gzip"
@@ -228,11 +282,12 @@ class _SampleRequestHandler(BaseHTTPRequestHandler):
 class _SampleHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root: Path, host: str, port: int) -> None:
+    def __init__(self, root: Path, host: str, port: int, date_shift: timedelta) -> None:
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _SampleRequestHandler)
         self.root = root
+        self.date_shift = date_shift
         bound_host, bound_port = self.socket.getsockname()[:2]
         shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.base_url = f"http://{shown_host}:{bound_port}"
@@ -248,12 +303,18 @@ class SampleServer:
     """Serves ``root`` on ``host:port`` (port 0 picks a free one) from a background thread.
 
     ``base_url`` (e.g. ``http://127.0.0.1:54321``) is known once started.
+    With ``newest_at``, the files' dates are served moved so that the newest
+    is at that moment, to the minute (:func:`shift_dates`); ``date_shift``
+    says by how much, once started.
     """
 
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, *,
+                 newest_at: datetime | None = None) -> None:
         self.root = Path(root).resolve()
         self.host = host
         self.port = port
+        self.newest_at = newest_at
+        self.date_shift = timedelta(0)
         self._server: _SampleHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -266,7 +327,10 @@ class SampleServer:
     def start(self) -> None:
         if not self.root.is_dir():
             raise NotADirectoryError(f"cannot serve {self.root}: not a folder")
-        self._server = _SampleHTTPServer(self.root, self.host, self.port)
+        newest = newest_date(self.root) if self.newest_at is not None else None
+        if newest is not None and self.newest_at is not None:
+            self.date_shift = self.newest_at.replace(second=0, microsecond=0) - newest
+        self._server = _SampleHTTPServer(self.root, self.host, self.port, self.date_shift)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name=f"sample-server {self.base_url}", daemon=True
         )
@@ -300,14 +364,29 @@ class SampleServer:
 
 
 def write_config(server: SampleServer, template: Path, destination: Path) -> None:
-    """Write ``template`` with the server's URL filled in to ``destination``.
+    """Write ``template`` with the server's URL filled in to ``destination``, under a line saying where
+    it was served from (:func:`served_port` reads it).
 
     Written whole, then renamed, so that a reader waiting for the file never sees half of it.
     """
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".partial")
-    partial.write_text(server.substitute(template.read_text(encoding="utf-8")), encoding="utf-8")
+    served = (f"{SERVED_AT}{server.base_url}: its feeds answer while it runs.\n"
+              f"# Serve them again (same port) with: python -m aggregator.devserver {server.root} "
+              f"--write-config {destination}\n")
+    partial.write_text(served + server.substitute(template.read_text(encoding="utf-8")), encoding="utf-8")
     partial.replace(destination)
+
+
+def served_port(config: Path) -> int | None:
+    """The port of the server that wrote ``config`` (:func:`write_config`), or None for any other file."""
+    try:
+        with config.open(encoding="utf-8") as handle:
+            first = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return None
+    match = re.match(re.escape(SERVED_AT) + r"http://[^\s/]+:(\d+)", first)
+    return int(match.group(1)) if match else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,16 +396,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("root", type=Path, help="folder to serve, e.g. data/samples")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--port", type=int, help="0 picks a free port [default: the port FILE names, else 0]")
     parser.add_argument(
         "--write-config",
         type=Path,
         metavar="FILE",
-        help="once listening, write ROOT/feeds.yaml with the live URL filled in to FILE",
+        help="once listening, write ROOT/feeds.yaml with the live URL filled in to FILE; "
+             "a FILE written so before names the port to serve on again",
     )
+    parser.add_argument("--keep-dates", action="store_true",
+                        help="serve the dates as written [default: moved so that the newest is now]")
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         parser.error(f"{args.root} is not a folder")
+    port = args.port
+    if port is None:
+        port = (served_port(args.write_config) if args.write_config else None) or 0
 
     stop_requested = threading.Event()
 
@@ -336,11 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    server = SampleServer(args.root, args.host, args.port)
+    server = SampleServer(args.root, args.host, port, newest_at=None if args.keep_dates else datetime.now(UTC))
     try:
         server.start()
     except OSError as error:
-        print(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
+        remembered = f" (the port {args.write_config} was written for)" if port and args.port is None else ""
+        print(f"cannot listen on {args.host}:{port}{remembered}: {error.strerror or error}", file=sys.stderr)
         return 1
     try:
         if args.write_config is not None:

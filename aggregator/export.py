@@ -27,12 +27,11 @@ Decisions, documented for users in ``docs/digest.md``:
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -45,10 +44,11 @@ import nh3
 from lxml import etree
 
 from aggregator import __version__
-from aggregator.config import FeedConfig, load_config, validate_feed_url
-from aggregator.feeds import append_feeds, feed_item
+from aggregator.config import Config, FeedConfig, describe_duplicate, load_config, validate_feed_url
 from aggregator.parse import safe_http_url
+from aggregator.jsontext import json_bytes, json_text  # noqa: F401 -- the exports' JSON, as before
 from aggregator.store import Store, to_db_time
+from aggregator.urls import feed_identity
 
 DIGEST_VERSION = 1
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
@@ -61,7 +61,6 @@ SUMMARY_CHARS = 300
 # Characters XML 1.0 cannot carry at all (lxml refuses them), and the C1 controls
 # it discourages (a terminal shown the file would obey them): all dropped.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
-_C1_CONTROLS = re.compile("[\x7f-\x9f]")
 # The end of a sentence: punctuation (and closing quotes) before a space and
 # a capital, a figure or an opening quote, or at the end. A single capital
 # before the stop is an initial ("J. Smith", "U.S."), not a sentence end.
@@ -249,20 +248,6 @@ def _digest_story(story: ExportStory) -> dict[str, Any]:
             for report in story.reports
         ],
     }
-
-
-def json_text(document: Any, *, indent: int | None = None) -> str:
-    """``document`` as JSON, non-ASCII text kept as it is but every control character escaped.
-
-    json.dumps escapes C0 controls but lets C1 ones (U+0080-U+009F) through,
-    and a terminal shown the output would obey them as escape sequences.
-    """
-    text = json.dumps(document, ensure_ascii=False, indent=indent, default=str)
-    return _C1_CONTROLS.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
-
-
-def json_bytes(document: Any) -> bytes:
-    return (json_text(document, indent=2) + "\n").encode("utf-8")
 
 
 # --------------------------------------------------------------------------
@@ -539,22 +524,24 @@ def import_url(url: str) -> str:
     return validate_feed_url(url)
 
 
-def plan_import(candidates: Sequence[OpmlFeed], existing_urls: Collection[str]) -> ImportPlan:
-    """Which candidates to add: valid URLs not subscribed already and not repeated earlier in the file."""
+def plan_import(candidates: Sequence[OpmlFeed], config: Config | None) -> ImportPlan:
+    """Which candidates to add: valid URLs not subscribed already and not repeated earlier in the file,
+    each compared by :func:`aggregator.urls.feed_identity`."""
     plan = ImportPlan()
-    added: set[str] = set()
+    added: dict[str, str] = {}
     for feed in candidates:
         try:
             url = import_url(feed.url)
         except ValueError as exc:
             plan.skipped.append((feed, str(exc)))
             continue
-        if url in existing_urls:
-            plan.skipped.append((feed, "already in feeds.yaml"))
-        elif url in added:
-            plan.skipped.append((feed, "listed earlier in the file"))
+        existing = config.feed(url) if config is not None else None
+        if existing is not None:
+            plan.skipped.append((feed, f"already in feeds.yaml ({describe_duplicate(url, existing)})"))
+        elif (identity := feed_identity(url)) in added:
+            plan.skipped.append((feed, f"listed earlier in the file, as {added[identity]}"))
         else:
-            added.add(url)
+            added[identity] = url
             plan.added.append(replace(feed, url=url))
     return plan
 
@@ -568,9 +555,11 @@ def import_opml(config_path: Path, data: bytes, *, dry_run: bool = False) -> Imp
     feeds.yaml has problems (:class:`ConfigError`), with ``dry_run``, or
     when nothing is new.
     """
+    from aggregator.feeds import append_feeds, feed_item  # with the fetcher: only an import needs them
+
     candidates = parse_opml(data)
     config = load_config(config_path) if config_path.exists() else None
-    plan = plan_import(candidates, {feed.url for feed in config.feeds} if config else set())
+    plan = plan_import(candidates, config)
     if plan.added and not dry_run:
         append_feeds(config_path, [feed_item(feed.url, title=feed.title, tags=feed.tags) for feed in plan.added])
     return plan

@@ -35,6 +35,7 @@ from aggregator.config import (
     ConfigError,
     FeedConfig,
     Settings,
+    describe_duplicate,
     load_config,
     load_yaml_document,
     save_yaml_document,
@@ -128,7 +129,7 @@ async def inspect(
     parsed = parse_feed(result.body, result.final_url, result.headers)
     check.format, check.title, check.site_url = parsed.format, parsed.title, parsed.link
     check.entries, check.problem = len(parsed.entries), parsed.problem
-    dates = [date for date in (e.published or e.updated for e in parsed.entries) if date is not None]
+    dates = [date for date in (e.published for e in parsed.entries) if date is not None]
     check.newest = max(dates, default=None)
     if conditional and check.usable:
         check.conditional_get = await _conditional_get(fetcher, url, result.etag, result.last_modified,
@@ -197,8 +198,13 @@ def add_subscription(path: Path, url: str, *, title: str | None = None, tags: li
     config = load_config(path) if path.exists() else None
     existing = config.feed(validate_feed_url(url, path.parent)) if config is not None else None
     if existing is not None:
-        raise FeedsError(f"{url} is already in {path} (line {existing.line})")
+        raise FeedsError(already_subscribed(url, existing, path))
     return append_feeds(path, [feed_item(url, title=title, tags=tags)])
+
+
+def already_subscribed(url: str, existing: FeedConfig, path: Path) -> str:
+    """Why ``url`` is not added: the subscription to the same feed that ``path`` has."""
+    return f"{url} is already in {path} ({describe_duplicate(url, existing)})"
 
 
 def feed_item(url: str, *, title: str | None = None, tags: Sequence[str] | None = None) -> dict[str, Any]:

@@ -72,7 +72,8 @@ class ParsedEntry:
 
     ``title`` is plain text; ``summary`` and ``content`` keep the feed's
     HTML (untrusted: never output without sanitising); ``summary_text`` and
-    ``content_text`` are the same as plain text.
+    ``content_text`` are the same as plain text. ``published`` is the
+    entry's publication time, or its update time when that is all it gives.
     """
 
     guid: str

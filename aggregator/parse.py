@@ -181,6 +181,7 @@ def _entry_from_feedparser(item: Mapping[str, Any], feed_url: str) -> ParsedEntr
     link = safe_http_url(item.get("link"), feed_url)
     author_detail = item.get("author_detail") or {}
     summary_text = html_to_text(summary)
+    updated = _utc_from_struct(dict.get(item, "updated_parsed"))
     return ParsedEntry(
         guid=_guid(item.get("id"), link, title, summary, content),
         link=link,
@@ -193,8 +194,9 @@ def _entry_from_feedparser(item: Mapping[str, Any], feed_url: str) -> ParsedEntr
         author=_plain_author(author_detail.get("name") or item.get("author")),
         # dict.get: FeedParserDict.get would answer a missing updated_parsed with
         # published_parsed (a deprecated fallback that also warns).
-        published=_utc_from_struct(dict.get(item, "published_parsed")),
-        updated=_utc_from_struct(dict.get(item, "updated_parsed")),
+        # Atom's <updated> (RSS's dc:date) is the only date some feeds give: it then stands for publication.
+        published=_utc_from_struct(dict.get(item, "published_parsed")) or updated,
+        updated=updated,
         tags=_unique_strings(tag.get("term") for tag in _mappings(item.get("tags"))),
         enclosures=_enclosures(
             ((enclosure.get("href"), enclosure.get("type"), enclosure.get("length")) for enclosure in _mappings(item.get("enclosures"))),
@@ -653,9 +655,11 @@ def parse_json_feed(body: bytes | str, url: str) -> ParsedFeed:
     if not isinstance(document, dict):
         return ParsedFeed(problem="not a JSON Feed: the document is not a JSON object")
     version = document.get("version")
-    feed_format = JSON_FEED_FORMATS.get(str(version).rstrip("/")) if isinstance(version, str) else None
+    # Feeds in the wild declare http://jsonfeed.org/version/1 as often as the spec's https URL.
+    declared = re.sub(r"^http://", "https://", version.strip(), flags=re.IGNORECASE) if isinstance(version, str) else ""
+    feed_format = JSON_FEED_FORMATS.get(declared.rstrip("/"))
     if feed_format is None:
-        known = isinstance(version, str) and version.startswith(JSON_FEED_VERSION_PREFIX)
+        known = declared.startswith(JSON_FEED_VERSION_PREFIX)
         label = "unsupported JSON Feed version" if known else "not a JSON Feed: unknown version"
         return ParsedFeed(problem=f"{label} {_short_repr(version)}")
 
@@ -683,6 +687,7 @@ def _entry_from_json(item: dict[str, Any], base: str, feed_author: str | None) -
     link = safe_http_url(item.get("url"), base) or safe_http_url(item.get("external_url"), base)
     item_id = item.get("id")
     guid = str(item_id) if isinstance(item_id, (str, int, float)) and not isinstance(item_id, bool) else None
+    updated = _utc_from_iso(item.get("date_modified"))
     return ParsedEntry(
         guid=_guid(guid, link, title, summary, content),
         link=link,
@@ -692,8 +697,8 @@ def _entry_from_json(item: dict[str, Any], base: str, feed_author: str | None) -
         summary_text=summary_text[:MAX_HTML_CHARS],
         content_text=fold_whitespace(content_text)[:MAX_HTML_CHARS] if content_text else html_to_text(content),
         author=_json_author(item) or feed_author,
-        published=_utc_from_iso(item.get("date_published")),
-        updated=_utc_from_iso(item.get("date_modified")),
+        published=_utc_from_iso(item.get("date_published")) or updated,
+        updated=updated,
         tags=_unique_strings(_list(item.get("tags"))),
         enclosures=_enclosures(
             (

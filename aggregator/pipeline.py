@@ -93,6 +93,8 @@ class RunSummary:
 
 
 ProgressCallback = Callable[[FeedOutcome, int, int], None]
+# ``(pages done, pages queued so far)``: called as article pages are queued and as each is done.
+PageProgressCallback = Callable[[int, int], None]
 
 
 class ParseWorkers:
@@ -384,8 +386,12 @@ def run(
     now: datetime | None = None,
     stop: threading.Event | None = None,
     defer_grouping_over: int | None = None,
+    page_progress: PageProgressCallback | None = None,
 ) -> RunSummary:
     """Fetch every enabled feed (only those due, with ``due_only``) and process what is new.
+
+    ``progress`` is told of each feed done, ``page_progress`` of the article
+    pages (done, queued so far) as they are queued and extracted.
 
     Setting ``stop`` (from another thread, e.g. a signal handler) ends the
     run within a fraction of a second: requests and extractions in progress
@@ -402,7 +408,8 @@ def run(
     """
     return asyncio.run(
         run_async(config, store, due_only=due_only, concurrency=concurrency, re_extract=re_extract,
-                  progress=progress, now=now, stop=stop, defer_grouping_over=defer_grouping_over)
+                  progress=progress, now=now, stop=stop, defer_grouping_over=defer_grouping_over,
+                  page_progress=page_progress)
     )
 
 
@@ -430,6 +437,7 @@ async def run_async(
     now: datetime | None = None,
     stop: threading.Event | None = None,
     defer_grouping_over: int | None = None,
+    page_progress: PageProgressCallback | None = None,
 ) -> RunSummary:
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -443,7 +451,8 @@ async def run_async(
     large = len(feeds) >= PARSE_WORKERS_MIN_FEEDS
     async with Fetcher(settings, concurrency) as fetcher, ExtractorPool(time_limit=settings.extract_timeout) as pool, \
             ParseWorkers(enabled=large) as parser, GroupingWorker(store, settings.dedup, now, enabled=large) as grouping:
-        runner = _Run(config, store, fetcher, pool, summary, re_extract, now, stop, clock, parser, grouping)
+        runner = _Run(config, store, fetcher, pool, summary, re_extract, now, stop, clock, parser, grouping,
+                      page_progress)
         done = 0
 
         async def one(feed: FeedConfig) -> None:
@@ -529,7 +538,7 @@ class _Run:
     def __init__(self, config: Config, store: Store, fetcher: Fetcher, pool: ExtractorPool,
                  summary: RunSummary, re_extract: bool, now: datetime, stop: threading.Event | None = None,
                  clock: StageClock | None = None, parser: ParseWorkers | None = None,
-                 grouping: GroupingWorker | None = None):
+                 grouping: GroupingWorker | None = None, page_progress: PageProgressCallback | None = None):
         self.config = config
         self.store = store
         self.fetcher = fetcher
@@ -542,6 +551,8 @@ class _Run:
         self.parser = parser or ParseWorkers(enabled=False)
         self.grouping = grouping
         self.page_tasks: list[asyncio.Task] = []
+        self.pages_done = 0
+        self.page_progress = page_progress
         # Fetches that stored no entries (304s, failures), written RECORDS_PER_COMMIT at a time.
         self.records: list[FetchRecord] = []
         self.rng = random.Random()
@@ -571,7 +582,8 @@ class _Run:
                                                   guard=guard)
             with self.clock("parse"):
                 parsed = await self._parse(result)
-            error = result.error or feed_problem(parsed)
+            # A 304 answers for the document the stored validators came from, a broken one included.
+            error = result.error or feed_problem(parsed) or (row["document_error"] if result.not_modified else None)
             columns = schedule.after_fetch(row, feed, self.config.settings, result, parsed, error, self.now, self.rng)
             with self.clock("store"):
                 if parsed is None or error:
@@ -631,7 +643,19 @@ class _Run:
         if self.stop is not None and self.stop.is_set():
             return  # their entries stay pending for the next run
         for entry_id in entry_ids:
-            self.page_tasks.append(asyncio.create_task(self._page(entry_id, guard)))
+            task = asyncio.create_task(self._page(entry_id, guard))
+            task.add_done_callback(self._page_done)
+            self.page_tasks.append(task)
+        if entry_ids:
+            self._tell_pages()
+
+    def _page_done(self, task: asyncio.Task) -> None:
+        self.pages_done += 1
+        self._tell_pages()
+
+    def _tell_pages(self) -> None:
+        if self.page_progress is not None:
+            self.page_progress(self.pages_done, len(self.page_tasks))
 
     async def _page(self, entry_id: int, guard: bool) -> None:
         with self.clock("store"):
@@ -673,10 +697,11 @@ class _Run:
 
 
 def feed_problem(parsed: ParsedFeed | None) -> str | None:
-    """Why a parsed document counts as a failed fetch: not a feed, or a feed with no entries."""
+    """Why a parsed document counts as a failed fetch: it yielded no entries because it is not a feed
+    or is broken. A valid feed with no entries (a new blog, a quiet channel) is no failure."""
     if parsed is None or parsed.entries:
         return None
-    return parsed.problem or "the feed has no entries"
+    return parsed.problem
 
 
 def describe(summary: RunSummary) -> str:
@@ -691,5 +716,5 @@ def describe(summary: RunSummary) -> str:
     )
 
 
-__all__ = ["FeedOutcome", "GroupingWorker", "ParseWorkers", "RunSummary", "StageClock", "describe", "feed_problem",
+__all__ = ["FeedOutcome", "GroupingWorker", "PageProgressCallback", "ParseWorkers", "RunSummary", "StageClock", "describe", "feed_problem",
            "finish_grouping", "run", "run_async", "select_feeds"]

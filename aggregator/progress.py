@@ -1,7 +1,8 @@
-"""The progress bars shown on a terminal: ``agg fetch`` (feeds done of total, failures so far)
-and ``agg group`` (reports placed of those waiting).
+"""The progress bars shown on a terminal: ``agg fetch`` (feeds done of total, failures so far,
+then article pages extracted of those queued) and ``agg group`` (reports placed of those waiting).
 
-:class:`FetchProgress` is a :data:`aggregator.pipeline.ProgressCallback`;
+:class:`FetchProgress` is a :data:`aggregator.pipeline.ProgressCallback`, and its
+:meth:`FetchProgress.pages` a :data:`aggregator.pipeline.PageProgressCallback`;
 the command line shows a bar only when stderr is a terminal and neither
 ``--quiet`` nor ``-v`` is given (debug logs and a live bar would garble
 each other).
@@ -13,7 +14,7 @@ from types import TracebackType
 from typing import Self
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from aggregator.pipeline import FeedOutcome
 
@@ -33,7 +34,10 @@ class _Bar:
 
 
 class FetchProgress(_Bar):
-    """``with FetchProgress(console) as progress: run(..., progress=progress)``."""
+    """``with FetchProgress(console) as progress: run(..., progress=progress, page_progress=progress.pages)``.
+
+    One line for the feeds and, once a feed queues article pages, one for the pages.
+    """
 
     def __init__(self, console: Console):
         self._failed = 0
@@ -42,18 +46,27 @@ class FetchProgress(_Bar):
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("feeds, [red]{task.fields[failed]} failed[/]"),
+            TextColumn("{task.fields[unit]}"),
             TimeElapsedColumn(),
             console=console,
             transient=True,
         )
-        self._task = self._bar.add_task("fetching", total=None, failed=0)
+        self._task = self._bar.add_task("fetching", total=None, unit=self._feeds_unit())
+        self._pages_task: TaskID | None = None
+
+    def _feeds_unit(self) -> str:
+        return f"feeds, [red]{self._failed} failed[/]"
 
     def __call__(self, outcome: FeedOutcome, done: int, total: int) -> None:
         if outcome.status == "failed":
             self._failed += 1
         description = "fetching" if done < total else "extracting articles, grouping stories"
-        self._bar.update(self._task, completed=done, total=total, failed=self._failed, description=description)
+        self._bar.update(self._task, completed=done, total=total, unit=self._feeds_unit(), description=description)
+
+    def pages(self, done: int, total: int) -> None:
+        if self._pages_task is None:
+            self._pages_task = self._bar.add_task("article pages", total=total, unit="pages extracted")
+        self._bar.update(self._pages_task, completed=done, total=total)
 
 
 class GroupingProgress(_Bar):

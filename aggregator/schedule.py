@@ -2,7 +2,8 @@
 
 ``after_fetch`` turns one fetch's outcome into the feed row's new columns
 (validators, state, error count, redirect tracking, next check); ``is_due``
-says whether a feed's time has come. Nothing here does I/O or reads the
+says whether a feed's time has come; ``status_report`` is what ``agg status``
+makes of the feed rows. Nothing here does I/O or reads the
 clock: ``now`` and the random source are passed in, so every decision can
 be tested exactly.
 
@@ -16,9 +17,9 @@ How the next check is chosen, in order:
    max-age``, ``Expires``, RSS ``<ttl>``, and ``Retry-After`` on 429 and 503
    (capped at ``max_interval`` so that a feed is looked at least that often);
 3. errors replace the base with an exponential backoff (the base doubled per
-   consecutive failure, capped at ``max_interval``); after
-   ``failure_threshold`` failures in a row the feed is ``failing`` and tried
-   daily; ``410 Gone`` disables it;
+   consecutive failure, capped at ``max_interval``); from the first failure
+   the feed's state is ``error``, after ``failure_threshold`` failures in a
+   row it is ``failing`` and tried daily; ``410 Gone`` disables it;
 4. random jitter of ``±jitter`` of the delay spreads feeds out, without
    going under what the server asked for or over ``max_interval``.
 """
@@ -28,7 +29,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 
 from aggregator.config import FeedConfig, Settings
 from aggregator.models import FetchResult, ParsedFeed
@@ -50,6 +50,8 @@ def http_date(value: str | None) -> datetime | None:
     """An HTTP date (``Wed, 21 Oct 2015 07:28:00 GMT``) as an aware datetime, or None."""
     if not value:
         return None
+    from email.utils import parsedate_to_datetime  # here: email.utils imports socket, which agg status need not
+
     try:
         moment = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
@@ -150,6 +152,22 @@ def redirect_columns(row: dict, result: FetchResult, settings: Settings) -> dict
     return {"redirect_to": target, "redirect_count": count}
 
 
+def validator_columns(result: FetchResult, error: str | None) -> dict:
+    """The ETag and Last-Modified to send next time, and ``document_error``: what made that document a
+    failed fetch (None for a working feed).
+
+    Every document received whole gives its validators, feed or not, so that
+    the next request is conditional whatever it held; a 304 for it repeats
+    its ``document_error``, and replaces only the validators it carries.
+    """
+    if result.ok:
+        return {"etag": result.etag, "last_modified": result.last_modified, "document_error": error}
+    if result.not_modified:
+        return {name: value for name, value in (("etag", result.etag), ("last_modified", result.last_modified))
+                if value is not None}
+    return {}
+
+
 def after_fetch(
     row: dict,
     feed: FeedConfig,
@@ -166,10 +184,11 @@ def after_fetch(
     rhythm = row.get("entry_gap_seconds")
     ttl = row.get("ttl_seconds")
     if parsed is not None and not error:
-        rhythm = rhythm_seconds((e.published or e.updated for e in parsed.entries), now) or rhythm
+        rhythm = rhythm_seconds((e.published for e in parsed.entries), now) or rhythm
         ttl = parsed.ttl_seconds
         columns.update(title=row.get("title") or parsed.title, site_url=parsed.link, format=parsed.format,
                        problem=parsed.problem, ttl_seconds=ttl, entry_gap_seconds=rhythm)
+    columns.update(validator_columns(result, error))
     base = base_interval(feed, settings, rhythm)
     server_wait = min(server_wait_seconds(result, ttl, now), settings.max_interval)
 
@@ -179,15 +198,11 @@ def after_fetch(
     if error:
         failures = (row.get("error_count") or 0) + 1
         columns["error_count"] = failures
-        columns["state"] = "failing" if failures >= settings.failure_threshold else "ok"
+        columns["state"] = "failing" if failures >= settings.failure_threshold else "error"
         delay = max(backoff_seconds(base, failures, settings), server_wait)
     else:
         columns.update(error_count=0, state="ok")
         columns.update(redirect_columns(row, result, settings))
-        if result.etag is not None or not result.not_modified:
-            columns["etag"] = result.etag
-        if result.last_modified is not None or not result.not_modified:
-            columns["last_modified"] = result.last_modified
         delay = max(base, server_wait)
     columns["next_check_at"] = to_db_time(now + timedelta(seconds=jittered(delay, server_wait, settings, rng)))
     return columns
@@ -197,3 +212,31 @@ def next_wake(rows: Iterable[dict]) -> datetime | None:
     """The earliest next check among the feeds still being fetched (None when there is none)."""
     times = [from_db_time(r["next_check_at"]) for r in rows if r["state"] != "disabled" and r["next_check_at"]]
     return min(times, default=None)
+
+
+# A feed's states, as stored: ok; error (its last fetch failed); failing (failure_threshold
+# failures in a row: tried daily); disabled (410 Gone).
+STATES = ("ok", "error", "failing", "disabled")
+
+
+def status_report(rows: list[dict], now: datetime) -> dict:
+    """What ``agg status`` shows: each feed's last fetch, state, error and next check, and the counts."""
+    feeds = []
+    for row in rows:
+        feeds.append({
+            "url": row["url"],
+            "fetch_url": row["fetch_url"],
+            "title": row["title"],
+            "state": row["state"],
+            "last_fetch_at": row["last_fetch_at"],
+            "last_status": row["last_status"],
+            "last_error": row["last_error"],
+            "error_count": row["error_count"],
+            "next_check_at": row["next_check_at"],
+            "due": row["state"] != "disabled" and is_due(from_db_time(row["next_check_at"]), now),
+        })
+    counts = {state: sum(1 for f in feeds if f["state"] == state) for state in STATES}
+    counts["feeds"] = len(feeds)
+    counts["with_errors"] = counts["error"] + counts["failing"]
+    counts["due"] = sum(1 for f in feeds if f["due"])
+    return {"now": to_db_time(now), "counts": counts, "feeds": feeds}

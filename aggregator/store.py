@@ -19,9 +19,7 @@ from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from aggregator.models import FetchResult, ParsedEntry, ParsedFeed
 
@@ -32,6 +30,9 @@ CHECKPOINT_INTERVAL_SECONDS = 0.25
 WRITER_CHECKPOINT_FACTOR = 4
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 class StoreError(Exception):
@@ -249,6 +250,14 @@ MIGRATIONS: list[str] = [
     """
     DROP INDEX IF EXISTS entries_published;
     """,
+    # 5: a feed's state is ``error`` from its first failure (ok | error | failing | disabled),
+    # no longer ``ok`` until failure_threshold failures. ``document_error`` is what made the
+    # document whose validators are stored a failed fetch (not a feed, ...), which a 304 for
+    # it repeats (schedule.validator_columns); validators used to be stored for feeds only.
+    """
+    UPDATE feeds SET state = 'error' WHERE state = 'ok' AND error_count > 0;
+    ALTER TABLE feeds ADD COLUMN document_error TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -324,7 +333,7 @@ class Store:
                 conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                        check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            store = cls(sqlite_utils.Database(conn), path)
+            store = cls(_database(conn), path)
             if readonly:
                 conn.execute("SELECT count(*) FROM sqlite_master")  # opens the file: failures are reported here
             else:
@@ -337,8 +346,7 @@ class Store:
 
     @classmethod
     def memory(cls) -> Store:
-        store = cls(sqlite_utils.Database(sqlite3.connect(":memory:", isolation_level=None,
-                                                          check_same_thread=False)), None)
+        store = cls(_database(sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)), None)
         store._prepare()
         return store
 
@@ -449,6 +457,11 @@ class Store:
     def feed_by_url(self, url: str) -> dict | None:
         rows = list(self.db.query("SELECT * FROM feeds WHERE url = ?", [url]))
         return rows[0] if rows else None
+
+    def has_feed(self, url_or_title: str) -> bool:
+        """Whether a stored feed has this URL or title (what ``--feed`` of the story reads takes)."""
+        clauses, params = _feed_filter(url_or_title, None)
+        return bool(list(self.db.query(f"SELECT 1 FROM feeds f WHERE {' AND '.join(clauses)} LIMIT 1", params)))
 
     def feeds(self) -> list[dict]:
         return list(self.db.query("SELECT * FROM feeds ORDER BY id"))
@@ -729,6 +742,14 @@ _UPDATE_ENTRY = (
     "text_source = CASE WHEN text_source = 'page' THEN text_source ELSE ? END "
     "WHERE feed_id = ? AND guid = ?"
 )
+
+
+def _database(conn: sqlite3.Connection) -> sqlite_utils.Database:
+    # sqlite-utils is imported once a database is opened: commands that open none (agg --help,
+    # agg feeds add) start without its 40-80 ms of imports.
+    import sqlite_utils
+
+    return sqlite_utils.Database(conn)
 
 
 def _entry_values(entry: ParsedEntry) -> tuple:

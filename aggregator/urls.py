@@ -7,13 +7,19 @@ stage uses them as the first (cheapest) identity test between reports.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-# Exact query keys that only say how a reader arrived, never which page it is.
-TRACKING_PARAMS = frozenset(
+# Click and campaign identifiers: they never name a document, a feed's included.
+CLICK_PARAMS = frozenset(
     {
         "fbclid", "gclid", "dclid", "gclsrc", "msclkid", "yclid", "twclid", "ttclid",
-        "mc_cid", "mc_eid", "mkt_tok", "_ga", "_gl", "igshid", "spm", "scm",
+        "mc_cid", "mc_eid", "mkt_tok", "_ga", "_gl", "igshid",
+    }
+)
+# Exact query keys that only say how a reader arrived, never which page it is.
+TRACKING_PARAMS = CLICK_PARAMS | frozenset(
+    {
+        "spm", "scm",
         "ref", "ref_src", "ref_url", "referrer", "src", "source", "cmpid", "cmp",
         "ncid", "ocid", "ito", "itm_source", "itm_medium", "itm_campaign",
         "smid", "smtyp", "sr_share", "share", "via", "rss", "feed", "track",
@@ -30,9 +36,23 @@ AMP_PATH_SUFFIX = re.compile(r"(?:/amp|\.amp)(?:\.html?)?/?$", re.IGNORECASE)
 SAFE_PATH_CHARS = "/%:@!$&'()*+,;=-._~"
 
 
-def _is_tracking(key: str) -> bool:
+def _is_tracking(key: str, exact: frozenset[str] = TRACKING_PARAMS) -> bool:
     folded = key.lower()
-    return folded in TRACKING_PARAMS or folded.startswith(TRACKING_PREFIXES)
+    return folded in exact or folded.startswith(TRACKING_PREFIXES)
+
+
+def _netloc(host: str, port: int | None, scheme: str) -> str:
+    """``host[:port]``, without the scheme's default port (nor 443, which https gets)."""
+    if ":" in host:
+        host = f"[{host}]"
+    return host if port in (None, DEFAULT_PORTS[scheme], DEFAULT_PORTS["https"]) else f"{host}:{port}"
+
+
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError:
+        return None
 
 
 def _strip_host_prefixes(host: str) -> str:
@@ -52,14 +72,7 @@ def _canonical(url: str) -> str | None:
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS or not parts.hostname:
         return None
-    host = _strip_host_prefixes(parts.hostname.lower().rstrip("."))
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host if port in (None, DEFAULT_PORTS[scheme], DEFAULT_PORTS["https"]) else f"{host}:{port}"
+    netloc = _netloc(_strip_host_prefixes(parts.hostname.lower().rstrip(".")), _port(parts), scheme)
     # Re-quote after unquoting so that %7E and ~ (and other equivalent spellings) agree.
     path = quote(unquote(parts.path), safe=SAFE_PATH_CHARS)
     path = re.sub(r"/{2,}", "/", path)
@@ -94,6 +107,28 @@ def canonical_url(url: str, page_canonical: str | None = None) -> str:
         return _canonical(url) or (url or "").strip()
     except (ValueError, TypeError, UnicodeError):
         return (url or "").strip() if isinstance(url, str) else ""
+
+
+def feed_identity(url: str) -> str:
+    """What two subscriptions share when they are the same feed; never raises.
+
+    Kinder than :func:`canonical_url`, since a feed's address is its own
+    (``?feed=atom`` and ``/amp`` can name another feed): the scheme and host
+    in any case, http or https, a default port, a fragment and click or
+    campaign parameters (``utm_*``, ``fbclid``, ...) make no difference;
+    everything else does. A local feed's URL is its own identity.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        if scheme not in DEFAULT_PORTS or not parts.hostname:
+            return url.strip()
+        netloc = _netloc(parts.hostname.lower().rstrip("."), _port(parts), scheme)
+        params = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True)
+                  if not _is_tracking(key, CLICK_PARAMS)]
+        return urlunsplit(("https", netloc, parts.path or "/", urlencode(params), ""))
+    except (ValueError, TypeError, UnicodeError):
+        return url.strip() if isinstance(url, str) else ""
 
 
 def host_of(url: str) -> str:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 
 def run_on_terminal(args: list[str], *, stdout_too: bool = False, env: dict[str, str] | None = None,
@@ -29,7 +30,7 @@ def run_on_terminal(args: list[str], *, stdout_too: bool = False, env: dict[str,
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    full_env = dict(os.environ, COLUMNS="120", TERM="xterm", **(env or {}))
+    full_env = {**os.environ, "COLUMNS": "120", "TERM": "xterm", **(env or {})}
     try:
         process = subprocess.run([sys.executable, "-m", "aggregator", *args], stdin=subprocess.DEVNULL,
                                  stdout=secondary if stdout_too else subprocess.PIPE, stderr=secondary,
@@ -40,3 +41,20 @@ def run_on_terminal(args: list[str], *, stdout_too: bool = False, env: dict[str,
         os.close(main)
     stdout = "" if stdout_too else process.stdout.decode()
     return process.returncode, stdout, screen.decode(errors="replace")
+
+
+def run_on_terminal_behind_the_lock(db: Path, purpose: str, args: list[str], *,
+                                    release_after: float = 2.0) -> tuple[int, str, str]:
+    """:func:`run_on_terminal` while this process holds ``db``'s run lock as ``purpose``, let go after a while."""
+    from aggregator.lock import RunLock
+
+    holder = RunLock(db, purpose=purpose)
+    holder.acquire()
+    releaser = threading.Timer(release_after, holder.release)
+    releaser.start()
+    try:
+        return run_on_terminal(args)
+    finally:
+        releaser.cancel()
+        releaser.join()
+        holder.release()

@@ -32,7 +32,7 @@ from aggregator.store import Store, utc_now
 from tests.conftest import PROJECT_ROOT, rss_document
 from tests.faults import agg_command, run_agg
 from tests.server import Reply
-from tests.terminal import run_on_terminal
+from tests.terminal import run_on_terminal_behind_the_lock
 from tests.test_grouping_session import STORIES
 from tests.test_pipeline import items, query, write_config
 
@@ -384,18 +384,11 @@ def test_agg_group_exits_75_while_another_run_holds_the_lock_and_waits_with_wait
 
 def test_agg_group_on_a_terminal_says_what_it_waits_for_and_shows_its_progress(deferred):
     cfg, path, waiting = deferred
-    holder_lock = RunLock(path, purpose="agg fetch --due")
-    holder_lock.acquire()
-    releaser = threading.Timer(2, holder_lock.release)
-    releaser.start()
-    try:
-        status, _, screen = run_on_terminal(["--config", str(cfg), "--db", str(path), "group", "--wait"])
-    finally:
-        releaser.cancel()
-        releaser.join()
-        holder_lock.release()
+    status, _, screen = run_on_terminal_behind_the_lock(
+        path, "agg fetch --due", ["--config", str(cfg), "--db", str(path), "group", "--wait"])
     assert status == 0, screen
-    assert "agg: waiting: another agg run holds" in screen and "agg fetch --due" in screen
+    assert f"agg: waiting for another agg run to finish (the run that holds it: pid {os.getpid()}, agg fetch --due" \
+        in screen
     assert "grouping reports into stories" in screen  # the bar
     assert f"{waiting} reports grouped: " in screen
     assert waiting_for_story(path) == 0

@@ -158,6 +158,23 @@ def test_add_refuses_a_feed_already_subscribed_before_and_after_discovery(server
     assert config.read_text(encoding="utf-8") == written
 
 
+def test_add_names_the_line_of_the_subscription_it_repeats_however_it_is_spelled(server, config):
+    url = server.route("/feed.xml", Reply(body=rss("Once")))
+    assert agg(config, "feeds", "add", url).exit_code == 0
+    written = config.read_text(encoding="utf-8")
+    line = written.splitlines().index(f'  - url: "{url}"') + 1
+
+    again = agg(config, "feeds", "add", url)
+    assert again.exit_code == 1
+    assert again.stderr == f"agg: error: {url} is already in {config} (line {line})\n"
+    respelled = url.replace("http://127.0.0.1", "HTTP://127.0.0.1") + "?utm_source=newsletter&fbclid=abc#top"
+    other = agg(config, "feeds", "add", respelled)
+    assert other.exit_code == 1
+    assert other.stderr == f"agg: error: {respelled} is already in {config} (line {line}, as {url})\n"
+    assert config.read_text(encoding="utf-8") == written
+    assert server.hits("/feed.xml") and all("utm_source" not in hit.query for hit in server.hits("/feed.xml"))
+
+
 def test_add_without_a_feed_changes_nothing_and_says_what_was_tried(server, config):
     home = server.route("/", Reply(body=page(), content_type="text/html"))
     result = agg(config, "feeds", "add", home)

@@ -110,7 +110,7 @@ def test_safe_http_url_is_the_one_web_address_check(value, base, expected):
 
 def test_an_unusable_lock_file_is_reported(tmp_path):
     config = tmp_path / "feeds.yaml"
-    config.write_text("feeds: []\n", encoding="utf-8")
+    config.write_text("feeds:\n  - url: feed.xml\n", encoding="utf-8")
     (tmp_path / "agg.db.lock").mkdir()
     result = agg("--config", config, "--db", tmp_path / "agg.db", "fetch")
     assert result.exit_code == 1

@@ -105,7 +105,18 @@ def test_duplicate_names_the_first_line(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert caught.value.problems == [
-        f"{path}:4: url: duplicate feed http://a.example/x (first listed on line 2)"]
+        f"{path}:4: url: duplicate feed http://a.example/x: the same feed as line 2"]
+
+
+def test_a_feed_spelled_otherwise_is_a_duplicate_naming_the_line_it_repeats(tmp_path):
+    path = write(tmp_path, "feeds:\n  - url: https://a.example/feed.xml\n  - url: https://a.example/?feed=atom\n"
+                           "  - url: HTTP://A.EXAMPLE:80/feed.xml?utm_source=rss&fbclid=x1\n"
+                           "  - url: https://a.example/?feed=rss2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [
+        f"{path}:4: url: duplicate feed HTTP://A.EXAMPLE:80/feed.xml?utm_source=rss&fbclid=x1: "
+        "the same feed as line 2, as https://a.example/feed.xml"]
 
 
 @pytest.mark.parametrize("text, words", [

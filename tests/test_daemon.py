@@ -22,7 +22,8 @@ import pytest
 
 from aggregator import daemon
 from aggregator.config import load_config
-from aggregator.daemon import Daemon, maintain, status_report, wake_time
+from aggregator.daemon import Daemon, maintain, wake_time
+from aggregator.schedule import status_report
 from aggregator.store import Store, to_db_time
 from tests.conftest import PROJECT_ROOT, rss_document
 from tests.server import Reply
@@ -334,7 +335,8 @@ def test_status_report_counts_states():
          "last_error": "HTTP 500", "error_count": 11, "next_check_at": to_db_time(NOW + timedelta(hours=5))},
     ]
     report = status_report(rows, NOW)
-    assert report["counts"] == {"ok": 1, "failing": 1, "disabled": 0, "feeds": 2, "with_errors": 1, "due": 1}
+    assert report["counts"] == {"ok": 1, "error": 0, "failing": 1, "disabled": 0, "feeds": 2, "with_errors": 1,
+                                "due": 1}
     assert [f["due"] for f in report["feeds"]] == [True, False]
 
 
@@ -349,7 +351,7 @@ def test_agg_status_lists_each_feed_and_counts_the_failing(tmp_path, agg):
     assert beta[1:] == ["failing", "1 h ago", "503", "due", "HTTP 503  busy"]
     assert gamma[1:] == ["disabled", "never", "410", "-", "HTTP 410 Gone"]
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
-    assert "3 feeds: 1 ok, 1 failing, 1 disabled" in result.stderr
+    assert "3 feeds: 1 ok, 1 with errors (1 failing: tried daily), 1 disabled" in result.stderr
 
 
 def test_agg_status_json(tmp_path, agg):

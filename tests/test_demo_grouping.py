@@ -1,7 +1,8 @@
 """The real pipeline on the bundled samples groups their reports into the gold stories.
 
 data/samples is served on 127.0.0.1 by SampleServer; pipeline.run fetches,
-parses and extracts every page into a fresh database, then groups. The gold
+parses and extracts every page into a fresh database, then groups. The samples are served
+dated up to now, as ``make demo`` serves them. The gold
 labels (data/samples/stories.jsonl) include hard negatives: a CEO fired and
 reinstated three days later, one bank's rate decision and its emergency
 lending two days later, two lawsuits against one company in a week, one
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -42,7 +44,7 @@ class Demo:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     folder = tmp_path_factory.mktemp("demo")
-    with SampleServer(SAMPLES) as server:
+    with SampleServer(SAMPLES, newest_at=datetime.now(UTC)) as server:
         config_path = folder / "feeds.yaml"
         write_config(server, SAMPLES / "feeds.yaml", config_path)
         config = load_config(config_path)
@@ -82,3 +84,14 @@ def test_agg_list_shows_each_sample_story_once_with_all_its_outlets(demo: Demo, 
     listed_outlets = sorted(sorted(story["outlets"]) for story in listed)
     assert listed_outlets == sorted(sorted(outlets) for outlets in gold_outlets.values())
     assert sum(len(outlets) > 1 for outlets in gold_outlets.values()) >= 9
+
+
+def test_the_defaults_of_list_and_the_exports_show_the_demo_stories(demo: Demo, agg) -> None:
+    base = ("--config", demo.config_path, "--db", demo.db_path)
+    everything = [json.loads(line) for line in agg(*base, "list", "--json").stdout.splitlines()]
+    last_day = [json.loads(line) for line in agg(*base, "list", "--since", "24h", "--json").stdout.splitlines()]
+    assert 0 < len(last_day) < len(everything) == 10  # the newest stories: the samples span five days
+    digest = json.loads(agg(*base, "export", "digest").stdout)  # its default window: 24h
+    assert sorted(story["title"] for story in digest["stories"]) == sorted(story["title"] for story in last_day)
+    week = json.loads(agg(*base, "export", "jsonfeed").stdout)  # its default window: 7d
+    assert len(week["items"]) == len(everything)

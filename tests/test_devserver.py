@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import urlsplit
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 import feedparser
 import pytest
 
-from aggregator.devserver import SampleServer, accepts_gzip, etag_matches, xml_root_name
+from aggregator.devserver import SampleServer, accepts_gzip, dates_in, etag_matches, shift_dates, xml_root_name
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLES = PROJECT / "data" / "samples"
@@ -360,3 +361,59 @@ def test_cli_writes_the_demo_config_once_listening_and_exits_0_on_sigterm(tmp_pa
         _, stderr = process.communicate(timeout=20)
     assert process.returncode == 0
     assert f"serving {SAMPLES} at http://127.0.0.1:" in stderr.decode()
+
+
+def test_the_samples_can_be_served_dated_up_to_now_in_their_order_and_spacing() -> None:
+    now = datetime.now(UTC)
+    with SampleServer(SAMPLES) as as_written, SampleServer(SAMPLES, newest_at=now) as moved:
+        for path in [*sample_feed_paths(), "/wsi/norland-central-bank-holds-rate.html"]:
+            written, shifted = (dates_in(get(server.base_url + path)[2]) for server in (as_written, moved))
+            assert written and [date + moved.date_shift for date in written] == shifted, path
+        newest = max(date for path in sample_feed_paths() for date in dates_in(get(moved.base_url + path)[2]))
+    assert newest == now.replace(second=0, microsecond=0)
+    assert moved.date_shift.total_seconds() % 60 == 0 and as_written.date_shift == timedelta(0)
+
+
+def test_the_dates_keep_how_they_are_written() -> None:
+    shift = timedelta(days=2, minutes=5)
+    body = (b"<pubDate>Fri, 06 Mar 2026 11:15:00 +0000</pubDate><updated>2026-03-06T08:50:00Z</updated>"
+            b'<time datetime="2026-03-02T21:10+01:00">Monday 2 March 2026, 21:10</time>'
+            b"Last-Modified: Wed, 04 Mar 2026 21:50:00 GMT; 2026-03-02 (a day, no time: left)")
+    assert shift_dates(body, shift) == (
+        b"<pubDate>Sun, 08 Mar 2026 11:20:00 +0000</pubDate><updated>2026-03-08T08:55:00Z</updated>"
+        b'<time datetime="2026-03-04T21:15+01:00">Monday 2 March 2026, 21:10</time>'
+        b"Last-Modified: Fri, 06 Mar 2026 21:55:00 GMT; 2026-03-02 (a day, no time: left)")
+
+
+def serve_demo(config: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """``python -m aggregator.devserver SAMPLES --write-config CONFIG`` and the first line it prints:
+    ``serving ... at URL`` once it has written the config, or why it cannot serve."""
+    process = subprocess.Popen([sys.executable, "-m", "aggregator.devserver", str(SAMPLES), "--write-config",
+                                str(config), *args], stderr=subprocess.PIPE, cwd=PROJECT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return process, process.stderr.readline().decode()
+
+
+def test_a_demo_config_can_be_served_again_on_the_port_it_names(tmp_path: Path) -> None:
+    config = tmp_path / "demo" / "feeds.yaml"
+    first, line = serve_demo(config)
+    try:
+        text = config.read_text(encoding="utf-8")
+        base_url = re.search(r"http://127\.0\.0\.1:\d+", line).group()
+        assert text.startswith(f"# served by python -m aggregator.devserver at {base_url}: ")
+        assert f"--write-config {config}" in text.splitlines()[1]
+        # While it serves, the port is taken: a second server says so and which file named the port.
+        second, complaint = serve_demo(config)
+        assert second.wait(20) == 1
+        assert f"(the port {config} was written for)" in complaint
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=20)
+    again, line = serve_demo(config)
+    try:
+        assert base_url in line and config.read_text(encoding="utf-8") == text
+        assert get(f"{base_url}/feeds/dailyledger.xml")[0] == 200
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.communicate(timeout=20)
+    assert again.returncode == 0

@@ -21,7 +21,7 @@ import pytest
 from lxml import etree
 
 from aggregator import dedup
-from aggregator.config import FeedConfig, load_config
+from aggregator.config import Config, FeedConfig, Settings, load_config
 from aggregator.export import (
     ATOM_NS,
     OpmlError,
@@ -429,11 +429,15 @@ def test_import_into_a_config_with_problems_changes_nothing(tmp_path, agg):
     assert config.read_text(encoding="utf-8") == broken
 
 
-def test_plan_import_compares_with_the_urls_already_configured():
-    plan = plan_import([OpmlFeed(" https://a.example/rss "), OpmlFeed("https://b.example/rss")],
-                       {"https://a.example/rss"})
+def test_plan_import_compares_with_the_feeds_already_configured_by_their_identity():
+    config = Config(Path("feeds.yaml"), Settings(), [FeedConfig("https://a.example/rss", line=3)])
+    plan = plan_import([OpmlFeed(" https://a.example/rss "), OpmlFeed("https://b.example/rss"),
+                        OpmlFeed("HTTP://A.example:80/rss?utm_source=opml"), OpmlFeed("https://b.example/rss#top")],
+                       config)
     assert [f.url for f in plan.added] == ["https://b.example/rss"]
-    assert [reason for _, reason in plan.skipped] == ["already in feeds.yaml"]
+    assert [reason for _, reason in plan.skipped] == [
+        "already in feeds.yaml (line 3)", "already in feeds.yaml (line 3, as https://a.example/rss)",
+        "listed earlier in the file, as https://b.example/rss"]
 
 
 @pytest.mark.parametrize("document, message", [

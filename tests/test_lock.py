@@ -15,6 +15,7 @@ import pytest
 from aggregator.lock import LockHeld, LockUnavailable, RunLock, lock_path_for
 from tests.conftest import PROJECT_ROOT, rss_document
 from tests.server import Reply
+from tests.terminal import run_on_terminal_behind_the_lock
 
 EX_TEMPFAIL = 75
 
@@ -164,6 +165,18 @@ def test_agg_fetch_wait_runs_once_the_lock_is_free(tmp_path, server):
         holder.release()
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
+    assert len(server.hits("/feed.xml")) == 1
+    assert "waiting" not in err  # piped, as under cron: silent
+
+
+def test_agg_fetch_wait_on_a_terminal_says_which_run_it_waits_for(tmp_path, server):
+    cfg = write_config(tmp_path, feed_route(server))
+    db = tmp_path / "agg.db"
+    status, _, screen = run_on_terminal_behind_the_lock(db, "agg daemon",
+                                                        ["--config", str(cfg), "--db", str(db), "fetch", "--wait"])
+    assert status == 0, screen
+    assert f"agg: waiting for another agg run to finish (the run that holds it: pid {os.getpid()}, agg daemon, since " \
+        in screen
     assert len(server.hits("/feed.xml")) == 1
 
 

@@ -210,9 +210,8 @@ def test_rss10() -> None:
     assert [entry.title for entry in feed.entries] == ["First", "Second"]
     first = feed.entries[0]
     assert first.guid == first.link == "https://rdf.example.net/a"
-    # feedparser reads dc:date as the update date; nothing claims a publication date.
-    assert first.updated == datetime(2024, 5, 5, 6, 0, tzinfo=UTC)
-    assert first.published is None
+    # feedparser reads dc:date as the update date; the only date there is, it dates the entry.
+    assert first.updated == first.published == datetime(2024, 5, 5, 6, 0, tzinfo=UTC)
     assert first.author == "Rita"
     assert first.tags == ["tech"]
 

@@ -161,11 +161,11 @@ def test_broken_feeds_never_stop_the_others(tmp_path, server, agg):
         server.route("/page.html", Reply(body=b"<!DOCTYPE html><html><head><title>Hi</title></head>"
                                           b"<body><p>Just a web page.</p></body></html>",
                                      content_type="text/html")): "",
-        server.route("/empty.xml", Reply(body=rss_document([]))): "",
         server.route("/slow.xml", Reply(body=rss_document(items("s", ["Too late"])), delay=3)): "timed out",
         f"http://127.0.0.1:{closed_port()}/feed.xml": "could not connect",
     }
-    cfg = write_config(tmp_path, [{"url": url} for url in [*broken, good]], defaults="read_timeout: 0.5s")
+    empty = server.route("/empty.xml", Reply(body=rss_document([])))  # a quiet feed: no failure
+    cfg = write_config(tmp_path, [{"url": url} for url in [*broken, empty, good]], defaults="read_timeout: 0.5s")
     db = tmp_path / "agg.db"
 
     result = agg("--config", cfg, "--db", db, "fetch")
@@ -180,24 +180,24 @@ def test_broken_feeds_never_stop_the_others(tmp_path, server, agg):
         (logged,), = query(db, "SELECT l.error FROM fetch_log l JOIN feeds f ON f.id = l.feed_id WHERE f.url = ?", url)
         assert logged == last_error
         assert f"agg: {url}: {last_error}" in result.stderr
-    assert good not in result.stderr
-    assert query(db, "SELECT last_error, error_count FROM feeds WHERE url = ?", good) == [(None, 0)]
+    assert good not in result.stderr and empty not in result.stderr
+    for url in (good, empty):
+        assert query(db, "SELECT last_error, error_count, state FROM feeds WHERE url = ?", url) == [(None, 0, "ok")]
 
     again = agg("--config", cfg, "--db", db, "fetch")
     assert again.exit_code == 0
-    assert {row[0] for row in query(db, "SELECT error_count FROM feeds WHERE url != ?", good)} == {2}
+    assert {row[0] for row in query(db, "SELECT error_count FROM feeds WHERE url NOT IN (?, ?)", good, empty)} == {2}
 
 
-def test_not_a_feed_and_no_entries_are_told_apart(tmp_path, server):
+def test_not_a_feed_fails_and_a_feed_with_no_entries_does_not(tmp_path, server):
     page = server.route("/page.html", Reply(body=b"<html><body><p>Hello</p></body></html>", content_type="text/html"))
     empty = server.route("/empty.xml", Reply(body=rss_document([])))
     config = load_config(write_config(tmp_path, [{"url": page}, {"url": empty}]))
     store = Store.open(tmp_path / "agg.db")
     outcomes = {o.url: o for o in run(config, store).feeds}
     store.close()
-    assert outcomes[page].status == outcomes[empty].status == "failed"
-    assert "html" in outcomes[page].error.lower()
-    assert "no entries" in outcomes[empty].error.lower()
+    assert outcomes[page].status == "failed" and "html" in outcomes[page].error.lower()
+    assert (outcomes[empty].status, outcomes[empty].error, outcomes[empty].new_entries) == ("fetched", None, 0)
 
 
 def test_summary_line_counts_every_outcome(tmp_path, server, agg):

@@ -76,7 +76,7 @@ def test_fetch_records_write_the_rows_save_fetch_writes(tmp_path):
             (first, unchanged(FEEDS[0].url, 0.125), {"etag": '"v1"', "last_status": 304}, None),
             (second, failed(FEEDS[1].url), {"error_count": 1, "last_status": 503}, None),
             (third, replace(unchanged(FEEDS[2].url, 0.5), body=b"<html>not a feed</html>"), {"last_status": 200},
-             "the feed has no entries"),
+             "not a feed: looks like an HTML page"),
         ]
 
     one_by_one, batched = Store.open(tmp_path / "one.db"), Store.open(tmp_path / "batch.db")
@@ -90,7 +90,7 @@ def test_fetch_records_write_the_rows_save_fetch_writes(tmp_path):
     for table in ("feeds", "fetch_log"):
         assert rows_of(batched, table) == rows_of(one_by_one, table)
     assert [row[-1] for row in rows_of(batched, "fetch_log")] == [
-        None, "HTTP 503 Service Unavailable", "the feed has no entries"]
+        None, "HTTP 503 Service Unavailable", "not a feed: looks like an HTML page"]
 
 
 def test_fetch_records_are_all_or_nothing(store):

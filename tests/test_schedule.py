@@ -163,7 +163,7 @@ def test_backoff_grows_exponentially_up_to_max_interval_and_resets_on_success():
         row = {**row, **columns}
     assert delays[:6] == [30 * MIN, 1 * HOUR, 2 * HOUR, 4 * HOUR, 8 * HOUR, 16 * HOUR]
     assert delays[6:] == [24 * HOUR, 24 * HOUR]
-    assert row["error_count"] == 8 and row["state"] == "ok"
+    assert row["error_count"] == 8 and row["state"] == "error"
     columns = decide(result(200), row=row)
     assert columns["error_count"] == 0
     assert delay_after(columns) == 30 * MIN

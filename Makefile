@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 # The whole pipeline on the bundled samples, offline: serve data/samples on
-# 127.0.0.1, fetch it into a demo database, list the stories.
+# 127.0.0.1, fetch it into a demo database, list the stories, say how to browse them.
 demo: $(VENV)/.installed
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	@$(BIN)/python -m aggregator.devserver data/samples --write-config $(DEMO_DIR)/feeds.yaml & \
@@ -25,6 +25,8 @@ demo: $(VENV)/.installed
 	  for i in $$(seq 100); do [ -s $(DEMO_DIR)/feeds.yaml ] && break; sleep 0.1; done; \
 	  $(BIN)/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db fetch && \
 	  $(BIN)/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db list
+	@echo
+	@echo "Browse the demo: $(BIN)/agg serve --db $(DEMO_DIR)/agg.db   (then open http://127.0.0.1:8080/)"
 
 # docs/cli.md is generated from the command line; tests/test_cli_docs.py fails when it is stale.
 docs: $(VENV)/.installed

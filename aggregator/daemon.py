@@ -106,6 +106,13 @@ def status_report(rows: list[dict], now: datetime) -> dict:
     return {"now": to_db_time(now), "counts": counts, "feeds": feeds}
 
 
+def feeds_status(store: Store, now: datetime) -> dict:
+    """:func:`status_report` of every stored feed, its counts with how many reports wait for a story."""
+    report = status_report(store.feeds(), now)
+    report["counts"]["reports_waiting_for_story"] = store.count_ready_for_story()
+    return report
+
+
 def wake_time(config: Config, store: Store, now: datetime) -> datetime:
     """When the fetch job should next run: the earliest due feed, within the wake bounds.
 

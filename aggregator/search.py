@@ -14,6 +14,7 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 
 from aggregator.store import Store, StoreError, sql_marks, to_db_time
 
@@ -134,6 +135,12 @@ def split_matches(marked: str) -> list[tuple[str, bool]]:
         if part:
             pieces.append((part, index % 2 == 1))
     return pieces
+
+
+def marked_html(marked: str) -> str:
+    """``marked`` as HTML: every piece escaped, the matches in ``<mark>``."""
+    return "".join(f"<mark>{escape(part)}</mark>" if is_match else escape(part)
+                   for part, is_match in split_matches(marked))
 
 
 def with_markers(marked: str, start: str = "", end: str = "") -> str:

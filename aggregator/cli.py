@@ -1175,10 +1175,8 @@ def serve(ctx: Context, host: str, port: int, db_path: str | None) -> None:
       agg serve --db data/demo/agg.db --port 8000
       agg serve --host 0.0.0.0               every address: anyone who can reach it reads everything
     """
-    import uvicorn
-
-    from aggregator.web.app import create_app
     from aggregator.web.safety import exposure_warning
+    from aggregator.web.server import serve as serve_reader
 
     if db_path:
         ctx.db_path = Path(db_path)
@@ -1189,8 +1187,7 @@ def serve(ctx: Context, host: str, port: int, db_path: str | None) -> None:
     shown_host = f"[{host}]" if ":" in host else host
     if not ctx.quiet:
         click.echo(f"agg: serving {ctx.db_path} read-only at http://{shown_host}:{port}/ (Ctrl-C stops)", err=True)
-    uvicorn.run(create_app(ctx.db_path), host=host, port=port, log_level="info" if ctx.verbose else "warning",
-                access_log=bool(ctx.verbose), server_header=False)
+    serve_reader(ctx.db_path, host, port, verbose=bool(ctx.verbose))
 
 
 @cli.command(name="eval-dedup")

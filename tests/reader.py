@@ -8,25 +8,20 @@ HTTP 500, so the feeds page has a failing feed. The parser drops ``javascript:``
 links, so one more hostile report is stored through the Store API as a parser
 that kept them would store it, then grouped with ``agg group``.
 
-:class:`RunningReader` serves a database with uvicorn in a thread, on a port
-of its own; the server stops with the ``with`` block.
+The reader itself runs in a thread: :class:`aggregator.web.server.ReaderInThread`.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
 from click.testing import CliRunner
 
 from aggregator.cli import cli
 from aggregator.devserver import SampleServer
 from aggregator.models import FetchResult, ParsedEntry, ParsedFeed
 from aggregator.store import Store
-from aggregator.web.app import create_app
 from tests.server import Reply, ScriptedServer
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
@@ -91,44 +86,3 @@ def run_agg(*args: object):
     result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result
-
-
-class RunningReader:
-    """``create_app(db_path)`` served by uvicorn on 127.0.0.1 in a thread: ``with RunningReader(db) as reader: reader.url("/")``."""
-
-    def __init__(self, db_path: Path, **app_options: object) -> None:
-        self.db_path = db_path
-        self.app_options = app_options
-        self._socket = socket.socket()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._socket.getsockname()[:2]
-        return f"http://{host}:{port}"
-
-    def url(self, path: str) -> str:
-        return self.base_url + path
-
-    def __enter__(self) -> RunningReader:
-        self._socket.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(create_app(self.db_path, **self.app_options), log_level="warning",
-                                access_log=False, server_header=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
-                                        name="agg-reader", daemon=True)
-        self._thread.start()
-        for _ in range(200):
-            if self._server.started or not self._thread.is_alive():
-                break
-            threading.Event().wait(0.05)
-        if not self._server.started:
-            raise RuntimeError("the reader did not start within 10 s")
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._socket.close()

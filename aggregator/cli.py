@@ -1176,7 +1176,7 @@ def serve(ctx: Context, host: str, port: int, db_path: str | None) -> None:
       agg serve --host 0.0.0.0               every address: anyone who can reach it reads everything
     """
     from aggregator.web.safety import exposure_warning
-    from aggregator.web.server import serve as serve_reader
+    from aggregator.web.app import serve as serve_reader
 
     if db_path:
         ctx.db_path = Path(db_path)

@@ -74,7 +74,7 @@ def reader_db(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def running_reader(reader_db):
     """The reader over :func:`reader_db`, served by uvicorn on 127.0.0.1."""
-    from aggregator.web.server import ReaderInThread
+    from tests.reader import ReaderInThread
 
     with ReaderInThread(reader_db.path) as reader:
         yield reader

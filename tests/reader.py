@@ -8,13 +8,20 @@ HTTP 500, so the feeds page has a failing feed. The parser drops ``javascript:``
 links, so one more hostile report is stored through the Store API as a parser
 that kept them would store it, then grouped with ``agg group``.
 
-The reader itself runs in a thread: :class:`aggregator.web.server.ReaderInThread`.
+:class:`ReaderInThread` serves a database with uvicorn in a thread, on a port
+of its own; the server stops with the ``with`` block.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import uvicorn
 
 from click.testing import CliRunner
 
@@ -22,6 +29,7 @@ from aggregator.cli import cli
 from aggregator.devserver import SampleServer
 from aggregator.models import FetchResult, ParsedEntry, ParsedFeed
 from aggregator.store import Store
+from aggregator.web.app import create_app
 from tests.server import Reply, ScriptedServer
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
@@ -31,6 +39,11 @@ HOSTILE_TEXT = "Body <script>alert(6)</script> text"
 HOSTILE_LINK_TITLE = "Linked payload <svg onload=alert(11)> report"
 HOSTILE_LINKS = ("javascript:alert(12)", " JaVaScRiPt:alert(13)", "data:text/html,<script>alert(14)</script>")
 BROKEN_FEED_TITLE = "Broken Gazette"
+START_TIMEOUT_SECONDS = 10.0
+CHROMIUM = Path(os.environ.get("AGG_CHROMIUM", "/usr/bin/chromium"))
+# No network beyond 127.0.0.1, no updates, no first-run pages: a quiet, offline browser.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # Entities are decoded once by the XML parser, so the stored titles and texts hold the payloads as written.
 HOSTILE_RSS = f"""<?xml version="1.0" encoding="utf-8"?>
@@ -86,3 +99,44 @@ def run_agg(*args: object):
     result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result
+
+
+class ReaderInThread:
+    """The reader over ``db_path`` on 127.0.0.1 and a free port, served by uvicorn from a thread.
+
+    ``with ReaderInThread(db) as reader: httpx.get(reader.url("/"))``; the server stops with the block.
+    """
+
+    def __init__(self, db_path: Path, **app_options: Any) -> None:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(create_app(db_path, **app_options), log_level="warning", access_log=False,
+                                server_header=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
+                                        name="agg-reader", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._socket.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def __enter__(self) -> ReaderInThread:
+        self._thread.start()
+        started = threading.Event()
+        for _ in range(int(START_TIMEOUT_SECONDS / 0.02)):
+            if self._server.started or not self._thread.is_alive():
+                break
+            started.wait(0.02)
+        if not self._server.started:
+            self.__exit__()
+            raise RuntimeError(f"the reader did not start within {START_TIMEOUT_SECONDS:.0f} s")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=START_TIMEOUT_SECONDS)
+        self._socket.close()

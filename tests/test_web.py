@@ -27,7 +27,7 @@ from aggregator.cli import cli
 from aggregator.search import SearchQueryError, fts_query, search
 from aggregator.store import Store
 from aggregator.web.safety import CONTENT_SECURITY_POLICY, exposure_warning, is_loopback, safe_href
-from aggregator.web.server import ReaderInThread
+from tests.reader import ReaderInThread
 from tests import sample_db
 from tests.reader import HOSTILE_FEED_TITLE, HOSTILE_LINK_TITLE, HOSTILE_TEXT, HOSTILE_TITLE
 

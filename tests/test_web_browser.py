@@ -10,11 +10,9 @@ no Chromium is installed (``apt-get install -y chromium chromium-driver``).
 
 from __future__ import annotations
 
-import os
 import re
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -23,17 +21,14 @@ from aggregator.evaluate import load_gold_by_entry
 from aggregator.store import Store
 from tests.reader import (
     BROKEN_FEED_TITLE,
+    CHROMIUM,
+    CHROMIUM_ARGS,
     HOSTILE_FEED_TITLE,
     HOSTILE_LINK_TITLE,
     HOSTILE_TEXT,
     HOSTILE_TITLE,
     SAMPLES,
 )
-
-CHROMIUM = Path(os.environ.get("AGG_CHROMIUM", "/usr/bin/chromium"))
-# No network beyond 127.0.0.1, no updates, no first-run pages: a quiet, offline browser.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")

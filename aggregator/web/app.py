@@ -250,3 +250,11 @@ def create_app(db_path: str | Path, *, page_size: int = PAGE_SIZE) -> ASGIApp:
         lifespan=reader.lifespan,
     )
     return SecurityHeaders(app)
+
+
+def serve(db_path: Path, host: str, port: int, *, verbose: bool = False) -> None:
+    """Serve the reader over ``db_path`` until interrupted (Ctrl-C or SIGTERM)."""
+    import uvicorn
+
+    uvicorn.run(create_app(db_path), host=host, port=port, log_level="info" if verbose else "warning",
+                access_log=verbose, server_header=False)

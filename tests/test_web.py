@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from aggregator.cli import cli
+from aggregator.models import FetchResult, ParsedEntry, ParsedFeed
 from aggregator.search import SearchQueryError, fts_query, search
 from aggregator.store import Store
 from aggregator.web.safety import CONTENT_SECURITY_POLICY, exposure_warning, is_loopback, safe_href
@@ -140,6 +141,18 @@ def test_bad_search_syntax_is_explained_as_agg_search_does(client, db):
     assert fts_query('"unbalanced') == '"unbalanced'
 
 
+def test_reports_not_in_a_story_or_the_index_yet_are_said_to_be_waiting(db):
+    store = Store.open(db)
+    feed = store.feeds()[0]
+    store.save_fetch(feed["id"], FetchResult(url=feed["url"], final_url=feed["url"], status=200, body=b"x"),
+                     ParsedFeed(format="rss20", entries=[ParsedEntry(guid="new", title="Strike spreads")]), {},
+                     extract=False)
+    store.close()
+    with reader_client(db) as client:
+        assert "1 report waits to be grouped into stories, so it is not listed yet." in client.get("/").text
+        assert "1 newer entry is not searchable yet" in client.get("/search?q=strike").text
+
+
 def test_the_feeds_page_is_agg_status_with_errors_highlighted(client):
     html = client.get("/feeds").text
     assert "3 feeds: 1 ok, <span class=\"bad\">1 failing</span>, 1 disabled" in html
@@ -163,6 +176,7 @@ def test_bad_paths_and_ids_get_a_404_page(client, path):
     ("min_outlets=0", "min outlets must be a whole number"),
     ("page=0", "page must be a whole number"),
     ("page=99999999999999999999999", "page must be a whole number"),
+    ("page=%C2%B2", "page must be a whole number"),
     ("since=banana", "is neither a duration"),
 ])
 def test_bad_filters_get_a_page_that_says_what_is_wrong(client, query, message):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -42,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
 SEARCH_LIMIT = 50
 SQLITE_MAX_INTEGER = 2**63 - 1
+WHOLE_NUMBER = re.compile(r"[0-9]{1,30}")
 
 
 class ReadOnlyStores:
@@ -218,7 +220,7 @@ def _whole_number(params: Any, name: str, default: int) -> int:
     value = params.get(name, "").strip()
     if not value:
         return default
-    if not value.isdigit() or not 1 <= int(value) <= SQLITE_MAX_INTEGER:
+    if not WHOLE_NUMBER.fullmatch(value) or not 1 <= int(value) <= SQLITE_MAX_INTEGER:
         raise HTTPException(400, f"{name.replace('_', ' ')} must be a whole number of 1 or more, not {value!r}.")
     return int(value)
 

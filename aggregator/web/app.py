@@ -152,9 +152,9 @@ class Reader:
         if min_outlets > 1:
             filters["min_outlets"] = str(min_outlets)
         with self.stores.snapshot() as store:
-            stories = store.stories(since=since, feed=filters["feed"] or None, tag=filters["tag"] or None,
-                                    min_outlets=min_outlets, limit=self.page_size + 1,
-                                    offset=(page - 1) * self.page_size)
+            stories = list(store.stories(since=since, feed=filters["feed"] or None, tag=filters["tag"] or None,
+                                         min_outlets=min_outlets, limit=self.page_size + 1,
+                                         offset=(page - 1) * self.page_size))
             tags = store.feed_tags()
             waiting = store.count_ready_for_story()
         shown = {name: value for name, value in filters.items() if value}
@@ -175,6 +175,7 @@ class Reader:
                 raise HTTPException(404, f"There is no story {story_id}.")
             if story["id"] != story_id:  # folded into an older story: that one is the page
                 return RedirectResponse(f"/story/{story['id']}", status_code=301)
+            story["reports"] = list(story["reports"])  # read within the snapshot, however the store hands them
             representative = store.entry(story["representative_id"]) if story["representative_id"] else None
         original = next((r for r in story["reports"] if r["id"] == story["original_entry_id"]), None)
         return self.render("story.html", section="stories", story=story, original=original,

@@ -13,12 +13,18 @@ from the ``Server-Timing`` header the reader sets (routing, database reads and
 template rendering, without the network); the client's round trip is printed
 beside it. Target: each page's median <= 100 ms.
 
+``--before REV`` also times the library's ``search()`` in this process, the
+code of REV (read with ``git show``) and this tree's alternately on the same
+queries: the before and after of a change to search.
+
     .venv/bin/python bench/serve_pages.py [--entries 50000] [--requests 100] [--db PATH] [--quick]
+                                          [--before REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import re
 import socket
 import statistics
@@ -31,7 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 
@@ -41,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dedup_scale import START, build_db  # noqa: E402
 
 from aggregator.dedup import DedupSettings, group_new_entries  # noqa: E402
+from aggregator import search as search_now  # noqa: E402
 from aggregator.store import Store  # noqa: E402
 
 TARGET_MS = 100.0
@@ -143,6 +150,44 @@ def measure(client: httpx.Client, path: str, requests: int) -> tuple[list[float]
     return server, round_trip
 
 
+def search_at(rev: str):
+    """The module aggregator.search as it was at ``rev``."""
+    source = subprocess.run(["git", "show", f"{rev}:aggregator/search.py"], check=True, capture_output=True,
+                            text=True, cwd=Path(__file__).resolve().parent.parent).stdout
+    spec = importlib.util.spec_from_loader("search_before", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    exec(compile(source, f"{rev}:aggregator/search.py", "exec"), module.__dict__)
+    return module
+
+
+def compare_search(path: Path, rev: str, pages: list[tuple[str, str]], requests: int) -> None:
+    """search() of ``rev`` and of this tree, alternately, on the searches among ``pages``."""
+    before = search_at(rev)
+    store = Store.open(path, readonly=True)
+    print(f"\nsearch() in this process, {rev} and this tree alternately, {requests} times each\n")
+    print(f"| query | {rev} median ms | this tree median ms | same results |")
+    print("|---|---|---|---|")
+    try:
+        for label, page in pages:
+            if not page.startswith("/search?q="):
+                continue
+            query = unquote(page.removeprefix("/search?q="))
+            timings: dict[str, list[float]] = {"before": [], "after": []}
+            results = {}
+            for _ in range(requests):
+                for name, module in (("before", before), ("after", search_now)):
+                    started = time.perf_counter()
+                    results[name] = module.search(store, query, limit=50)
+                    timings[name].append((time.perf_counter() - started) * 1000)
+            same = [(h.entry_id, h.matching_reports) for h in results["before"]] == [
+                (h.entry_id, h.matching_reports) for h in results["after"]]
+            print(f"| {label} | {statistics.median(timings['before']):.1f} | "
+                  f"{statistics.median(timings['after']):.1f} | {'yes' if same else 'NO'} |")
+    finally:
+        store.close()
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -154,15 +199,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100, help="requests per page (after 5 to warm up)")
     parser.add_argument("--db", type=Path, help="database to build or reuse [default: in the temporary folder]")
     parser.add_argument("--quick", action="store_true", help="5,000 entries, 30 requests a page")
+    parser.add_argument("--before", metavar="REV", help="also time search() at REV against this tree's")
     args = parser.parse_args()
     if args.quick:
         args.entries, args.requests = 5_000, 30
     path = args.db or Path(tempfile.gettempdir()) / f"agg-bench-serve-{args.entries}.db"
     ensure_db(path, args.entries)
 
+    pages = pages_to_measure(path)
     rows, failed = [], 0
     with agg_serve(path) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
-        for label, page in pages_to_measure(path):
+        for label, page in pages:
             server, round_trip = measure(client, page, args.requests)
             median = statistics.median(server)
             verdict = "PASS" if median <= TARGET_MS else "FAIL"
@@ -173,6 +220,8 @@ def main() -> None:
     print("| page | server median ms | p90 | max | round trip median ms | <= 100 ms median |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
+    if args.before:
+        compare_search(path, args.before, pages, max(10, args.requests // 4))
     print(f"\nsummary: {len(rows) - failed} of {len(rows)} pages within {TARGET_MS:.0f} ms median server time"
           + ("" if not failed else f"; {failed} FAIL"))
 

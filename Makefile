@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 # The whole pipeline on the bundled samples, offline: serve data/samples on
-# 127.0.0.1 (dated up to now), fetch it into a demo database, list the stories.
+# 127.0.0.1 (dated up to now), fetch it into a demo database, list the stories, say how to browse them.
 demo: $(VENV)/.installed
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	@$(BIN)/python -m aggregator.devserver data/samples --write-config $(DEMO_DIR)/feeds.yaml & \
@@ -27,6 +27,7 @@ demo: $(VENV)/.installed
 	  $(BIN)/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db list
 	@echo "Keep exploring: .venv/bin/agg --config $(DEMO_DIR)/feeds.yaml --db $(DEMO_DIR)/agg.db list --since 24h"
 	@echo "(or show ID, search WORDS, export digest); to fetch again, 'make demo-serve' serves the samples"
+	@echo "Browse the demo: $(BIN)/agg serve --db $(DEMO_DIR)/agg.db   (then open http://127.0.0.1:8080/)"
 
 # Serve the samples again for the demo's config, on the port it names, until Ctrl-C:
 # 'agg --config data/demo/feeds.yaml --db data/demo/agg.db fetch' then works from another terminal.

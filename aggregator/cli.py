@@ -19,7 +19,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import click
 
 from aggregator import __version__
-from aggregator.config import Config, ConfigError, load_config, parse_duration, resolve_config_path
-from aggregator.store import Store, StoreError, describe_sqlite_error, from_db_time, to_db_time, utc_now
+from aggregator.config import Config, ConfigError, load_config, resolve_config_path
+from aggregator.store import Store, StoreError, describe_sqlite_error, to_db_time, utc_now
+from aggregator.times import parse_since as since_moment
+from aggregator.times import time_ago, time_until
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -148,45 +150,10 @@ def fail(message: str, status: int = EXIT_CANNOT_RUN) -> None:
 
 def parse_since(value: str | None) -> datetime | None:
     """``--since 24h`` (a duration back from now) or an ISO date/time."""
-    if not value:
-        return None
     try:
-        seconds = parse_duration(value)
-    except ValueError:
-        pass
-    else:
-        try:
-            return utc_now() - timedelta(seconds=seconds)
-        except OverflowError:
-            raise click.BadParameter(f"{value!r} reaches back before the year 1") from None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither a duration (24h, 7d) nor a date (2026-11-28)") from None
-    try:
-        moment = moment if moment.tzinfo else moment.astimezone()
-        moment.astimezone(UTC)  # the database stores UTC: a time at the edge of year 1 or 9999 may not convert
-    except (ValueError, OverflowError):
-        raise click.BadParameter(f"{value!r} is out of the range of dates agg can store") from None
-    return moment
-
-
-def _whole_units(seconds: int) -> str | None:
-    """``3 d``, ``2 h`` or ``5 min``: the largest unit that fits; None under a minute."""
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return None
-
-
-def time_ago(value: str | None, now: datetime | None = None) -> str:
-    """``2 h ago``-style age of a stored time."""
-    moment = from_db_time(value)
-    if moment is None:
-        return "?"
-    seconds = max(0, int(((now or utc_now()) - moment).total_seconds()))
-    age = _whole_units(seconds)
-    return f"{age} ago" if age else "just now"
+        return since_moment(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=CLI_EPILOG)
@@ -205,6 +172,7 @@ def cli(ctx: click.Context, config_path: str | None, db_path: str | None, verbos
       agg list --since 24h      stories of the last day, with their outlets
       agg show 12               one story and every report of it
       agg search strike         full-text search, one result per story
+      agg serve                 read the stories in a browser at http://127.0.0.1:8080/
       agg feeds add https://example.com/ --tag news
       agg --config my.yaml --db my.db fetch --due
     """
@@ -588,17 +556,6 @@ def daemon(ctx: Context, concurrency: int | None) -> None:
         fail(terminal_safe(exc))
 
 
-def time_until(value: str | None, now: datetime | None = None) -> str:
-    """``in 12 min``-style wait until a stored time (``due`` once it has come)."""
-    moment = from_db_time(value)
-    if moment is None:
-        return "-"
-    seconds = int((moment - (now or utc_now())).total_seconds())
-    if seconds <= 0:
-        return "due"
-    return f"in {_whole_units(seconds) or f'{seconds} s'}"
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @pass_context
@@ -616,12 +573,11 @@ def status(ctx: Context, as_json: bool) -> None:
       agg status
       agg status --json | jq '.feeds[] | select(.state != "ok") | .url'
     """
-    from aggregator.schedule import status_report
+    from aggregator.schedule import feeds_status
 
     now = utc_now()
-    store = ctx.store(readonly=True)
-    report = status_report(store.feeds(), now)
-    report["counts"]["reports_waiting_for_story"] = waiting = store.count_ready_for_story()
+    report = feeds_status(ctx.store(readonly=True), now)
+    waiting = report["counts"]["reports_waiting_for_story"]
     if as_json:
         _echo_json(report)
         return
@@ -1141,7 +1097,7 @@ def search_command(ctx: Context, query: tuple[str, ...], since: str | None, limi
       agg search '"interest rates" NOT mortgage' --since 7d
       agg search 'title:merger' --json | jq .story_id
     """
-    from aggregator.search import SearchQueryError, search, with_markers
+    from aggregator.search import SearchQueryError, marked_html, search, with_markers
 
     store = ctx.store(readonly=True)
     try:
@@ -1153,7 +1109,7 @@ def search_command(ctx: Context, query: tuple[str, ...], since: str | None, limi
     if as_json:
         for hit in hits:
             data = dict(vars(hit), title=with_markers(hit.title), snippet=with_markers(hit.snippet),
-                        snippet_html=_marked_html(hit.snippet))
+                        snippet_html=marked_html(hit.snippet))
             _echo_json(data)
     elif sys.stdout.isatty():
         _print_hits(ctx, hits)
@@ -1166,15 +1122,6 @@ def search_command(ctx: Context, query: tuple[str, ...], since: str | None, limi
     if waiting and not ctx.quiet:
         click.echo(f"agg: {waiting} entries are not searchable yet: the index is brought up to date "
                    "at the end of each 'agg fetch'", err=True)
-
-
-def _marked_html(marked: str) -> str:
-    from html import escape
-
-    from aggregator.search import split_matches
-
-    return "".join(f"<mark>{escape(part)}</mark>" if is_match else escape(part)
-                   for part, is_match in split_matches(marked))
 
 
 def _styled(marked: str, style: str = "") -> Text:
@@ -1239,6 +1186,42 @@ def stats_command(ctx: Context, as_json: bool) -> None:
     for label, value in lines:
         ctx.out.print(Text.assemble((f"{label + ':':<{width}} ", "bold"), value))
     ctx.err.print(f"{ctx.db_path}", style="dim")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but this machine warns: there is no authentication.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port to listen on.")
+@click.option("--db", "db_path", metavar="PATH", help="The database to read (the same as 'agg --db PATH serve').")
+@pass_context
+def serve(ctx: Context, host: str, port: int, db_path: str | None) -> None:
+    """Read the stories in a browser: a local web reader over the database, read-only.
+
+    Pages: the stories (with the filters of 'agg list'), each story with every
+    report and its original source, full-text search, and the feeds' health
+    ('agg status'). Keys: j/k next/previous, o open, / search. It only reads,
+    so it keeps working while 'agg fetch' or 'agg daemon' writes. There is no
+    authentication: it listens on 127.0.0.1 unless told otherwise.
+
+    \b
+    Examples:
+      agg serve                              http://127.0.0.1:8080/
+      agg serve --db data/demo/agg.db --port 8000
+      agg serve --host 0.0.0.0               every address: anyone who can reach it reads everything
+    """
+    from aggregator.web.safety import exposure_warning
+    from aggregator.web.app import serve as serve_reader
+
+    if db_path:
+        ctx.db_path = Path(db_path)
+    ctx.store(readonly=True)  # a missing or unusable database is reported now, not on the first page
+    warning = exposure_warning(host, port)
+    if warning:
+        click.secho(f"agg: {warning}", err=True, fg="red", bold=True)
+    shown_host = f"[{host}]" if ":" in host else host
+    if not ctx.quiet:
+        click.echo(f"agg: serving {ctx.db_path} read-only at http://{shown_host}:{port}/ (Ctrl-C stops)", err=True)
+    serve_reader(ctx.db_path, host, port, verbose=bool(ctx.verbose))
 
 
 @cli.command(name="eval-dedup")

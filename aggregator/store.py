@@ -466,6 +466,11 @@ class Store:
     def feeds(self) -> list[dict]:
         return list(self.db.query("SELECT * FROM feeds ORDER BY id"))
 
+    def feed_tags(self) -> list[str]:
+        """Every tag given to a feed, sorted."""
+        return [row[0] for row in self.db.execute(
+            "SELECT DISTINCT json_each.value FROM feeds, json_each(feeds.tags) ORDER BY 1")]
+
     def update_feed(self, feed_id: int, **columns: Any) -> None:
         with self.transaction() as conn:
             _update(conn, "feeds", feed_id, columns)
@@ -570,8 +575,10 @@ class Store:
         tag: str | None = None,
         min_outlets: int = 1,
         limit: int | None = None,
+        offset: int = 0,
     ) -> list[dict]:
-        """Stories, newest activity first, each with its outlets' names (``outlets``, a list)."""
+        """Stories, newest activity first, each with its outlets' names (``outlets``, a list, in order of
+        reporting) and ``original_outlet`` (the outlet of its original report); ``offset`` skips that many."""
         where = ["s.merged_into IS NULL", "s.n_outlets >= ?"]
         params: list[Any] = [min_outlets]
         if since is not None:
@@ -585,14 +592,17 @@ class Store:
                 + " AND ".join(member_filter) + ")"
             )
         sql = f"SELECT s.* FROM stories s WHERE {' AND '.join(where)} ORDER BY s.last_seen DESC, s.id DESC"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
+        if limit or offset:
+            sql += f" LIMIT {int(limit or -1)} OFFSET {int(offset)}"
         stories = list(self.db.query(sql, params))
         for story in stories:
-            story["outlets"] = [row["outlet"] for row in self.db.query(
-                "SELECT COALESCE(f.title, f.url) AS outlet, MIN(COALESCE(e.published, e.first_seen)) AS t "
+            outlets = list(self.db.query(
+                "SELECT COALESCE(f.title, f.url) AS outlet, MIN(COALESCE(e.published, e.first_seen)) AS t, "
+                "MAX(e.id IS ?) AS has_original "
                 "FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ? GROUP BY f.id ORDER BY t",
-                [story["id"]])]
+                [story["original_entry_id"], story["id"]]))
+            story["outlets"] = [row["outlet"] for row in outlets]
+            story["original_outlet"] = next((row["outlet"] for row in outlets if row["has_original"]), None)
         return stories
 
     def story(self, story_id: int) -> dict | None:

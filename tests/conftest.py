@@ -59,3 +59,22 @@ def agg():
         return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
 
     return invoke
+
+
+# -- the web reader (agg serve) --
+
+@pytest.fixture(scope="session")
+def reader_db(tmp_path_factory: pytest.TempPathFactory):
+    """The samples and the crafted feeds fetched with ``agg fetch`` (see tests/reader.py); built once."""
+    from tests.reader import build_reader_db
+
+    return build_reader_db(tmp_path_factory.mktemp("reader"))
+
+
+@pytest.fixture(scope="session")
+def running_reader(reader_db):
+    """The reader over :func:`reader_db`, served by uvicorn on 127.0.0.1."""
+    from tests.reader import ReaderInThread
+
+    with ReaderInThread(reader_db.path) as reader:
+        yield reader

@@ -103,6 +103,31 @@ def test_since_limits_to_recent_reports(store):
     assert [h.story_id for h in recent] == [1]
 
 
+def test_the_best_match_of_each_story_whatever_batches_the_stories_are_looked_up_in(store, monkeypatch):
+    """Many matches, some in stories and some not yet: the same results and counts as ranking within each
+    story in one query over every match, however few matches each lookup takes."""
+    feed_id = store.feeds()[0]["id"]
+    ids = save(store, feed_id, *[(f"h{n}", f"harbour report {n}", "harbour " * (1 + n % 7) + f"words {n}")
+                                 for n in range(40)])
+    with store.transaction() as conn:
+        for index, entry_id in enumerate(ids[:24]):
+            conn.execute("UPDATE entries SET story_id = ? WHERE id = ?", (1 + index % 3, entry_id))
+    store.refresh_search_index()
+    reference = store.db.execute("""
+        WITH hits AS (SELECT rowid AS entry_id, bm25(entries_fts, 4.0, 1.0) AS rank
+                      FROM entries_fts WHERE entries_fts MATCH 'harbour'),
+        placed AS (SELECT h.entry_id, h.rank,
+                          row_number() OVER (PARTITION BY COALESCE(e.story_id, -e.id) ORDER BY h.rank, e.id) AS place,
+                          count(*) OVER (PARTITION BY COALESCE(e.story_id, -e.id)) AS matching
+                   FROM hits h JOIN entries e ON e.id = h.entry_id)
+        SELECT entry_id, matching FROM placed WHERE place = 1 ORDER BY rank, entry_id LIMIT 10""").fetchall()
+    assert len(reference) == 10 and any(matching > 1 for _, matching in reference)
+    for batch in (1, 3, 500):
+        monkeypatch.setattr("aggregator.search.STORY_LOOKUP_BATCH", batch)
+        hits = search(store, "harbour", limit=10)
+        assert [(hit.entry_id, hit.matching_reports) for hit in hits] == [tuple(row) for row in reference], batch
+
+
 def test_a_broken_fts_expression_is_a_clear_error(store):
     with pytest.raises(SearchQueryError, match=r'write phrases in "double quotes"'):
         search(store, '"unterminated phrase')

@@ -379,3 +379,14 @@ def test_a_report_matching_two_stories_joins_one_and_merges_them_only_if_they_ma
     assert joined.story_id == 10
     assert [(m.merged, m.into) for m in grouper.merges] == [(11, 10)]
     assert grouper.clusters()["b"] == 10
+
+
+def test_the_lead_starts_past_page_chrome():
+    from aggregator.dedup import lead_of
+
+    page = ("Home\nWorld\nBusiness\nRelated stories\nBy Jane Doe, Business reporter\n5 March 2024\n"
+            "Dock workers at the port of Vantor walked out on Monday over a pay offer.\nThe union said more.")
+    assert lead_of(page).startswith("Dock workers at the port of Vantor")
+    prose = "Dock workers at the port of Vantor walked out on Monday over a pay offer, the union said."
+    assert lead_of(prose) == prose
+    assert lead_of("Menu\nShare\nSubscribe") == "Menu\nShare\nSubscribe"  # no prose at all: the whole body

@@ -23,10 +23,6 @@ from rapidfuzz import fuzz
 from aggregator.dedup.features import Features
 from aggregator.dedup.settings import DedupSettings
 
-SUMMARY_CONTAINMENT = 0.5
-"""A summary's share of words found in the longer text counts this much as its text score."""
-
-
 def time_factor(hours_apart: float, settings: DedupSettings) -> float:
     """Share of the score kept for reports this far apart: 1 within ``full_credit_hours``, less each day after."""
     late_days = max(0.0, hours_apart - settings.full_credit_hours) / 24
@@ -73,7 +69,7 @@ def content_score(a: Features, b: Features, settings: DedupSettings) -> tuple[fl
         # A summary or teaser: a cosine punishes it for all the long text it leaves out.
         contained = short.text.containment(long.text)
         evidence["contained"] = contained
-        text = max(text, SUMMARY_CONTAINMENT * contained)
+        text = max(text, settings.summary_containment * contained)
     score = settings.text_weight * text + settings.names_weight * names + settings.lead_weight * lead
     return score, evidence
 

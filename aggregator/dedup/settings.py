@@ -33,7 +33,7 @@ class DedupSettings:
     max_members_compared: int = 12
     """How many members of a story (representative first, then newest) the average link uses."""
     min_candidate_share: float = 0.1
-    """A story is scored only if the rare tokens it shares with a report weigh this share of the report's key tokens."""
+    """A story is scored only if the rare tokens it shares with a report weigh this share of the report's title."""
     min_representative_link: float = 0.08
     """A story whose representative scores below this is not compared further (saves time; far below join_threshold)."""
     max_token_df: float = 0.05
@@ -74,6 +74,8 @@ class DedupSettings:
     """Share of the score lost per day beyond ``full_credit_hours``: follow-up events come days later."""
     short_body_tokens: int = 120
     """A body with fewer informative tokens than this is a summary: it is scored by how much of it the other contains."""
+    summary_containment: float = 0.5
+    """How much a summary's share of words found in the longer text counts as its text score."""
     title_only_weight: float = 0.75
     """Share of the title score that counts when a pair has no bodies to compare: a headline alone proves less."""
     years_clash_factor: float = 0.5

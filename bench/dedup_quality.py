@@ -1,0 +1,217 @@
+"""How well story grouping does, before and after a change, and what each of its signals earns.
+
+For each labelled set, the precision, recall and F1 of the grouping (pairwise
+and B-cubed) and the seconds ``agg eval-dedup`` took on it:
+
+* ``allsides`` and ``ecbplus``: $AGG_SHARED_DATA/stories-dev, real reports
+  grouped by people (the development sets: tune on one, check on the other);
+* ``uci``: $AGG_SHARED_DATA/headlines, 6,366 real headlines (titles only);
+* ``own`` and ``own-extra``: tests/fixtures/dedup*, written by us beside the rules;
+* ``demo``: the bundled samples through the real pipeline (served on 127.0.0.1,
+  fetched, extracted, grouped into a database), against data/samples/stories.jsonl.
+
+Each code version runs in a fresh process of its own: this tree, and with
+``--before REV`` a git worktree of REV beside it, so the two columns come from
+one run. ``--ablate`` adds a table of this tree with each signal removed in
+turn (a channel's weight is shared out among the others in proportion, so the
+scores keep their scale) on the two development sets.
+
+Targets (issue 16): on each stories-dev file B-cubed F1 >= 0.90 at B-cubed
+precision >= 0.95 and pairwise precision >= 0.93; eval-dedup on 1,000 reports
+under 3 s; the UCI floors pairwise P >= 0.89 and F1 >= 0.655.
+
+    .venv/bin/python bench/dedup_quality.py [--before c1e150c] [--ablate] [--sets allsides ecbplus uci own demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+SETS = ("allsides", "ecbplus", "uci", "own", "own-extra", "demo")
+METRICS = ("bcubed_precision", "bcubed_recall", "bcubed_f1", "pairwise_precision", "pairwise_recall", "pairwise_f1")
+
+# Each signal removed in turn: settings overrides, or "lead_of" for the lead found past page chrome.
+WEIGHTS = ("text_weight", "names_weight", "lead_weight")
+ABLATIONS: dict[str, dict] = {
+    "whole-text cosine": {"drop": "text_weight"},
+    "names cosine": {"drop": "names_weight"},
+    "title+lead cosine": {"drop": "lead_weight"},
+    "lead past page chrome": {"plain_lead": True},
+    "language word frequencies (wordfreq)": {"prior_weight": 0.0},
+    "sharpened idf (power 1.5 -> 1)": {"idf_power": 1.0},
+    "unique words weigh less": {"unique_word_weight": 1.0},
+    "time decay": {"decay_per_day": 0.0},
+    "figures clash": {"clash_factor": 1.0},
+    "years clash (undated reports)": {"years_clash_factor": 1.0},
+    "summary containment": {"summary_containment": 0.0},
+    "headline route (pairs without two bodies)": {"title_only_weight": 0.0},
+}
+
+# Run in the measured tree's own interpreter path: evaluates one set with optional overrides, prints JSON.
+WORKER = r"""
+import json, sys, time
+from pathlib import Path
+spec = json.loads(sys.argv[1])
+from aggregator.dedup import DedupSettings
+from aggregator.evaluate import evaluate_file, shared_data_dir
+overrides = dict(spec.get("overrides", {}))
+if overrides.pop("plain_lead", False):
+    import aggregator.dedup.features as features
+    features.lead_of = lambda body: body
+drop = overrides.pop("drop", None)
+settings = DedupSettings()
+if drop:
+    kept = [w for w in ("text_weight", "names_weight", "lead_weight") if w != drop]
+    total = sum(getattr(settings, w) for w in kept)
+    overrides.update({w: getattr(settings, w) / total for w in kept}, **{drop: 0.0})
+for key, value in overrides.items():
+    setattr(settings, key, value)
+name = spec["set"]
+shared = shared_data_dir()
+paths = {
+    "allsides": (shared / "stories-dev" / "allsides.jsonl", "jsonl"),
+    "ecbplus": (shared / "stories-dev" / "ecbplus.jsonl", "jsonl"),
+    "uci": (shared / "headlines" / "uci-news-aggregator.head6366.csv", "uci"),
+    "own": (Path("tests/fixtures/dedup/stories.jsonl"), "jsonl"),
+    "own-extra": (next((p for p in (Path("tests/fixtures/dedup-extra/stories.jsonl"),  # named dedup-heldout before
+                                     Path("tests/fixtures/dedup-heldout/stories.jsonl")) if p.is_file()),
+                       Path("tests/fixtures/dedup-extra/stories.jsonl")), "jsonl"),
+}
+if name == "demo":
+    import tempfile
+    from aggregator import pipeline
+    from aggregator.config import load_config
+    from aggregator.devserver import SampleServer, write_config
+    from aggregator.evaluate import evaluate_db, load_gold_by_entry
+    from aggregator.store import Store
+    samples = Path("data/samples")
+    folder = Path(tempfile.mkdtemp())
+    if __name__ == "__main__":
+        with SampleServer(samples) as server:
+            write_config(server, samples / "feeds.yaml", folder / "feeds.yaml")
+            config = load_config(folder / "feeds.yaml")
+            config.settings.dedup = settings
+            store = Store.open(folder / "agg.db")
+            started = time.perf_counter()
+            pipeline.run(config, store)
+            scores = evaluate_db(store.db, load_gold_by_entry(samples / "stories.jsonl", server.base_url))
+            scores["seconds"] = time.perf_counter() - started
+            store.close()
+        print(json.dumps(scores))
+else:
+    path, fmt = paths[name]
+    if not path.is_file():
+        print(json.dumps({"absent": str(path)}))
+    else:
+        print(json.dumps(evaluate_file(path, fmt=fmt, settings=settings).to_dict()))
+"""
+
+
+def measure(tree: Path, set_name: str, overrides: dict | None = None) -> dict:
+    """One set evaluated by the code of ``tree``, in a fresh process (its imports and its memory its own)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "AGG_SHARED_DATA": str(shared_dir())}
+    done = subprocess.run([sys.executable, "-c", WORKER, json.dumps({"set": set_name, "overrides": overrides or {}})],
+                          cwd=tree, env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cells(result: dict) -> str:
+    if "bcubed_f1" not in result:
+        return f"- | - | - ({result.get('error') or 'not found: ' + str(result.get('absent'))})"
+    return (f"{result['bcubed_precision']:.3f} / {result['bcubed_recall']:.3f} / {result['bcubed_f1']:.3f} | "
+            f"{result['pairwise_precision']:.3f} / {result['pairwise_recall']:.3f} / {result['pairwise_f1']:.3f} | "
+            f"{result.get('seconds', 0):.2f} s")
+
+
+def verdicts(name: str, result: dict) -> list[str]:
+    """PASS/FAIL for every target that applies to the set."""
+    if "bcubed_f1" not in result:
+        return []
+    checks = []
+    if name in ("allsides", "ecbplus"):
+        checks = [("B-cubed F1 >= 0.90", result["bcubed_f1"] >= 0.90),
+                  ("B-cubed P >= 0.95", result["bcubed_precision"] >= 0.95),
+                  ("pairwise P >= 0.93", result["pairwise_precision"] >= 0.93)]
+    elif name == "uci":
+        checks = [("pairwise P >= 0.89", result["pairwise_precision"] >= 0.89),
+                  ("pairwise F1 >= 0.655", result["pairwise_f1"] >= 0.655)]
+    return [f"{label} {'PASS' if ok else 'FAIL'}" for label, ok in checks]
+
+
+def git_worktree(rev: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="agg-before-")) / "tree"
+    subprocess.run(["git", "-C", str(PROJECT), "worktree", "add", "--detach", str(folder), rev],
+                   check=True, capture_output=True)
+    return folder
+
+
+def shared_dir() -> Path:
+    """The shared data this tree's tests read, whichever tree is measured (a worktree has no ../shared)."""
+    from aggregator.evaluate import shared_data_dir
+
+    return shared_data_dir()
+
+
+def thousand_reports_seconds(tree: Path) -> float | None:
+    """eval-dedup seconds on 1,000 real reports: all of allsides.jsonl, then the first ecbplus.jsonl lines."""
+    dev = shared_dir() / "stories-dev"
+    if not (dev / "allsides.jsonl").is_file():
+        return None
+    lines = (dev / "allsides.jsonl").read_text().splitlines() + (dev / "ecbplus.jsonl").read_text().splitlines()
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as out:
+        out.write("\n".join(lines[:1000]) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, "-m", "aggregator", "eval-dedup", "--json", out.name], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=300)
+    os.unlink(out.name)
+    return json.loads(done.stdout)["seconds"] if done.returncode == 0 else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", metavar="REV", help="also measure this git revision, side by side")
+    parser.add_argument("--ablate", action="store_true", help="each signal removed in turn, on the development sets")
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    args = parser.parse_args()
+    sys.path.insert(0, str(PROJECT))
+
+    trees = {"after (this tree)": PROJECT}
+    if args.before:
+        trees = {f"before ({args.before})": git_worktree(args.before), **trees}
+    print("| set | code | B-cubed P / R / F1 | pairwise P / R / F1 | seconds | targets |")
+    print("|---|---|---|---|---|---|")
+    for name in args.sets:
+        for label, tree in trees.items():
+            result = measure(tree, name)
+            print(f"| {name} | {label} | {cells(result)} | {', '.join(verdicts(name, result)) or '-'} |", flush=True)
+    for label, tree in trees.items():
+        seconds = thousand_reports_seconds(tree)
+        if seconds is not None:
+            print(f"eval-dedup on 1,000 real reports, {label}: {seconds:.2f} s "
+                  f"({'PASS' if seconds < 3 else 'FAIL'}: under 3 s)")
+    if args.ablate:
+        print("\n| signal removed | allsides B-cubed P / R / F1 | ecbplus B-cubed P / R / F1 |")
+        print("|---|---|---|")
+        for label, overrides in {"(none: the engine as it is)": {}, **ABLATIONS}.items():
+            row = [measure(PROJECT, name, overrides) for name in ("allsides", "ecbplus")]
+            print(f"| {label} | " + " | ".join(
+                f"{r['bcubed_precision']:.3f} / {r['bcubed_recall']:.3f} / {r['bcubed_f1']:.3f}" if "bcubed_f1" in r
+                else r.get("error") or f"not found: {r.get('absent')}" for r in row) + " |", flush=True)
+    if args.before:
+        for label, tree in trees.items():
+            if tree != PROJECT:
+                subprocess.run(["git", "-C", str(PROJECT), "worktree", "remove", "--force", str(tree)],
+                               capture_output=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -62,11 +62,11 @@ class DedupSettings:
     """Rare words weigh more than plain TF-IDF says: the power of the inverse document frequency."""
     prior_weight: float = 0.5
     """How much the language's word frequencies add to the window's document frequencies (0: window only)."""
-    text_weight: float = 0.5
+    text_weight: float = 0.4
     """Share of a pair's score from the cosine of their whole texts (title and body)."""
-    names_weight: float = 0.3
+    names_weight: float = 0.5
     """Share from the cosine of their names and figures."""
-    lead_weight: float = 0.2
+    lead_weight: float = 0.1
     """Share from the cosine of their titles and leads."""
     full_credit_hours: float = 12.0
     """Reports this close in time score in full; further apart they need more evidence (see ``decay_per_day``)."""

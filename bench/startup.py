@@ -109,7 +109,7 @@ def print_table(times: dict[tuple[str, str], list[float]], checkouts: dict[str, 
                 all_pass &= verdict == "PASS"
             cells.append(f"{median * 1000:.0f} | {ratio:.2f}x | {verdict}")
         print(f"| `{name}` | " + " | ".join(cells) + " |")
-    print(f"| `sqlite-utils --help` | " + " | ".join(f"{reference * 1000:.0f} | 1.00x | -" for _ in labels) + " |")
+    print("| `sqlite-utils --help` | " + " | ".join(f"{reference * 1000:.0f} | 1.00x | -" for _ in labels) + " |")
     return all_pass
 
 

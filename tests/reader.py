@@ -46,7 +46,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # Entities are decoded once by the XML parser, so the stored titles and texts hold the payloads as written.
-HOSTILE_RSS = f"""<?xml version="1.0" encoding="utf-8"?>
+HOSTILE_RSS = """<?xml version="1.0" encoding="utf-8"?>
 <rss version="2.0"><channel>
 <title>&lt;script&gt;alert("feed")&lt;/script&gt;Hostile &lt;img src=x onerror=alert(1)&gt; Times</title>
 <link>http://hostile.test/</link><description>payloads</description>

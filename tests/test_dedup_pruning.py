@@ -8,7 +8,6 @@ import sys
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
-import pytest
 
 from aggregator.dedup import DedupSettings, Report, StoryGrouper
 from tests.test_dedup import fixture_reports

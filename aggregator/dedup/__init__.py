@@ -28,7 +28,7 @@ _HOMES = {
     "Report": "features", "Features": "features",
     "Placement": "grouper", "Merge": "grouper", "StoryGrouper": "grouper",
     "score_pair": "scoring", "time_factor": "scoring",
-    "clean_title": "text", "fold": "text", "entities": "text", "lead_of": "text",
+    "clean_title": "text", "fold": "text", "lead_of": "text",
     "credited_outlet": "credit", "report_credit": "credit", "original_source": "credit",
     "GroupingSession": "session", "GroupingSummary": "session", "group_new_entries": "session",
     "resolve_story_id": "session", "WRITE_CHUNK": "session", "SEED_ROWS": "session",
@@ -36,15 +36,15 @@ _HOMES = {
 
 __all__ = ["DedupSettings", *_HOMES]
 
-if TYPE_CHECKING:
-    from aggregator.dedup.credit import credited_outlet, original_source, report_credit
-    from aggregator.dedup.features import Features, Report
-    from aggregator.dedup.grouper import Merge, Placement, StoryGrouper
-    from aggregator.dedup.scoring import score_pair, time_factor
-    from aggregator.dedup.session import (
+if TYPE_CHECKING:  # the names __getattr__ gives, for type checkers
+    from aggregator.dedup.credit import credited_outlet, original_source, report_credit  # noqa: F401
+    from aggregator.dedup.features import Features, Report  # noqa: F401
+    from aggregator.dedup.grouper import Merge, Placement, StoryGrouper  # noqa: F401
+    from aggregator.dedup.scoring import score_pair, time_factor  # noqa: F401
+    from aggregator.dedup.session import (  # noqa: F401
         SEED_ROWS, WRITE_CHUNK, GroupingSession, GroupingSummary, group_new_entries, resolve_story_id,
     )
-    from aggregator.dedup.text import clean_title, entities, fold, lead_of
+    from aggregator.dedup.text import clean_title, fold, lead_of  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

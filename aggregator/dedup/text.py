@@ -128,13 +128,11 @@ def token_counts(folded: str) -> Counter[str]:
     return counts
 
 
-def entities(text: str) -> Counter[str]:
-    """Folded names and figures of a text, with how often each occurs: what tells one event from another."""
-    return entities_normalised(normalise_numbers(text or ""))
-
-
 def entities_normalised(text: str) -> Counter[str]:
-    """:func:`entities` of text whose numbers are normalised already."""
+    """Folded names and figures of a text whose numbers are normalised, with how often each occurs.
+
+    Names and figures tell one event from another of the same kind: two earthquakes, two rehab check-ins.
+    """
     # One fold for all matches: newlines keep them apart and cost nothing to fold.
     return token_counts(fold_normalised("\n".join(ENTITY.findall(text))))
 

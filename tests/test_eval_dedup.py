@@ -20,7 +20,7 @@ STORIES_DEV = Path("stories-dev")
 # fixtures P 1.000 R 1.000, B-cubed F1 1.000; extra fixtures B-cubed F1 1.000;
 # UCI headlines pairwise P 0.913 R 0.585 F1 0.721, B-cubed F1 0.733;
 # AllSides B-cubed P 0.959 R 0.912 F1 0.935, pairwise P 0.885 F1 0.874;
-# ECB+ B-cubed P 0.950 R 0.862 F1 0.904, pairwise P 0.923 F1 0.882.
+# ECB+ B-cubed P 0.950 R 0.858 F1 0.901, pairwise P 0.923 F1 0.880.
 # Floors are only ever raised, and sit just under what was measured.
 FIXTURE_FLOORS = {"pairwise_precision": 0.99, "pairwise_f1": 0.98, "bcubed_f1": 0.99}
 EXTRA_FLOORS = {"pairwise_precision": 0.99, "pairwise_f1": 0.98, "bcubed_f1": 0.99}

@@ -48,9 +48,9 @@ class DedupSettings:
     """Most story postings read to find one report's candidates (its rarest tokens first): bounded work per report."""
     max_body_chars: int = 10_000
     """Only the start of a body is scored: it says what the article is about, and keeps the cost bounded."""
-    max_vector_terms: int = 300
+    max_vector_terms: int = 200
     """A text's TF-IDF vector keeps its heaviest terms only, so a report's memory stays small."""
-    max_names: int = 100
+    max_names: int = 60
     """The heaviest names and figures of a report that are compared (long articles name many in passing)."""
     lead_tokens: int = 60
     """How many informative words of the body, past page chrome, count as its lead."""

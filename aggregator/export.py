@@ -148,7 +148,7 @@ class ExportStory:
 
 
 def story_from_row(row: Mapping[str, Any]) -> ExportStory:
-    """An :class:`ExportStory` from a row of :meth:`Store.stories_with_reports`."""
+    """An :class:`ExportStory` from a row of :meth:`Store.iter_stories` with its reports and lead text."""
     return ExportStory(
         id=row["id"],
         title=row["title"] or "",
@@ -171,7 +171,8 @@ def story_from_row(row: Mapping[str, Any]) -> ExportStory:
 
 def load_stories(store: Store, *, since: datetime | None = None, min_outlets: int = 1) -> list[ExportStory]:
     """The stories active since ``since`` carried by at least ``min_outlets`` outlets, newest first."""
-    return [story_from_row(row) for row in store.stories_with_reports(since=since, min_outlets=min_outlets)]
+    rows = store.iter_stories(since=since, min_outlets=min_outlets, reports=True, lead_text=True)
+    return [story_from_row(row) for row in rows]
 
 
 def lead_summary(text: str, sentences: int = SUMMARY_SENTENCES, max_chars: int = SUMMARY_CHARS) -> str:

@@ -249,6 +249,14 @@ MIGRATIONS: list[str] = [
     """
     DROP INDEX IF EXISTS entries_published;
     """,
+    # 5: listing stories reads each one's outlets (which feeds, and when each first reported it)
+    # from this index alone: an entry's row holds its texts and spans several pages, and reading
+    # the rows was most of the time of `agg list` at 200,000 entries. It serves every lookup by
+    # story_id that entries_story did (the grouping's, READY_FOR_STORY), so it replaces it.
+    """
+    CREATE INDEX entries_story_outlets ON entries(story_id, feed_id, published, first_seen);
+    DROP INDEX IF EXISTS entries_story;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -549,7 +557,7 @@ class Store:
 
     # -- reading -----------------------------------------------------------
 
-    def stories(
+    def iter_stories(
         self,
         *,
         since: datetime | None = None,
@@ -557,30 +565,53 @@ class Store:
         tag: str | None = None,
         min_outlets: int = 1,
         limit: int | None = None,
-    ) -> list[dict]:
-        """Stories, newest activity first, each with its outlets' names (``outlets``, a list)."""
-        where = ["s.merged_into IS NULL", "s.n_outlets >= ?"]
-        params: list[Any] = [min_outlets]
-        if since is not None:
-            where.append("s.last_seen >= ?")
-            params.append(to_db_time(since))
-        member_filter, member_params = _feed_filter(feed, tag)
-        params += member_params
-        if member_filter:
-            where.append(
-                "s.id IN (SELECT e.story_id FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE "
-                + " AND ".join(member_filter) + ")"
-            )
-        sql = f"SELECT s.* FROM stories s WHERE {' AND '.join(where)} ORDER BY s.last_seen DESC, s.id DESC"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
-        stories = list(self.db.query(sql, params))
-        for story in stories:
-            story["outlets"] = [row["outlet"] for row in self.db.query(
-                "SELECT COALESCE(f.title, f.url) AS outlet, MIN(COALESCE(e.published, e.first_seen)) AS t "
-                "FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ? GROUP BY f.id ORDER BY t",
-                [story["id"]])]
-        return stories
+        offset: int = 0,
+        reports: bool = False,
+        lead_text: bool = False,
+    ) -> Iterator[dict]:
+        """Stories, newest activity first, each with its outlets' names (``outlets``, a list), as they are read.
+
+        With ``reports``, each has its ``reports`` (as :meth:`story` lists them); with
+        ``lead_text``, its ``lead_text``: the representative's text, else the text of the
+        earliest report that has one. The stories are read :data:`STORY_BATCH` at a time and
+        completed with one query per batch for each of these, so that the first comes at once
+        and memory holds one batch, however many there are. ``offset`` skips that many
+        (pages of ``limit``). The generator holds a read transaction until it is exhausted or closed.
+        """
+        where, params = _stories_filter(since, feed, tag, min_outlets)
+        sql = f"SELECT s.* FROM stories s WHERE {where} ORDER BY s.last_seen DESC, s.id DESC"
+        if limit or offset:
+            sql += f" LIMIT {int(limit) if limit else -1} OFFSET {int(offset)}"
+        outlet_names = dict(self.db.execute("SELECT id, COALESCE(title, url) FROM feeds"))
+        cursor = self.db.execute(sql, params)
+        names = [column[0] for column in cursor.description]
+        try:
+            while rows := cursor.fetchmany(STORY_BATCH):
+                batch = {row[0]: dict(zip(names, row)) for row in rows}
+                for story_id, outlets in self._outlets_of(list(batch), outlet_names).items():
+                    batch[story_id]["outlets"] = outlets
+                if reports:
+                    for story_id, story_reports in self._reports_of(list(batch)).items():
+                        batch[story_id]["reports"] = story_reports
+                if lead_text:
+                    self._add_lead_texts(list(batch.values()))
+                for story in batch.values():
+                    story.setdefault("outlets", [])
+                    if reports:
+                        story.setdefault("reports", [])
+                yield from batch.values()
+        finally:
+            cursor.close()
+
+    def count_stories(self, *, since: datetime | None = None, feed: str | None = None, tag: str | None = None,
+                      min_outlets: int = 1) -> int:
+        """How many stories :meth:`iter_stories` lists with these filters and no limit."""
+        where, params = _stories_filter(since, feed, tag, min_outlets)
+        return self.db.execute(f"SELECT count(*) FROM stories s WHERE {where}", params).fetchone()[0]
+
+    def stories(self, **filters: Any) -> list[dict]:
+        """:meth:`iter_stories` as a list."""
+        return list(self.iter_stories(**filters))
 
     def story(self, story_id: int) -> dict | None:
         """A story (following merges) with its reports, oldest first, and how each joined."""
@@ -594,27 +625,51 @@ class Store:
             if story["merged_into"] is None:
                 break
             story_id = story["merged_into"]
-        story["reports"] = list(self.db.query(
-            "SELECT e.id, e.title, e.link, e.published, e.first_seen, e.extract_status, e.text_source, "
-            "COALESCE(f.title, f.url) AS outlet, f.url AS feed_url, m.rule, m.score, m.evidence "
-            "FROM entries e JOIN feeds f ON f.id = e.feed_id LEFT JOIN story_members m ON m.entry_id = e.id "
-            "WHERE e.story_id = ? ORDER BY COALESCE(e.published, e.first_seen), e.id", [story["id"]]))
+        story["reports"] = self._reports_of([story["id"]]).get(story["id"], [])
         return story
 
-    def stories_with_reports(
-        self, *, since: datetime | None = None, min_outlets: int = 1, limit: int | None = None
-    ) -> list[dict]:
-        """:meth:`stories`, each with its ``reports`` (as :meth:`story` lists them) and ``lead_text``:
-        the representative's text, else the text of the earliest report that has one."""
-        stories = self.stories(since=since, min_outlets=min_outlets, limit=limit)
+    def _outlets_of(self, story_ids: list[int], outlet_names: dict[int, str]) -> dict[int, list[str]]:
+        """Each story's outlets, one name per feed, in the order they first reported it.
+
+        Read from the index ``entries_story_outlets`` alone: an entry's row holds its texts
+        and spans pages, and reading those rows was most of the time of ``agg list``.
+        """
+        firsts = self.db.execute(
+            "SELECT story_id, feed_id, MIN(COALESCE(published, first_seen)) AS t FROM entries "
+            f"WHERE story_id IN ({sql_marks(story_ids)}) GROUP BY story_id, feed_id", story_ids).fetchall()
+        firsts.sort(key=lambda row: (row[0], row[2], row[1]))
+        outlets: dict[int, list[str]] = {}
+        for story_id, feed_id, _ in firsts:
+            outlets.setdefault(story_id, []).append(outlet_names.get(feed_id, "?"))
+        return outlets
+
+    def _reports_of(self, story_ids: list[int]) -> dict[int, list[dict]]:
+        """Each story's reports, oldest first: outlet, title, link, times, extraction, and how it joined."""
+        reports: dict[int, list[dict]] = {}
+        for row in self.db.query(
+            "SELECT e.story_id, e.id, e.title, e.link, e.published, e.first_seen, e.extract_status, e.text_source, "
+            "COALESCE(f.title, f.url) AS outlet, f.url AS feed_url, m.rule, m.score, m.evidence "
+            "FROM entries e JOIN feeds f ON f.id = e.feed_id LEFT JOIN story_members m ON m.entry_id = e.id "
+            f"WHERE e.story_id IN ({sql_marks(story_ids)}) "
+            "ORDER BY e.story_id, COALESCE(e.published, e.first_seen), e.id", story_ids,
+        ):
+            row["evidence"] = json_value(row["evidence"], {})
+            reports.setdefault(row.pop("story_id"), []).append(row)
+        return reports
+
+    def _add_lead_texts(self, stories: list[dict]) -> None:
+        """Give each story its ``lead_text`` (see :meth:`iter_stories`): one query for the batch."""
+        representatives = {story["id"]: story["representative_id"] for story in stories}
+        leads: dict[int, str] = {}
+        for story_id, entry_id, text in self.db.execute(
+            "SELECT story_id, id, text FROM entries "
+            f"WHERE story_id IN ({sql_marks(representatives)}) AND text != '' "
+            "ORDER BY story_id, COALESCE(published, first_seen), id", list(representatives),
+        ):
+            if story_id not in leads or entry_id == representatives[story_id]:
+                leads[story_id] = text
         for story in stories:
-            story["reports"] = (self.story(story["id"]) or {}).get("reports", [])
-            texts = list(self.db.query(
-                "SELECT text FROM entries WHERE story_id = ? AND text != '' "
-                "ORDER BY id IS ? DESC, COALESCE(published, first_seen), id LIMIT 1",
-                [story["id"], story["representative_id"]]))
-            story["lead_text"] = texts[0]["text"] if texts else ""
-        return stories
+            story["lead_text"] = leads.get(story["id"], "")
 
     def entries(
         self,
@@ -643,8 +698,14 @@ class Store:
         return list(self.db.query(sql, params))
 
     def entry(self, entry_id: int) -> dict | None:
+        """An entry's row, its ``tags`` and ``enclosures`` as lists."""
         rows = list(self.db.query("SELECT * FROM entries WHERE id = ?", [entry_id]))
-        return rows[0] if rows else None
+        if not rows:
+            return None
+        entry = rows[0]
+        for column in ("tags", "enclosures"):
+            entry[column] = json_value(entry[column], [])
+        return entry
 
     def save_extraction(
         self,
@@ -715,6 +776,9 @@ class Store:
             "SELECT count(*) FROM entries WHERE id > (SELECT indexed_through FROM search_index_state)").fetchone()[0]
 
 
+STORY_BATCH = 200
+"""Stories :meth:`Store.iter_stories` reads and completes at a time."""
+
 READY_FOR_STORY = "e.story_id IS NULL AND e.extract_status != 'pending'"
 """Entries waiting for a story: none yet, and their text final (the page extracted, failed, or skipped)."""
 
@@ -747,6 +811,17 @@ def _json_list(items: list) -> str:
     return "[" + ", ".join(map(json.dumps, items)) + "]"
 
 
+def json_value(text: str | None, default: Any) -> Any:
+    """A JSON column's value (``default`` when empty or unreadable): library callers and ``--json``
+    outputs get lists and objects, never JSON inside a string."""
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
 def feed_text_of(entry: ParsedEntry) -> tuple[str, str]:
     """The best plain text the feed itself gives, and which field it came from."""
     if entry.content_text:
@@ -765,6 +840,24 @@ def _feed_filter(feed: str | None, tag: str | None) -> tuple[list[str], list[Any
         clauses.append("EXISTS (SELECT 1 FROM json_each(f.tags) WHERE json_each.value = ?)")
         params.append(tag)
     return clauses, params
+
+
+def _stories_filter(since: datetime | None, feed: str | None, tag: str | None,
+                    min_outlets: int) -> tuple[str, list[Any]]:
+    """The WHERE clause on ``stories s`` of a listing, with its parameters."""
+    where = ["s.merged_into IS NULL", "s.n_outlets >= ?"]
+    params: list[Any] = [min_outlets]
+    if since is not None:
+        where.append("s.last_seen >= ?")
+        params.append(to_db_time(since))
+    member_filter, member_params = _feed_filter(feed, tag)
+    params += member_params
+    if member_filter:
+        where.append(
+            "s.id IN (SELECT e.story_id FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE "
+            + " AND ".join(member_filter) + ")"
+        )
+    return " AND ".join(where), params
 
 
 def _record_fetch(conn: sqlite3.Connection, record: FetchRecord, now_text: str, saved: SavedFetch) -> None:

@@ -29,7 +29,7 @@ def run_on_terminal(args: list[str], *, stdout_too: bool = False, env: dict[str,
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    full_env = dict(os.environ, COLUMNS="120", TERM="xterm", **(env or {}))
+    full_env = {**os.environ, "COLUMNS": "120", "TERM": "xterm", **(env or {})}
     try:
         process = subprocess.run([sys.executable, "-m", "aggregator", *args], stdin=subprocess.DEVNULL,
                                  stdout=secondary if stdout_too else subprocess.PIPE, stderr=secondary,

@@ -569,7 +569,8 @@ class Store:
         reports: bool = False,
         lead_text: bool = False,
     ) -> Iterator[dict]:
-        """Stories, newest activity first, each with its outlets' names (``outlets``, a list), as they are read.
+        """Stories, newest activity first, as they are read: each with its outlets' names (``outlets``, a list
+        in order of reporting) and ``original_outlet`` (the outlet of its original report).
 
         With ``reports``, each has its ``reports`` (as :meth:`story` lists them); with
         ``lead_text``, its ``lead_text``: the representative's text, else the text of the
@@ -582,21 +583,23 @@ class Store:
         sql = f"SELECT s.* FROM stories s WHERE {where} ORDER BY s.last_seen DESC, s.id DESC"
         if limit or offset:
             sql += f" LIMIT {int(limit) if limit else -1} OFFSET {int(offset)}"
-        outlet_names = dict(self.db.execute("SELECT id, COALESCE(title, url) FROM feeds"))
+        outlets_by_feed = self._outlets_by_feed()
         cursor = self.db.execute(sql, params)
         names = [column[0] for column in cursor.description]
         try:
             while rows := cursor.fetchmany(STORY_BATCH):
                 batch = {row[0]: dict(zip(names, row)) for row in rows}
-                for story_id, outlets in self._outlets_of(list(batch), outlet_names).items():
-                    batch[story_id]["outlets"] = outlets
+                ids = list(batch)
+                for story_id, (outlets, original) in self._outlets_of(ids, outlets_by_feed).items():
+                    batch[story_id]["outlets"], batch[story_id]["original_outlet"] = outlets, original
                 if reports:
-                    for story_id, story_reports in self._reports_of(list(batch)).items():
+                    for story_id, story_reports in self._reports_of(ids, outlets_by_feed).items():
                         batch[story_id]["reports"] = story_reports
                 if lead_text:
                     self._add_lead_texts(list(batch.values()))
                 for story in batch.values():
                     story.setdefault("outlets", [])
+                    story.setdefault("original_outlet", None)
                     if reports:
                         story.setdefault("reports", [])
                 yield from batch.values()
@@ -625,49 +628,75 @@ class Store:
             if story["merged_into"] is None:
                 break
             story_id = story["merged_into"]
-        story["reports"] = self._reports_of([story["id"]]).get(story["id"], [])
+        reports = self._reports_of([story["id"]], self._outlets_by_feed(), details=True)
+        story["reports"] = reports.get(story["id"], [])
         return story
 
-    def _outlets_of(self, story_ids: list[int], outlet_names: dict[int, str]) -> dict[int, list[str]]:
-        """Each story's outlets, one name per feed, in the order they first reported it.
+    def _outlets_by_feed(self) -> dict[int, tuple[str, str]]:
+        """Each feed's outlet name (its title, else its URL) and URL, by feed id."""
+        return {feed_id: (name, url) for feed_id, name, url in self.db.execute(
+            "SELECT id, COALESCE(title, url), url FROM feeds")}
+
+    def _outlets_of(self, story_ids: list[int], outlets_by_feed: dict[int, tuple[str, str]]
+                    ) -> dict[int, tuple[list[str], str | None]]:
+        """Each story's outlets, one name per feed, in the order they first reported it, and the outlet
+        of its original report.
 
         Read from the index ``entries_story_outlets`` alone: an entry's row holds its texts
         and spans pages, and reading those rows was most of the time of ``agg list``.
         """
         firsts = self.db.execute(
-            "SELECT story_id, feed_id, MIN(COALESCE(published, first_seen)) AS t FROM entries "
-            f"WHERE story_id IN ({sql_marks(story_ids)}) GROUP BY story_id, feed_id", story_ids).fetchall()
+            "SELECT e.story_id, e.feed_id, MIN(COALESCE(e.published, e.first_seen)) AS t, "
+            "MAX(e.id IS s.original_entry_id) FROM entries e JOIN stories s ON s.id = e.story_id "
+            f"WHERE e.story_id IN ({sql_marks(story_ids)}) GROUP BY e.story_id, e.feed_id", story_ids).fetchall()
         firsts.sort(key=lambda row: (row[0], row[2], row[1]))
-        outlets: dict[int, list[str]] = {}
-        for story_id, feed_id, _ in firsts:
-            outlets.setdefault(story_id, []).append(outlet_names.get(feed_id, "?"))
+        outlets: dict[int, tuple[list[str], str | None]] = {}
+        for story_id, feed_id, _, has_original in firsts:
+            names, original = outlets.get(story_id, ([], None))
+            name = outlets_by_feed.get(feed_id, ("?", ""))[0]
+            names.append(name)
+            outlets[story_id] = (names, name if has_original else original)
         return outlets
 
-    def _reports_of(self, story_ids: list[int]) -> dict[int, list[dict]]:
-        """Each story's reports, oldest first: outlet, title, link, times, extraction, and how it joined."""
+    def _reports_of(self, story_ids: list[int], outlets_by_feed: dict[int, tuple[str, str]],
+                    details: bool = False) -> dict[int, list[dict]]:
+        """Each story's reports, oldest first: outlet, title, link, times, extraction, and how it joined;
+        with ``details``, also where its text came from and the evidence that joined it (an object).
+
+        Outlets come from ``outlets_by_feed`` rather than a join, and the order is made here:
+        both cost more in SQLite than in Python for a batch of stories.
+        """
+        extra = ", e.text_source, m.evidence" if details else ""
+        cursor = self.db.execute(
+            "SELECT e.story_id, e.id, e.title, e.link, e.published, e.first_seen, e.extract_status, e.feed_id, "
+            f"m.rule, m.score{extra} FROM entries e LEFT JOIN story_members m ON m.entry_id = e.id "
+            f"WHERE e.story_id IN ({sql_marks(story_ids)})", story_ids)
+        names = [column[0] for column in cursor.description]
+        rows = sorted(cursor, key=lambda row: (row[0], row[4] or row[5], row[1]))
         reports: dict[int, list[dict]] = {}
-        for row in self.db.query(
-            "SELECT e.story_id, e.id, e.title, e.link, e.published, e.first_seen, e.extract_status, e.text_source, "
-            "COALESCE(f.title, f.url) AS outlet, f.url AS feed_url, m.rule, m.score, m.evidence "
-            "FROM entries e JOIN feeds f ON f.id = e.feed_id LEFT JOIN story_members m ON m.entry_id = e.id "
-            f"WHERE e.story_id IN ({sql_marks(story_ids)}) "
-            "ORDER BY e.story_id, COALESCE(e.published, e.first_seen), e.id", story_ids,
-        ):
-            row["evidence"] = json_value(row["evidence"], {})
-            reports.setdefault(row.pop("story_id"), []).append(row)
+        for row in rows:
+            report = dict(zip(names, row))
+            story_id = report.pop("story_id")
+            report["outlet"], report["feed_url"] = outlets_by_feed.get(report.pop("feed_id"), ("?", ""))
+            if details:
+                report["evidence"] = json_value(report["evidence"], {})
+            reports.setdefault(story_id, []).append(report)
         return reports
 
     def _add_lead_texts(self, stories: list[dict]) -> None:
-        """Give each story its ``lead_text`` (see :meth:`iter_stories`): one query for the batch."""
-        representatives = {story["id"]: story["representative_id"] for story in stories}
-        leads: dict[int, str] = {}
-        for story_id, entry_id, text in self.db.execute(
-            "SELECT story_id, id, text FROM entries "
-            f"WHERE story_id IN ({sql_marks(representatives)}) AND text != '' "
-            "ORDER BY story_id, COALESCE(published, first_seen), id", list(representatives),
-        ):
-            if story_id not in leads or entry_id == representatives[story_id]:
-                leads[story_id] = text
+        """Give each story its ``lead_text`` (see :meth:`iter_stories`): the representatives' texts in
+        one query, then, for the stories whose representative has none, their earliest report's."""
+        story_of = {story["representative_id"]: story["id"] for story in stories if story["representative_id"]}
+        leads = {story_of[entry_id]: text for entry_id, text in self.db.execute(
+            f"SELECT id, text FROM entries WHERE id IN ({sql_marks(story_of)}) AND text != ''", list(story_of))}
+        missing = [story["id"] for story in stories if story["id"] not in leads]
+        if missing:
+            for story_id, text in self.db.execute(
+                "SELECT story_id, text FROM entries "
+                f"WHERE story_id IN ({sql_marks(missing)}) AND text != '' "
+                "ORDER BY story_id, COALESCE(published, first_seen) DESC, id DESC", missing,
+            ):
+                leads[story_id] = text  # the earliest comes last
         for story in stories:
             story["lead_text"] = leads.get(story["id"], "")
 

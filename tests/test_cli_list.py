@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import re
 import subprocess
 import sys
@@ -247,3 +248,18 @@ def test_every_json_output_carries_real_arrays_and_objects(db, tmp_path):
     assert entry["enclosures"] == [{"url": "http://ledger.test/a.mp3", "type": "audio/mpeg", "length": 3}]
     reports = {r["id"]: r for r in outputs["show 1 --json"][0]["reports"]}
     assert reports[3]["evidence"] == {"title": 0.7, "body": 0.9} and reports[1]["evidence"] == {}
+
+
+def test_a_database_of_schema_4_lists_the_same_before_and_after_migration_5(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 4)  # as agg c1e150c made it
+    path = sample_db.build(tmp_path / "agg.db")
+    monkeypatch.undo()
+    before = [agg(path, "list", *args).stdout for args in ([], ["--json"], ["--all"], ["--tag", "local"])]
+    Store.open(path).close()  # the upgrade a writing command (fetch, group) makes
+    with sqlite3.connect(path) as conn:
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT story_id, feed_id, MIN(COALESCE(published, first_seen)) "
+                            "FROM entries WHERE story_id IN (1, 2) GROUP BY story_id, feed_id").fetchall()
+    assert "entries_story_outlets" in indexes and "entries_story" not in indexes
+    assert "COVERING INDEX entries_story_outlets" in plan[0][-1]
+    assert [agg(path, "list", *args).stdout for args in ([], ["--json"], ["--all"], ["--tag", "local"])] == before

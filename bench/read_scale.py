@@ -11,19 +11,23 @@ Material: headlines from the UCI file and sentences from the stories-dev texts i
 $AGG_SHARED_DATA (synthetic words when absent). An event has one report (80%) or several (up
 to 25, one in five entries a copy of another outlet's report); each report has 4-6
 paragraphs, stored as HTML content, a 300-character summary and the plain text. Entries are
-spread over the last ``--days`` (28: a month of 1,000 feeds at 7 entries a feed a day at
-200,000; the 7-day export window then holds a quarter of them).
+spread over the last ``--days``: 365 by default, a year's scale (200,000 entries are ~550 a
+day, ~3,800 in the 7-day window of the exports); ``--days 28`` is a stress case (a month of
+1,000 busy feeds: the 7-day window holds a quarter of the entries).
 
 Each command runs as a subprocess (``python -m aggregator``) for BEFORE (a git worktree of
 ``--before``, default c1e150c, on PYTHONPATH) and AFTER (this checkout), interleaved, ``--repeat``
-times; medians are printed with the peak RSS of the process (``wait4``), and for ``list --json``
-and ``list --all`` the time to the first line on stdout. ``list`` "terminal" runs with stdout and
-stderr on a pseudo-terminal (COLUMNS=120), as a person sees it.
+times; medians are printed of the wall time, the CPU time and the peak RSS of the process
+(``wait4``), and for ``list --json`` and ``list --all`` the time to the first line on stdout.
+``list`` "terminal" runs with stdout and stderr on a pseudo-terminal (COLUMNS=120), as a person
+sees it. A run still going after ``--limit`` seconds (120) is stopped and shown as such.
 
-BEFORE reads its own copy of the database (schema as c1e150c made it); AFTER reads a copy its
-own ``agg group`` migrated (the migration of a real upgrade), so neither sees the other's indexes.
+The database is built by the BEFORE code, so that its schema is an existing database's. BEFORE
+reads a copy of it as it is; AFTER reads a copy that AFTER's ``Store.open`` migrated (the
+upgrade the first ``agg fetch`` or ``agg group`` of the new version makes), so neither sees the
+other's indexes.
 
-    .venv/bin/python bench/read_scale.py [--sizes 50000 200000] [--repeat 5] [--days 28] [--before c1e150c]
+    .venv/bin/python bench/read_scale.py [--sizes 50000 200000] [--repeat 5] [--days 365] [--before c1e150c]
 """
 
 from __future__ import annotations

@@ -65,10 +65,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def terminal_safe(text: Any, keep_newlines: bool = False) -> str:
     """``text`` with escape sequences and control characters removed."""
-    text = "" if text is None else str(text)
-    if not _CONTROL.search(text):  # most text: every escape sequence starts with a control character
-        return text
-    text = _ANSI.sub("", text)
+    text = _ANSI.sub("", "" if text is None else str(text))
     if keep_newlines:
         return "\n".join(_CONTROL.sub(" ", line) for line in text.split("\n"))
     return _CONTROL.sub(" ", text)

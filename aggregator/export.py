@@ -274,14 +274,15 @@ def json_bytes(document: Mapping[str, Any]) -> bytes:
     Readable, and written by the C encoder: an indented dump runs the pure-Python one, which
     took half the time of a digest export (bench/read_scale.py).
     """
-    lines = []
-    for key, value in document.items():
+    parts = ["{\n"]
+    for number, (key, value) in enumerate(document.items()):
+        parts.append((",\n  " if number else "  ") + json_text(key) + ": ")
         if isinstance(value, list) and value:
-            items = ",\n".join(f"    {json_text(item)}" for item in value)
-            lines.append(f"  {json_text(key)}: [\n{items}\n  ]")
+            parts.append("[\n    " + ",\n    ".join(map(json_text, value)) + "\n  ]")
         else:
-            lines.append(f"  {json_text(key)}: {json_text(value)}")
-    return ("{\n" + ",\n".join(lines) + "\n}\n").encode("utf-8")
+            parts.append(json_text(value))
+    parts.append("\n}\n")
+    return "".join(parts).encode("utf-8")
 
 
 # --------------------------------------------------------------------------

@@ -258,13 +258,13 @@ def _digest_story(story: ExportStory) -> dict[str, Any]:
     }
 
 
-def json_text(document: Any, *, indent: int | None = None) -> str:
+def json_text(document: Any) -> str:
     """``document`` as JSON, non-ASCII text kept as it is but every control character escaped.
 
     json.dumps escapes C0 controls but lets C1 ones (U+0080-U+009F) through,
     and a terminal shown the output would obey them as escape sequences.
     """
-    text = json.dumps(document, ensure_ascii=False, indent=indent, default=str)
+    text = json.dumps(document, ensure_ascii=False, default=str)
     return _C1_CONTROLS.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
@@ -272,7 +272,7 @@ def json_bytes(document: Mapping[str, Any]) -> bytes:
     """``document`` as a JSON file: a line for each top-level key, and for each item of a top-level list.
 
     Readable, and written by the C encoder: an indented dump runs the pure-Python one, which
-    took half the time of a digest export (bench/read_scale.py).
+    took a third of the CPU time of a digest export (bench/read_scale.py).
     """
     parts = ["{\n"]
     for number, (key, value) in enumerate(document.items()):

@@ -41,6 +41,7 @@ import random
 import re
 import select
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -95,7 +96,8 @@ def material(rng: random.Random) -> tuple[list[list[str]], list[str], list[str],
         names = list(dict.fromkeys(publishers))
         names += [f"{name} ({n})" for n in range(2, 2 + FEEDS // max(1, len(names))) for name in names]
         titles = [title for cluster in clusters.values() for title in cluster]
-        # The UCI file has 88 stories: a story of this bench takes a headline and its outlets' variations.
+        # The UCI file has 88 stories for 6,366 headlines: here each headline leads a story of its own,
+        # whose rewrites take one of three other headlines (titles only make the rows' size here).
         return ([[t] + rng.sample(titles, 3) for t in titles], sentences, names[:FEEDS],
                 f"{len(titles)} UCI headlines, {len(sentences)} stories-dev sentences")
     words = ["".join(rng.choice("bdfgklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(2, 4)))
@@ -197,7 +199,7 @@ def build_database(path: Path, entries: int, days: int, seed: int = 17) -> str:
     return source
 
 
-def write_stories(conn, planted: list[Planted], feeds: list[Feed], now: datetime) -> None:
+def write_stories(conn: sqlite3.Connection, planted: list[Planted], feeds: list[Feed], now: datetime) -> None:
     """Stories as the grouping writes them: one row each, a member row and ``story_id`` for each report."""
     entry_ids = dict(conn.execute("SELECT guid, id FROM entries"))
     events: dict[int, list[Planted]] = defaultdict(list)

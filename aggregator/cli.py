@@ -350,7 +350,8 @@ TERMINAL_PAGE = 40
 @click.option("--tag", help="Only stories with a report from a feed with this tag.")
 @click.option("--min-outlets", type=PositiveInt(), default=1, show_default=True, help="Only stories carried by N outlets or more.")
 @click.option("--limit", type=PositiveInt(), metavar="N",
-              help=f"At most N stories [default: {TERMINAL_PAGE} on a terminal, every story when piped or with --json].")
+              help=f"At most N stories [default: {TERMINAL_PAGE} on a terminal, every story when piped "
+                   "or with --json].")
 @click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N",
               help=f"Skip the N newest stories: the next page is --offset {TERMINAL_PAGE}.")
 @click.option("--no-limit", is_flag=True, help="Every story, on a terminal too.")

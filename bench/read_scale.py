@@ -343,8 +343,8 @@ def prepare_sides(base: Path, db: Path, work: Path) -> list[Side]:
         env.pop("AGG_DB", None)
         sides.append(Side(name, env, copy))
     # AFTER's schema upgrade, as the first `agg fetch` or `agg group` of the new version would make it.
-    subprocess.run([sys.executable, "-c", "import sys; from aggregator.store import Store; Store.open(sys.argv[1]).close()",
-                    str(sides[1].db)], env=sides[1].env, cwd=work, check=True)
+    upgrade = "import sys; from aggregator.store import Store; Store.open(sys.argv[1]).close()"
+    subprocess.run([sys.executable, "-c", upgrade, str(sides[1].db)], env=sides[1].env, cwd=work, check=True)
     for side in sides:
         found = subprocess.run([sys.executable, "-c", "import aggregator; print(aggregator.__file__)"],
                                env=side.env, cwd=work, capture_output=True, text=True, check=True).stdout.strip()

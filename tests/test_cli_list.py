@@ -82,7 +82,8 @@ def test_piped_lines_and_the_table_show_the_same_time_the_list_is_sorted_by(db):
     header = next(line for line in text.splitlines() if "Story" in line)
     assert "Last seen" in header and "First seen" not in header
     strike = next(line for line in text.splitlines() if "Port workers strike" in line)
-    assert strike.rstrip().endswith(time_ago(stories[1]["last_seen"])) and time_ago(stories[1]["last_seen"]) == "3 h ago"
+    last_seen = time_ago(stories[1]["last_seen"])
+    assert strike.rstrip().endswith(last_seen) and last_seen == "3 h ago"
 
 
 def test_help_documents_the_piped_columns():

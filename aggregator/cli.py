@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -326,79 +326,160 @@ def _outlets_line(outlets: list[str], most: int = 4) -> str:
     return shown + (f" +{len(outlets) - most}" if len(outlets) > most else "")
 
 
+TERMINAL_PAGE = 40
+"""Stories ``agg list`` shows on a terminal unless told otherwise (--limit, --no-limit)."""
+
+
 @cli.command(name="list")
 @click.option("--since", metavar="WHEN", help="Only stories active since then: 24h, 7d, or a date.")
 @click.option("--feed", metavar="URL|TITLE", help="Only stories with a report from this feed.")
 @click.option("--tag", help="Only stories with a report from a feed with this tag.")
 @click.option("--min-outlets", type=PositiveInt(), default=1, show_default=True, help="Only stories carried by N outlets or more.")
-@click.option("--limit", type=PositiveInt(), metavar="N", help="At most N stories.")
+@click.option("--limit", type=PositiveInt(), metavar="N",
+              help=f"At most N stories [default: {TERMINAL_PAGE} on a terminal, every story when piped "
+                   "or with --json].")
+@click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N",
+              help=f"Skip the N newest stories: the next page is --offset {TERMINAL_PAGE}.")
+@click.option("--no-limit", is_flag=True, help="Every story, on a terminal too.")
 @click.option("--all", "show_all", is_flag=True, help="Show every report under its story.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
 @pass_context
 def list_(ctx: Context, since: str | None, feed: str | None, tag: str | None, min_outlets: int,
-          limit: int | None, show_all: bool, as_json: bool) -> None:
+          limit: int | None, offset: int, no_limit: bool, show_all: bool, as_json: bool) -> None:
     """List stories, newest activity first, with their report and outlet counts.
+
+    On a terminal, a table of the 40 stories most recently active (the line
+    under it says how many there are and how to see more); piped or with
+    --json, every story, each printed as soon as it is read. --limit,
+    --offset and --no-limit choose the stories in every form; --all adds
+    each story's reports (with --json, every object has its reports).
+
+    \b
+    Piped, one story a line, its fields separated by tabs:
+      story id, reports, outlets, last seen (ISO 8601 UTC: its newest report, the
+      time the list is sorted by and --since filters on), title, outlets' names
+    and with --all, after each story a line per report, starting with a tab:
+      entry id (for 'agg show --entry'), outlet, title, link
 
     \b
     Examples:
       agg list
+      agg list --offset 40           # the next page
       agg list --since 24h --min-outlets 3
       agg list --all --tag business
       agg list --json | jq .title
+      agg list | cut -f1,5 | head
     """
+    if limit and no_limit:
+        raise click.UsageError("--limit and --no-limit contradict each other: pass one")
+    on_terminal = sys.stdout.isatty() and not as_json
+    if on_terminal and not limit and not no_limit:
+        limit = TERMINAL_PAGE
     store = ctx.stories_store()
     if feed and not store.has_feed(feed):
         fail(f"no feed {terminal_safe(feed)!r} in {ctx.db_path}: give a feed's URL or title "
              "as 'agg feeds list' shows them", EXIT_USAGE)
-    stories = store.stories(since=parse_since(since), feed=feed, tag=tag, min_outlets=min_outlets, limit=limit)
-    if show_all or as_json:
-        for story in stories:
-            story["reports"] = (store.story(story["id"]) or {}).get("reports", [])
-    if as_json:
-        for story in stories:
-            _echo_json(_story_json(story, show_all))
+    filters = {"since": parse_since(since), "feed": feed, "tag": tag, "min_outlets": min_outlets}
+    stories = store.iter_stories(**filters, limit=limit, offset=offset, reports=show_all or as_json)
+    if on_terminal:
+        shown = _print_story_table(ctx, list(stories), show_all)
+        _say_what_is_left(ctx, shown, offset, store.count_stories(**filters))
         return
-    if sys.stdout.isatty():
-        _print_story_table(ctx, stories, show_all)
-        return
-    for story in stories:
-        click.echo(f"{story['id']}\t{story['n_reports']}\t{story['n_outlets']}\t{story['last_seen']}\t"
-                   f"{terminal_safe(story['title'])}\t{_outlets_line(story['outlets'], 99)}")
-        if show_all:
-            for report in story["reports"]:
-                click.echo(f"\t{report['id']}\t{terminal_safe(report['outlet'])}\t{terminal_safe(report['title'])}\t"
-                           f"{terminal_safe(report['link'])}")
+    with _until_the_reader_stops(), closing(stories):
+        if as_json:
+            from aggregator.jsontext import json_text
+
+            for story in stories:
+                sys.stdout.write(json_text(_story_json(story)) + "\n")
+        else:
+            _print_story_lines(stories, show_all)
+        sys.stdout.flush()
 
 
-def _story_json(story: dict, with_reports: bool) -> dict:
+def _story_json(story: dict) -> dict:
     data = {key: story[key] for key in ("id", "title", "first_seen", "last_seen", "n_reports", "n_outlets")}
     data["outlets"] = story["outlets"]
     data["reports"] = [
         {k: r[k] for k in ("id", "outlet", "title", "link", "published", "rule", "score", "extract_status")}
-        for r in story.get("reports", [])
+        for r in story["reports"]
     ]
     return data
 
 
-def _print_story_table(ctx: Context, stories: list[dict], show_all: bool) -> None:
+def _print_story_lines(stories: Iterator[dict], show_all: bool) -> None:
+    """The piped form of ``agg list`` (see its help), written as the stories come."""
+    write = sys.stdout.write
+    for story in stories:
+        write(f"{story['id']}\t{story['n_reports']}\t{story['n_outlets']}\t{story['last_seen']}\t"
+              f"{terminal_safe(story['title'])}\t{_outlets_line(story['outlets'], 99)}\n")
+        if show_all:
+            for report in story["reports"]:
+                write(f"\t{report['id']}\t{terminal_safe(report['outlet'])}\t{terminal_safe(report['title'])}\t"
+                      f"{terminal_safe(report['link'])}\n")
+
+
+@contextmanager
+def _until_the_reader_stops() -> Iterator[None]:
+    """Output streamed to a pipe whose reader may stop early (``agg list | head``): that ends the command quietly."""
+    try:
+        yield
+    except BrokenPipeError:
+        # stdout pointed at nothing, so that the interpreter's own flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+
+
+def _print_story_table(ctx: Context, stories: list[dict], show_all: bool) -> int:
+    """The terminal form of ``agg list``; returns how many stories it showed.
+
+    With ``show_all`` each report is a row of its own, one line under its story: its entry
+    id, its title indented (cut short with an ellipsis rather than wrapped), its outlet and
+    when it was published; the story's row then gives its counts instead of every outlet.
+    """
     from rich.table import Table
     from rich.text import Text
 
     table = Table(show_edge=False, pad_edge=False, header_style="bold")
-    table.add_column("ID", justify="right", style="dim")
+    table.add_column("ID", justify="right", style="dim", no_wrap=True)
     table.add_column("Story", overflow="fold", ratio=3)
-    table.add_column("Reports", justify="right")
-    table.add_column("Outlets", overflow="fold", ratio=2)
-    table.add_column("First seen", no_wrap=True)
+    if not show_all:
+        table.add_column("Reports", justify="right")
+    table.add_column("Outlets", overflow="fold", ratio=2 if not show_all else 1)
+    table.add_column("Last seen", no_wrap=True)
     for story in stories:
-        title = Text(terminal_safe(story["title"]))
-        if show_all:
-            for report in story["reports"]:
-                title.append(f"\n  · {terminal_safe(report['outlet'])}: {terminal_safe(report['title'])}", style="dim")
-        table.add_row(str(story["id"]), title, str(story["n_reports"]),
-                      Text(f"{story['n_outlets']}: {_outlets_line(story['outlets'])}"), time_ago(story["first_seen"]))
+        title, seen = Text(terminal_safe(story["title"])), time_ago(story["last_seen"])
+        if not show_all:
+            table.add_row(str(story["id"]), title, str(story["n_reports"]),
+                          Text(f"{story['n_outlets']}: {_outlets_line(story['outlets'])}"), seen)
+            continue
+        title.stylize("bold")
+        reports, outlets = story["n_reports"], story["n_outlets"]
+        table.add_row(str(story["id"]), title,
+                      Text(f"{reports} report{'s' * (reports != 1)}, {outlets} outlet{'s' * (outlets != 1)}"), seen)
+        for number, report in enumerate(story["reports"], start=1):
+            table.add_row(
+                str(report["id"]),
+                Text("  · " + terminal_safe(report["title"]), style="dim", no_wrap=True, overflow="ellipsis"),
+                Text(terminal_safe(report["outlet"]), style="dim", no_wrap=True, overflow="ellipsis"),
+                Text(time_ago(report["published"] or report["first_seen"]), style="dim"),
+                end_section=number == len(story["reports"]))
     ctx.out.print(table)
-    ctx.err.print(f"{len(stories)} stories", style="dim")
+    return len(stories)
+
+
+def _say_what_is_left(ctx: Context, shown: int, offset: int, total: int) -> None:
+    """The line under the terminal's table: how many stories it shows of how many, and how to see the rest."""
+    noun = "story" if total == 1 else "stories"
+    if offset + shown >= total and not offset:
+        line = f"{total:,} {noun}"
+    elif shown:
+        line = f"{offset + 1:,}-{offset + shown:,} of {total:,} {noun}"
+    else:
+        line = f"none past the first {offset:,} of {total:,} {noun}"
+    if offset + shown < total:
+        line += (f": the next {TERMINAL_PAGE} with --offset {offset + shown}, more at once with --limit N, "
+                 "all with --no-limit")
+    ctx.err.print(line, style="dim")
 
 
 @cli.command()

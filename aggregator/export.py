@@ -36,6 +36,8 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import format_datetime
+from functools import cached_property
+from itertools import islice
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -138,7 +140,7 @@ class ExportStory:
             names.setdefault(report.feed_url, report.outlet)
         return list(names.values())
 
-    @property
+    @cached_property
     def summary(self) -> str:
         return lead_summary(self.lead_text)
 
@@ -147,7 +149,7 @@ class ExportStory:
 
 
 def story_from_row(row: Mapping[str, Any]) -> ExportStory:
-    """An :class:`ExportStory` from a row of :meth:`Store.stories_with_reports`."""
+    """An :class:`ExportStory` from a row of :meth:`Store.iter_stories` with its reports and lead text."""
     return ExportStory(
         id=row["id"],
         title=row["title"] or "",
@@ -170,13 +172,19 @@ def story_from_row(row: Mapping[str, Any]) -> ExportStory:
 
 def load_stories(store: Store, *, since: datetime | None = None, min_outlets: int = 1) -> list[ExportStory]:
     """The stories active since ``since`` carried by at least ``min_outlets`` outlets, newest first."""
-    return [story_from_row(row) for row in store.stories_with_reports(since=since, min_outlets=min_outlets)]
+    rows = store.iter_stories(since=since, min_outlets=min_outlets, reports=True, lead_text=True)
+    return [story_from_row(row) for row in rows]
 
 
 def lead_summary(text: str, sentences: int = SUMMARY_SENTENCES, max_chars: int = SUMMARY_CHARS) -> str:
     """The first ``sentences`` sentences of ``text``, cut at a word to at most ``max_chars`` characters."""
-    flat = " ".join(text.split())
-    ends = [match.end() for match in _SENTENCE_END.finditer(flat)]
+    # Only the start can make the summary: flattening and searching whole articles was most of the
+    # time of an export (bench/read_scale.py). A start longer than max_chars once flattened gives the
+    # same summary as the whole text: whatever the search finds past max_chars is cut off anyway.
+    flat = " ".join(text[:2 * max_chars].split())
+    if len(flat) <= max_chars + 1 and len(text) > 2 * max_chars:
+        flat = " ".join(text.split())
+    ends = [match.end() for match in islice(_SENTENCE_END.finditer(flat), sentences)]
     if len(ends) >= sentences:
         flat = flat[:ends[sentences - 1]]
     if len(flat) <= max_chars:
@@ -555,7 +563,9 @@ def import_opml(config_path: Path, data: bytes, *, dry_run: bool = False) -> Imp
     feeds.yaml has problems (:class:`ConfigError`), with ``dry_run``, or
     when nothing is new.
     """
-    from aggregator.feeds import append_feeds, feed_item  # with the fetcher: only an import needs them
+    # Here, not at the top: feeds brings the HTTP client, which the story exports and `agg list --json`
+    # (json_text) never use, and its import was most of their time to the first line (bench/read_scale.py).
+    from aggregator.feeds import append_feeds, feed_item
 
     candidates = parse_opml(data)
     config = load_config(config_path) if config_path.exists() else None

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from aggregator.cli import cli
+import aggregator.store as store_module
+from aggregator.cli import cli, time_ago
+from aggregator.store import Store
 from tests import sample_db
 from tests.terminal import run_on_terminal
 
@@ -55,7 +63,204 @@ def test_table_on_a_terminal(db):
     status, _, text = run_on_terminal(["--db", str(db), "list"], stdout_too=True, env={"NO_COLOR": "1"})
     assert status == 0, text
     header = next(line for line in text.splitlines() if "Story" in line)
-    assert all(column in header for column in ("ID", "Story", "Reports", "Outlets", "First seen"))
+    assert all(column in header for column in ("ID", "Story", "Reports", "Outlets", "Last seen"))
     assert "3: The Daily Ledger, Northgate Post, Wire" in text
-    assert "5 h ago" in text and "2 d ago" in text
+    assert "3 h ago" in text and "2 d ago" in text
     assert "3 stories" in text
+
+
+# -- issue 18, item 11: the piped lines and the table show the same time, and the columns are documented
+
+
+def test_piped_lines_and_the_table_show_the_same_time_the_list_is_sorted_by(db):
+    piped = [line.split("\t") for line in agg(db, "list").stdout.splitlines()]
+    stories = {s["id"]: s for s in map(json.loads, agg(db, "list", "--json").stdout.splitlines())}
+    assert [line[3] for line in piped] == [stories[int(line[0])]["last_seen"] for line in piped]
+    assert [line[3] for line in piped] == sorted((line[3] for line in piped), reverse=True)
+
+    _, _, text = run_on_terminal(["--db", str(db), "list"], stdout_too=True, env={"NO_COLOR": "1"})
+    header = next(line for line in text.splitlines() if "Story" in line)
+    assert "Last seen" in header and "First seen" not in header
+    strike = next(line for line in text.splitlines() if "Port workers strike" in line)
+    last_seen = time_ago(stories[1]["last_seen"])
+    assert strike.rstrip().endswith(last_seen) and last_seen == "3 h ago"
+
+
+def test_help_documents_the_piped_columns():
+    help_text = " ".join(CliRunner().invoke(cli, ["list", "--help"]).output.split())
+    assert ("story id, reports, outlets, last seen (ISO 8601 UTC: its newest report, the time the list is "
+            "sorted by and --since filters on), title, outlets' names") in help_text
+    assert "entry id (for 'agg show --entry'), outlet, title, link" in help_text
+
+
+# -- issue 18, item 12: --all at 80 columns, one line a report under its story
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_all_at_80_columns_gives_each_report_a_line_of_its_own(db):
+    status, _, text = run_on_terminal(["--db", str(db), "list", "--all"], stdout_too=True,
+                                      env={"NO_COLOR": "1", "COLUMNS": "80"})
+    assert status == 0, text
+    lines = [ANSI.sub("", line) for line in text.splitlines()]
+    assert max(len(line) for line in lines) <= 80
+    reports = [json.loads(line) for line in agg(db, "list", "--json").stdout.splitlines()]
+    story_lines = [number for number, line in enumerate(lines) if "Port workers strike over pay" in line]
+    first = story_lines[0]  # the story's own row, then its three reports in order, each on one line
+    for offset, report in enumerate(reports[0]["reports"], start=1):
+        line = lines[first + offset]
+        assert f"· {report['title']}" in line, line
+        assert report["outlet"] in line and str(report["id"]) in line, line
+    assert not any(f"{name}: " in text for name in ("The Daily Ledger", "Northgate Post", "Wire Service"))
+
+
+def test_all_piped_puts_each_report_on_a_line_under_its_story(db):
+    lines = agg(db, "list", "--all").stdout.splitlines()
+    assert lines[0].startswith("1\t3\t3\t")
+    assert [line.split("\t")[2] for line in lines[1:4]] == ["The Daily Ledger", "Northgate Post", "Wire Service"]
+    assert all(line.startswith("\t") for line in lines[1:4]) and lines[4].startswith("2\t")
+
+
+# -- a page at a time on a terminal (issue 17)
+
+
+@pytest.fixture
+def many(tmp_path: Path) -> Path:
+    """The sample database with 45 stories more (ids 101-145, the newest last), no reports of their own."""
+    path = sample_db.build(tmp_path / "agg.db")
+    store = Store.open(path)
+    with store.transaction() as conn:
+        conn.executemany(
+            "INSERT INTO stories (id, title, first_seen, last_seen, n_reports, n_outlets) VALUES (?, ?, ?, ?, 1, 1)",
+            [(100 + n, f"Extra story {n}", f"2026-01-01T00:{n:02d}:00+00:00", f"2026-01-01T00:{n:02d}:00+00:00")
+             for n in range(1, 46)])
+    store.close()
+    return path
+
+
+def table_ids(text: str) -> list[int]:
+    lines = [ANSI.sub("", line) for line in text.splitlines()]
+    return [int(line.split()[0]) for line in lines if line.strip()[:1].isdigit() and "│" in line]
+
+
+def test_a_terminal_shows_a_page_and_says_how_to_see_more(many):
+    _, _, text = run_on_terminal(["--db", str(many), "list"], stdout_too=True, env={"NO_COLOR": "1"})
+    assert table_ids(text) == [1, 2, 3, *range(145, 108, -1)]
+    assert ("1-40 of 48 stories: the next 40 with --offset 40, more at once with --limit N, all with --no-limit"
+            in " ".join(text.split()))
+
+    _, _, text = run_on_terminal(["--db", str(many), "list", "--offset", "40"], stdout_too=True,
+                                 env={"NO_COLOR": "1"})
+    assert table_ids(text) == list(range(108, 100, -1))
+    assert "41-48 of 48 stories" in text and "--offset" not in text
+
+    _, _, text = run_on_terminal(["--db", str(many), "list", "--no-limit"], stdout_too=True, env={"NO_COLOR": "1"})
+    assert len(table_ids(text)) == 48 and "48 stories" in text
+
+    _, _, text = run_on_terminal(["--db", str(many), "list", "--limit", "5", "--offset", "2"], stdout_too=True,
+                                 env={"NO_COLOR": "1"})
+    assert table_ids(text) == [3, 145, 144, 143, 142]
+    assert "3-7 of 48 stories: the next 40 with --offset 7" in " ".join(text.split())
+
+
+def test_piped_and_json_list_every_story_unless_limited(many):
+    assert len(story_ids(agg(many, "list").stdout)) == 48
+    assert len(agg(many, "list", "--json").stdout.splitlines()) == 48
+    assert story_ids(agg(many, "list", "--limit", "3", "--offset", "2").stdout) == [3, 145, 144]
+    result = agg(many, "list", "--limit", "3", "--no-limit")
+    assert result.exit_code == 2 and "contradict" in result.output
+
+
+# -- streaming: the first story is out before the rest are read
+
+
+def test_stories_are_read_a_batch_at_a_time_with_one_query_per_batch(many, monkeypatch):
+    monkeypatch.setattr(store_module, "STORY_BATCH", 10)
+    store = Store.open(many, readonly=True)
+    queries: list[str] = []
+    store.db.conn.set_trace_callback(queries.append)
+    stories = store.iter_stories(reports=True)
+    first = next(stories)
+    assert first["id"] == 1 and len(first["reports"]) == 3 and first["original_outlet"] == "The Daily Ledger"
+    assert sum("FROM entries" in q for q in queries) == 2  # outlets and reports of the first 10 stories only
+    rest = list(stories)
+    assert len(rest) == 47
+    assert sum("FROM entries" in q for q in queries) == 2 * 5  # 48 stories in 5 batches, not 2 queries a story
+    store.db.conn.set_trace_callback(None)
+    for story in [first, *rest]:  # the same as one story's own reading gives (which adds a few details)
+        detailed = store.story(story["id"])["reports"]
+        assert story["reports"] == [{key: report[key] for key in story["reports"][0]} for report in detailed]
+        assert story["outlets"] == list(dict.fromkeys(r["outlet"] for r in story["reports"]))
+    store.close()
+
+
+def test_json_list_streams_to_a_reader_that_stops_early(many, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with subprocess.Popen([sys.executable, "-m", "aggregator", "--db", str(many), "list", "--json"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path) as process:
+        first = json.loads(process.stdout.readline())
+        process.stdout.close()  # like `agg list --json | head -1`
+        error = process.stderr.read().decode()
+        status = process.wait(timeout=60)
+    assert first["id"] == 1 and first["reports"]
+    assert status == 0 and "Traceback" not in error and "BrokenPipe" not in error
+
+
+# -- issue 18, item 13: --json outputs carry arrays and objects, never JSON inside strings
+
+
+def json_in_strings(value: Any, path: str = "") -> list[str]:
+    """Where ``value`` holds a string that is itself a JSON array or object."""
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in json_in_strings(item, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [found for number, item in enumerate(value) for found in json_in_strings(item, f"{path}[{number}]")]
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return [f"{path} = {value!r}"] if isinstance(json.loads(value), (list, dict)) else []
+        except ValueError:
+            return []
+    return []
+
+
+def test_every_json_output_carries_real_arrays_and_objects(db, tmp_path):
+    store = Store.open(db)
+    with store.transaction() as conn:
+        conn.execute("UPDATE entries SET tags = ?, enclosures = ? WHERE id = 1",
+                     ['["Business"]', '[{"url": "http://ledger.test/a.mp3", "type": "audio/mpeg", "length": 3}]'])
+        conn.execute("UPDATE story_members SET evidence = ? WHERE entry_id = 3", ['{"title": 0.7, "body": 0.9}'])
+    store.close()
+    config = sample_db.write_config(tmp_path / "feeds.yaml")
+    outputs = {}
+    for command in (["list", "--json"], ["list", "--all", "--json"], ["show", "1", "--json"],
+                    ["show", "--entry", "1", "--json"], ["search", "strike", "--json"], ["stats", "--json"],
+                    ["status", "--json"], ["feeds", "list", "--json"], ["export", "digest", "--since", "7d"],
+                    ["export", "jsonfeed"]):
+        result = CliRunner().invoke(cli, ["--db", str(db), "--config", str(config), *command],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, (command, result.output)
+        documents = [json.loads(line) for line in result.stdout.splitlines()] if "--json" in command \
+            else [json.loads(result.stdout)]
+        assert documents and not json_in_strings(documents), (command, json_in_strings(documents))
+        outputs[" ".join(command)] = documents
+    entry = outputs["show --entry 1 --json"][0]
+    assert entry["tags"] == ["Business"]
+    assert entry["enclosures"] == [{"url": "http://ledger.test/a.mp3", "type": "audio/mpeg", "length": 3}]
+    reports = {r["id"]: r for r in outputs["show 1 --json"][0]["reports"]}
+    assert reports[3]["evidence"] == {"title": 0.7, "body": 0.9} and reports[1]["evidence"] == {}
+
+
+def test_a_database_of_schema_4_lists_the_same_before_and_after_migration_5(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 4)  # as agg c1e150c made it
+    path = sample_db.build(tmp_path / "agg.db")
+    monkeypatch.undo()
+    before = [agg(path, "list", *args).stdout for args in ([], ["--json"], ["--all"], ["--tag", "local"])]
+    Store.open(path).close()  # the upgrade a writing command (fetch, group) makes
+    with sqlite3.connect(path) as conn:
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT story_id, feed_id, MIN(COALESCE(published, first_seen)) "
+                            "FROM entries WHERE story_id IN (1, 2) GROUP BY story_id, feed_id").fetchall()
+    assert "entries_story_outlets" in indexes and "entries_story" not in indexes
+    assert "COVERING INDEX entries_story_outlets" in plan[0][-1]
+    assert [agg(path, "list", *args).stdout for args in ([], ["--json"], ["--all"], ["--tag", "local"])] == before

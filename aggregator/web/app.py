@@ -10,7 +10,6 @@ or the daemon writes (WAL readers never block the writer, nor it them).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -100,12 +99,8 @@ def _paragraphs(text: str | None) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
 
-def _evidence(value: str | None) -> list[tuple[str, str]]:
-    """The scores that joined a report to its story, as (name, value) pairs to show."""
-    try:
-        evidence = json.loads(value or "{}")
-    except ValueError:
-        return []
+def _evidence(evidence: object) -> list[tuple[str, str]]:
+    """The scores that joined a report to its story (``Store.story`` gives them as an object), as pairs to show."""
     if not isinstance(evidence, dict):
         return []
     return [(str(name), f"{score:.2f}" if isinstance(score, float) else str(score))

@@ -115,6 +115,7 @@ class Features:
 
     report: Report
     title: str  # cleaned and folded
+    sorted_title: str  # its words in sorted order: what rapidfuzz's token_sort_ratio compares
     generic_title: bool
     title_tokens: tuple[str, ...]  # distinct
     has_body: bool
@@ -170,6 +171,7 @@ def make_features(report: Report, settings: DedupSettings) -> Features:
     return Features(
         report=replace(report, text=""),  # the features are all the engine reads of the text
         title=title,
+        sorted_title=" ".join(sorted(title.split())),
         generic_title=generic_title,
         title_tokens=title_tokens,
         has_body=has_body,

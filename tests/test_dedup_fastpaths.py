@@ -20,6 +20,7 @@ from aggregator.dedup import DedupSettings, Report, StoryGrouper
 from aggregator.dedup import features as features_module
 from aggregator.dedup import scoring
 from aggregator.dedup.features import PRIOR_MIN_FREQUENCY, PRIOR_TEXT_WORDS, Frequencies, Vector, make_features
+from aggregator.dedup.text import fold_normalised, lead_of, normalise_numbers, token_counts, tokens
 from tests.test_dedup import fixture_reports
 
 
@@ -155,3 +156,17 @@ def plain_title_score(a, b):
     rare = scoring.weighted_jaccard(a.title_weights, b.title_weights, a.title_mass, b.title_mass)
     return 0.3 * set_ratio + 0.3 * sort_ratio + 0.4 * rare, {"title_set": set_ratio, "title_sort": sort_ratio,
                                                              "title_rare": rare}
+
+
+def test_counts_equal_counters_added_in_order():
+    """Ties in weight break by order of terms: the counts must come in the order Counter's "+" gives too."""
+    settings = DedupSettings()
+    for report in rewritten_reports():
+        doc = make_features(report, settings)
+        body = normalise_numbers(report.text[: settings.max_body_chars].strip())
+        has_body = len(body) >= settings.min_body_chars
+        title = () if doc.generic_title else doc.title_tokens
+        body_counts = token_counts(fold_normalised(body) if has_body else "")
+        lead = tokens(fold_normalised(lead_of(body)))[: settings.lead_tokens] if has_body else []
+        assert list(doc.text_counts.items()) == list((body_counts + Counter(title)).items())
+        assert list(doc.lead_counts.items()) == list((Counter(lead) + Counter(title)).items())

@@ -8,11 +8,15 @@ story id, rule, score and evidence. ``--save`` writes them to a JSON file;
 ``--compare`` reports every difference from such a file (none expected: the
 engine's speed-ups must not change what it decides), and prints PASS or FAIL.
 ``--root`` runs another checkout's engine (a base worktree), so that the
-reference is made by the code before the change:
+reference is made by the code before the change. ``--cli-runs N`` also times
+the whole ``agg eval-dedup`` command (a fresh process each) on 1,000 reports
+(the AllSides file and ECB+'s first 312 lines) and on the UCI headlines, for
+this checkout and, with ``--base``, another one, interleaved, median of N,
+with PASS/FAIL against 3 s:
 
     git worktree add /tmp/speed-base 3f0d5b8
     .venv/bin/python bench/dedup_identity.py --root /tmp/speed-base --save /tmp/base-placements.json
-    .venv/bin/python bench/dedup_identity.py --compare /tmp/base-placements.json
+    .venv/bin/python bench/dedup_identity.py --compare /tmp/base-placements.json --cli-runs 5 --base /tmp/speed-base
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,6 +78,34 @@ def same(a: object, b: object, tolerance: float) -> bool:
     return a == b
 
 
+EVAL_SECONDS = 3.0
+"""Most seconds for ``agg eval-dedup`` on 1,000 reports (issue 17); the UCI file is held to it too."""
+
+
+def time_cli(shared: Path, roots: dict[str, Path], runs: int) -> None:
+    """Median seconds of the whole ``agg eval-dedup`` command per checkout, runs interleaved."""
+    with tempfile.TemporaryDirectory() as tmp:
+        thousand = Path(tmp) / "allsides+ecbplus312.jsonl"
+        ecb = (shared / "stories-dev" / "ecbplus.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+        thousand.write_text((shared / "stories-dev" / "allsides.jsonl").read_text(encoding="utf-8")
+                            + "".join(ecb[:312]), encoding="utf-8")
+        inputs = {"1,000 reports": [str(thousand)],
+                  "UCI 6,366 headlines": ["--format", "uci", str(shared / "headlines" / "uci-news-aggregator.head6366.csv")]}
+        print(f"\nagg eval-dedup, whole command, median of {runs} (interleaved)")
+        for label, arguments in inputs.items():
+            seconds: dict[str, list[float]] = {name: [] for name in roots}
+            for _ in range(runs):
+                for name, root in roots.items():
+                    started = time.perf_counter()
+                    subprocess.run([sys.executable, "-m", "aggregator", "eval-dedup", *arguments], check=True,
+                                   capture_output=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+                    seconds[name].append(time.perf_counter() - started)
+            for name, times in seconds.items():
+                median = statistics.median(times)
+                print(f"  {label:<20} {name:<6} {median:5.2f} s  <= {EVAL_SECONDS:.0f} s: "
+                      f"{'PASS' if median <= EVAL_SECONDS else 'FAIL'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=HERE, help="checkout whose engine runs (default: this one)")
@@ -78,6 +114,9 @@ def main() -> None:
     action.add_argument("--compare", type=Path, help="compare the placements with this JSON file")
     parser.add_argument("--tolerance", type=float, default=0.0,
                         help="numbers this close count as equal (default 0: exactly equal)")
+    parser.add_argument("--cli-runs", type=int, default=0, metavar="N",
+                        help="also time the whole agg eval-dedup command N times (see above)")
+    parser.add_argument("--base", type=Path, help="with --cli-runs: time this checkout's command too")
     args = parser.parse_args()
     sys.path.insert(0, str(args.root.resolve()))
     from aggregator.evaluate import shared_data_dir
@@ -106,7 +145,10 @@ def main() -> None:
         print(f"saved to {args.save}")
     else:
         print("FAIL: placements differ" if failed else "PASS: every placement identical")
-        sys.exit(1 if failed else 0)
+    if args.cli_runs:
+        roots = ({"base": args.base.resolve()} if args.base else {}) | {"after": args.root.resolve()}
+        time_cli(shared_data_dir(), roots, args.cli_runs)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -221,15 +221,22 @@ def language_frequencies() -> dict[str, float]:
 
 
 def _english_word_buckets() -> list[list[str]]:
-    """wordfreq's English word list ("best", the large one): words by frequency bucket."""
+    """wordfreq's English word list ("best", the large one): words by frequency bucket.
+
+    Read as wordfreq's own ``read_cBpack`` reads it, with msgpack (which wordfreq requires); a wordfreq
+    that keeps its lists elsewhere is asked for it the slow way. A test checks the result against
+    ``get_frequency_dict``.
+    """
     spec = find_spec("wordfreq")
     path = Path(spec.origin).parent / "data" / "large_en.msgpack.gz" if spec and spec.origin else None
-    if path is None or not path.is_file():  # a wordfreq that keeps its lists elsewhere
+    try:
+        import msgpack
+    except ImportError:
+        path = None
+    if path is None or not path.is_file():
         from wordfreq import get_frequency_list
 
         return get_frequency_list("en")
-    import msgpack
-
     with gzip.open(path, "rb") as packed:
         data = msgpack.load(packed, raw=False)
     if not isinstance(data[0], dict) or data[0].get("format") != "cB" or data[0].get("version") != 1:

@@ -144,6 +144,7 @@ class Features:
     def release(self) -> None:
         """Drop what only comparisons need, once the report has left the window for good."""
         self.vocabulary = self.key_tokens = ()
+        self.sorted_title = ""
         self.title_weights = {}
         self.text = self.lead = self.names = NO_VECTOR
 

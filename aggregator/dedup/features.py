@@ -18,12 +18,12 @@ import math
 import sys
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
 from importlib.util import find_spec
-from operator import itemgetter, mul
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -87,20 +87,16 @@ class Vector:
     def cosine(self, other: Vector) -> float:
         if not self.norm or not other.norm:
             return 0.0
-        common = self.places.keys() & other.places.keys()
-        # The products in C-level maps, not a generator calling weight() twice a term (the cosine was the
-        # engine's largest cost); fsum is exactly rounded, so the order of the terms cannot change the result.
-        return math.fsum(map(mul, self.weights_of(common), other.weights_of(common))) / (self.norm * other.norm)
+        mine, my_places, theirs, their_places = self.weights, self.places, other.weights, other.places
+        # A list, not a generator calling weight() twice a term: 7% less time (bench/README.md); fsum is
+        # exactly rounded, so the order of the terms cannot change the result.
+        products = [mine[my_places[t]] * theirs[their_places[t]] for t in my_places.keys() & their_places.keys()]
+        return math.fsum(products) / (self.norm * other.norm)
 
     def containment(self, other: Vector) -> float:
         """Share of this vector's weight on terms the other carries too."""
         total = math.fsum(self.weights)
-        shared = self.places.keys() & other.places.keys()
-        return math.fsum(self.weights_of(shared)) / total if total else 0.0
-
-    def weights_of(self, terms: Iterable[str]) -> Iterator[float]:
-        """The weights of ``terms``, all of them terms of this vector."""
-        return map(self.weights.__getitem__, map(self.places.__getitem__, terms))
+        return math.fsum(self.weight(t) for t in self.places if t in other.places) / total if total else 0.0
 
     def weight(self, term: str) -> float:
         return self.weights[self.places[term]]
@@ -282,20 +278,16 @@ class Frequencies:
 
     def idf(self, token: str) -> float:
         """Inverse document frequency, sharpened by ``idf_power``; the language's frequency counts as documents too."""
-        return self.idfs([token])[token]
+        n = self.n
+        share = self._prior_share.get(token)
+        expected = 0.0 if share is None else self.settings.prior_weight * n * share
+        rarity = math.log((n + 1) / (self.df.get(token, 0) + 0.5 + expected)) + 1.0
+        return max(rarity, 0.01) ** self.settings.idf_power
 
     def idfs(self, tokens: Iterable[str]) -> dict[str, float]:
-        """:meth:`idf` of each token, in one loop with the window's figures at hand (weighing's largest cost)."""
-        n, df, prior_share = self.n, self.df, self._prior_share
-        expected_per_share = self.settings.prior_weight * n
-        power, log = self.settings.idf_power, math.log
-        idfs = {}
-        for token in tokens:
-            share = prior_share.get(token)
-            expected = 0.0 if share is None else expected_per_share * share
-            rarity = log((n + 1) / (df.get(token, 0) + 0.5 + expected)) + 1.0
-            idfs[token] = max(rarity, 0.01) ** power
-        return idfs
+        """:meth:`idf` of each token."""
+        idf = self.idf
+        return {token: idf(token) for token in tokens}
 
     def vector(self, counts: Counter[str], idfs: dict[str, float], limit: int) -> Vector:
         """Sublinear TF-IDF of the counts (``idfs`` holds their tokens'); a word no other report in the window carries weighs less.

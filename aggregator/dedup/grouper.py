@@ -322,13 +322,11 @@ class StoryGrouper:
         )
         weight: dict[int, float] = {}
         budget = settings.max_candidate_postings
-        # The idfs of the listed tokens the title does not weigh, in one call: one call a token was a cost.
-        idfs = self._freq.idfs(token for _, token, _ in lists if token not in doc.title_weights)
         for size, token, stories in lists:  # rarest first, until the budget is spent
             budget -= size
             if budget < 0:
                 break
-            idf = doc.title_weights.get(token) or idfs[token]
+            idf = doc.title_weights.get(token) or self._freq.idf(token)
             # weight[story] += idf for the whole list in one C-level pass (a Python loop over these
             # postings was the engine's largest cost); a story occurs once in a list, so each read
             # comes before its own write.

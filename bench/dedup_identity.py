@@ -89,8 +89,8 @@ def time_cli(shared: Path, roots: dict[str, Path], runs: int) -> None:
         ecb = (shared / "stories-dev" / "ecbplus.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
         thousand.write_text((shared / "stories-dev" / "allsides.jsonl").read_text(encoding="utf-8")
                             + "".join(ecb[:312]), encoding="utf-8")
-        inputs = {"1,000 reports": [str(thousand)],
-                  "UCI 6,366 headlines": ["--format", "uci", str(shared / "headlines" / "uci-news-aggregator.head6366.csv")]}
+        uci = shared / "headlines" / "uci-news-aggregator.head6366.csv"
+        inputs = {"1,000 reports": [str(thousand)], "UCI 6,366 headlines": ["--format", "uci", str(uci)]}
         print(f"\nagg eval-dedup, whole command, median of {runs} (interleaved)")
         for label, arguments in inputs.items():
             seconds: dict[str, list[float]] = {name: [] for name in roots}

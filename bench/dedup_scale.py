@@ -373,7 +373,7 @@ def main() -> None:
     parser.add_argument("--steady", type=int, default=300, metavar="K",
                         help="DB step: new entries placed into each grouped window afterwards, as a later run (300)")
     parser.add_argument("--base", type=Path, metavar="CHECKOUT",
-                        help="also measure this checkout's engine (e.g. a git worktree of the base commit), side by side")
+                        help="also measure this checkout's engine (a git worktree of the base commit), side by side")
     args = parser.parse_args()
     engines: list[tuple[str, Path | None]] = ([("base", args.base)] if args.base else []) + [("after", None)]
     print("default settings (72 h window); RSS MB = peak before grouping (input built), peak MB = peak after")
@@ -415,8 +415,8 @@ def main() -> None:
             for line in exponents(fresh[engine]):
                 print(f"  {engine}: {line}")
         if steady:
-            print(f"\nDB step, a later run: {args.steady} new entries into the grouped window of the size shown\n"
-                  f"{'engine':>6}  {'window':>8}  {'seconds':>8}  {'cpu s':>8}  {'stories':>8}  {'peak MB':>7}  targets")
+            print(f"\nDB step, a later run: {args.steady} new entries into the grouped window of the size shown")
+            print(f"{'engine':>6}  {'window':>8}  {'seconds':>8}  {'cpu s':>8}  {'stories':>8}  {'peak MB':>7}  targets")
             for engine, size, r in steady:
                 print(f"{engine:>6}  {size:>8}  {r['seconds']:>8.1f}  {r['cpu']:>8.1f}  {r['stories']:>8}  "
                       f"{r['rss_peak']:>7.0f}  {steady_targets(r)}")

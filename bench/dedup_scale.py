@@ -18,12 +18,15 @@ Three measures, each in a fresh process so that peak RSS belongs to it alone:
   placed into that window once it is grouped: the cost of a steady-state run,
   which must load the window's stored stories before it places anything.
 
-Targets: 100k with bodies under 60 s on a 2-core machine, exponent
-log(t_large/t_small)/log(large/small) <= 1.3; the DB step on 50k fresh entries
-well under a minute with peak RSS well under 500 MB.
+Targets, each judged PASS or FAIL: 100k with bodies within 60 s on a 2-core
+machine, growth exponent log(t_large/t_small)/log(large/small) <= 1.3; the DB
+step on 50k fresh entries within a minute with peak RSS under 500 MB; a later
+run (``--steady``) grouped within 5 s with peak RSS under 500 MB (issue 17).
+``--base CHECKOUT`` measures another checkout's engine (a git worktree of the
+base commit) in the same run, each measure of it just before this tree's.
 
     .venv/bin/python bench/dedup_scale.py [--mode titles bodies db] [--sizes 10000 100000] [--db-sizes 10000 50000]
-                                          [--steady 300]
+                                          [--steady 300] [--base /tmp/base]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import argparse
 import html
 import json
 import math
+import os
 import random
 import re
 import resource
@@ -43,7 +47,9 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The checkout whose engine a child measures: this one, or the base given to the parent (see run_child).
+ENGINE_ROOT = "AGG_BENCH_ENGINE_ROOT"
+sys.path.insert(0, os.environ.get(ENGINE_ROOT) or str(Path(__file__).resolve().parent.parent))
 
 from aggregator.dedup import DedupSettings, Report, StoryGrouper, group_new_entries  # noqa: E402
 from aggregator.evaluate import UCI_HEADLINES, load_uci, shared_data_dir  # noqa: E402
@@ -274,8 +280,11 @@ def measure_db(path: Path) -> dict:
             "rss_before": rss_before, "rss_peak": peak_rss_mb()}
 
 
-def run_child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True)
+def run_child(*args: str, root: Path | None = None) -> dict:
+    """One measure in a fresh process, with the engine of ``root`` (default: this checkout)."""
+    env = {**os.environ, ENGINE_ROOT: str(root.resolve())} if root else None
+    out = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True,
+                         env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -298,22 +307,58 @@ def child(args: list[str]) -> None:
 # --------------------------------------------------------------------------
 
 
-def print_exponents(timings: dict[int, dict]) -> None:
+ENGINE_SECONDS = {100_000: 60.0}
+"""Engine runs with bodies: most seconds for this many reports."""
+MAX_EXPONENT = 1.3
+DB_FRESH = {50_000: 60.0}
+"""DB step, fresh entries in one window: most seconds for this many."""
+STEADY_SECONDS = 5.0
+"""A later run: most seconds from start to every new entry in its story (issue 17)."""
+MAX_PEAK_MB = 500.0
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def exponents(timings: dict[int, dict]) -> list[str]:
     if len(timings) < 2:
-        return
+        return []
     small, large = min(timings), max(timings)
+    lines = []
     # CPU time too: on a busy machine wall time says more about the neighbours than about agg.
     for label in ("seconds", "cpu"):
         exponent = math.log(timings[large][label] / timings[small][label]) / math.log(large / small)
-        print(f"  growth exponent ({label}) log(t{large}/t{small})/log({large}/{small}) = {exponent:.2f}")
+        lines.append(f"growth exponent ({label}) log(t{large}/t{small})/log({large}/{small}) = {exponent:.2f}"
+                     f" <= {MAX_EXPONENT}: {verdict(exponent <= MAX_EXPONENT)}")
+    return lines
 
 
-HEADER = f"{'reports':>8}  {'seconds':>8}  {'cpu s':>8}  {'ms/report':>9}  {'stories':>8}  {'RSS MB':>7}  {'peak MB':>7}"
+HEADER = (f"{'engine':>6}  {'reports':>8}  {'seconds':>8}  {'cpu s':>8}  {'ms/report':>9}  {'stories':>8}  "
+          f"{'RSS MB':>7}  {'peak MB':>7}  targets")
 
 
-def row(size: int, r: dict) -> str:
-    return (f"{size:>8}  {r['seconds']:>8.1f}  {r['cpu']:>8.1f}  {r['seconds'] / size * 1000:>9.2f}  "
-            f"{r['stories']:>8}  {r['rss_before']:>7.0f}  {r['rss_peak']:>7.0f}")
+def row(engine: str, size: int, r: dict, targets: str = "") -> str:
+    return (f"{engine:>6}  {size:>8}  {r['seconds']:>8.1f}  {r['cpu']:>8.1f}  {r['seconds'] / size * 1000:>9.2f}  "
+            f"{r['stories']:>8}  {r['rss_before']:>7.0f}  {r['rss_peak']:>7.0f}  {targets}")
+
+
+def engine_targets(mode: str, size: int, r: dict) -> str:
+    limit = ENGINE_SECONDS.get(size) if mode == "bodies" else None
+    return f"<= {limit:.0f} s: {verdict(r['seconds'] <= limit)}" if limit else ""
+
+
+def fresh_targets(size: int, r: dict) -> str:
+    limit = DB_FRESH.get(size)
+    if not limit:
+        return ""
+    return (f"<= {limit:.0f} s: {verdict(r['seconds'] <= limit)}; "
+            f"< {MAX_PEAK_MB:.0f} MB: {verdict(r['rss_peak'] < MAX_PEAK_MB)}")
+
+
+def steady_targets(r: dict) -> str:
+    return (f"<= {STEADY_SECONDS:.0f} s: {verdict(r['seconds'] <= STEADY_SECONDS)}; "
+            f"< {MAX_PEAK_MB:.0f} MB: {verdict(r['rss_peak'] < MAX_PEAK_MB)}")
 
 
 def main() -> None:
@@ -327,38 +372,54 @@ def main() -> None:
     parser.add_argument("--per-day", type=int, default=2000, help="engine: reports per day (the window's density)")
     parser.add_argument("--steady", type=int, default=300, metavar="K",
                         help="DB step: new entries placed into each grouped window afterwards, as a later run (300)")
+    parser.add_argument("--base", type=Path, metavar="CHECKOUT",
+                        help="also measure this checkout's engine (a git worktree of the base commit), side by side")
     args = parser.parse_args()
+    engines: list[tuple[str, Path | None]] = ([("base", args.base)] if args.base else []) + [("after", None)]
     print("default settings (72 h window); RSS MB = peak before grouping (input built), peak MB = peak after")
+    if args.base:
+        print(f"base = the engine of {args.base}; after = this checkout's")
     for mode in ("titles", "bodies"):
         if mode not in args.mode:
             continue
-        timings = {}
+        timings: dict[str, dict[int, dict]] = {engine: {} for engine, _ in engines}
         for size in args.sizes:
-            result = run_child("engine", str(size), str(args.per_day), mode)
-            if not timings:
-                print(f"\nengine, {mode}: {result['origin']}; {args.per_day} reports a day\n{HEADER}")
-            timings[size] = result
-            print(row(size, result), flush=True)
-        print_exponents(timings)
+            for engine, root in engines:
+                result = run_child("engine", str(size), str(args.per_day), mode, root=root)
+                if size == args.sizes[0] and engine == engines[0][0]:
+                    print(f"\nengine, {mode}: {result['origin']}; {args.per_day} reports a day\n{HEADER}")
+                timings[engine][size] = result
+                print(row(engine, size, result, engine_targets(mode, size, result)), flush=True)
+        for engine, _ in engines:
+            for line in exponents(timings[engine]):
+                print(f"  {engine}: {line}")
     if "db" in args.mode:
-        timings, steady = {}, {}
+        fresh: dict[str, dict[int, dict]] = {engine: {} for engine, _ in engines}
+        steady: list[tuple[str, int, dict]] = []
         with tempfile.TemporaryDirectory() as tmp:
             for size in args.db_sizes:
-                path = Path(tmp) / f"bench-{size}.db"
-                origin = run_child("build-db", str(path), str(size), str(args.steady))["origin"]
-                if not timings:
-                    print(f"\nDB step group_new_entries, fresh entries in one 72 h window: {origin}\n{HEADER}")
-                timings[size] = run_child("db", str(path))
-                print(row(size, timings[size]), flush=True)
-                if args.steady:
-                    run_child("release", str(path))
-                    steady[size] = run_child("db", str(path))
-        print_exponents(timings)
+                origin = ""
+                for engine, root in engines:
+                    # Each engine groups its own copy of the same entries (the builder is seeded).
+                    path = Path(tmp) / f"bench-{size}-{engine}.db"
+                    origin = run_child("build-db", str(path), str(size), str(args.steady))["origin"]
+                    if size == args.db_sizes[0] and engine == engines[0][0]:
+                        print(f"\nDB step group_new_entries, fresh entries in one 72 h window: {origin}\n{HEADER}")
+                    fresh[engine][size] = run_child("db", str(path), root=root)
+                    print(row(engine, size, fresh[engine][size], fresh_targets(size, fresh[engine][size])), flush=True)
+                    if args.steady:
+                        run_child("release", str(path))
+                        steady.append((engine, size, run_child("db", str(path), root=root)))
+                    path.unlink()
+        for engine, _ in engines:
+            for line in exponents(fresh[engine]):
+                print(f"  {engine}: {line}")
         if steady:
-            print(f"\nDB step, a later run: {args.steady} new entries into the grouped window of the size shown\n"
-                  f"{'window':>8}  {'seconds':>8}  {'cpu s':>8}  {'stories':>8}  {'peak MB':>7}")
-            for size, r in steady.items():
-                print(f"{size:>8}  {r['seconds']:>8.1f}  {r['cpu']:>8.1f}  {r['stories']:>8}  {r['rss_peak']:>7.0f}")
+            print(f"\nDB step, a later run: {args.steady} new entries into the grouped window of the size shown")
+            print(f"{'engine':>6}  {'window':>8}  {'seconds':>8}  {'cpu s':>8}  {'stories':>8}  {'peak MB':>7}  targets")
+            for engine, size, r in steady:
+                print(f"{engine:>6}  {size:>8}  {r['seconds']:>8.1f}  {r['cpu']:>8.1f}  {r['stories']:>8}  "
+                      f"{r['rss_peak']:>7.0f}  {steady_targets(r)}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from aggregator.dedup import DedupSettings, Report, StoryGrouper
 from tests.test_dedup import fixture_reports
+from tests.test_dedup_fastpaths import plain_idf
 
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
 
@@ -32,7 +33,7 @@ def plain_candidates(grouper: StoryGrouper, doc) -> list[int]:
         if budget < 0:
             break
         for story_id in stories:
-            weight[story_id] += doc.title_weights.get(token) or freq.idf(token)
+            weight[story_id] += doc.title_weights.get(token) or plain_idf(freq, token)
     floor = settings.min_candidate_share * doc.title_mass
     ranked = sorted(((shared, story_id) for story_id, shared in weight.items() if shared >= floor), reverse=True)
     return [story_id for _, story_id in ranked[: settings.max_candidate_stories]]

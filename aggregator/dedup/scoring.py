@@ -52,7 +52,8 @@ def figures_clash(a: Features, b: Features) -> bool:
 def title_score(a: Features, b: Features) -> tuple[float, dict[str, float]]:
     """Headline agreement: rapidfuzz set and sort ratios and the overlap of rare title words."""
     set_ratio = fuzz.token_set_ratio(a.title, b.title) / 100
-    sort_ratio = fuzz.token_sort_ratio(a.title, b.title) / 100
+    # token_sort_ratio is the ratio of the sorted words: sorted once a report, not once a pair.
+    sort_ratio = fuzz.ratio(a.sorted_title, b.sorted_title) / 100
     rare = weighted_jaccard(a.title_weights, b.title_weights, a.title_mass, b.title_mass)
     return 0.3 * set_ratio + 0.3 * sort_ratio + 0.4 * rare, {"title_set": set_ratio, "title_sort": sort_ratio,
                                                              "title_rare": rare}

@@ -1,0 +1,172 @@
+"""The engine's fast paths decide exactly as plain versions of the same formulas: checked term by term and run by run.
+
+Each speed-up of the grouping engine (issue 17) computes the same numbers in
+fewer Python steps; here each is compared with the plain formula it
+replaces, and a whole grouping run with the fast paths with one through the
+plain versions: placements, scores and evidence must be equal, not close.
+"""
+
+import math
+import random
+import re
+from collections import Counter
+from datetime import timedelta
+from itertools import combinations
+
+import pytest
+from rapidfuzz import fuzz
+
+from aggregator.dedup import DedupSettings, Report, StoryGrouper
+from aggregator.dedup import features as features_module
+from aggregator.dedup import scoring
+from aggregator.dedup.features import PRIOR_MIN_FREQUENCY, PRIOR_TEXT_WORDS, Frequencies, Vector, make_features
+from aggregator.dedup.text import fold_normalised, lead_of, normalise_numbers, token_counts, tokens
+from tests.test_dedup import fixture_reports
+
+
+def plain_idf(freq: Frequencies, token: str) -> float:
+    """The idf as issue 16 wrote it: the prior looked up and turned into documents for each token."""
+    settings = freq.settings
+    expected = 0.0
+    if settings.prior_weight and (p := features_module.language_frequencies().get(token)) is not None:
+        expected = settings.prior_weight * freq.n * -math.expm1(-p * PRIOR_TEXT_WORDS)
+    rarity = math.log((freq.n + 1) / (freq.df.get(token, 0) + 0.5 + expected)) + 1.0
+    return max(rarity, 0.01) ** settings.idf_power
+
+
+def plain_vector(freq: Frequencies, counts: Counter, limit: int) -> Vector:
+    unique = freq.settings.unique_word_weight
+    return Vector.of({t: (1.0 + math.log(c)) * plain_idf(freq, t) * (unique if freq.df.get(t, 0) < 2 else 1.0)
+                      for t, c in counts.items()}, limit)
+
+
+def plain_weigh(freq: Frequencies, doc) -> None:
+    settings = freq.settings
+    doc.title_weights = {t: plain_idf(freq, t) for t in doc.title_tokens}
+    doc.title_mass = sum(doc.title_weights.values())
+    if doc.has_body:
+        doc.text = plain_vector(freq, doc.text_counts or Counter(), settings.max_vector_terms)
+        doc.lead = plain_vector(freq, doc.lead_counts or Counter(), settings.max_vector_terms)
+        doc.names = plain_vector(freq, doc.name_counts or Counter(), settings.max_names)
+    doc.text_counts = doc.lead_counts = doc.name_counts = None
+
+
+def plain_cosine(a: Vector, b: Vector) -> float:
+    if not a.norm or not b.norm:
+        return 0.0
+    return math.fsum(a.weight(t) * b.weight(t) for t in a.places.keys() & b.places.keys()) / (a.norm * b.norm)
+
+
+def plain_containment(a: Vector, b: Vector) -> float:
+    total = math.fsum(a.weights)
+    return math.fsum(a.weight(t) for t in a.places if t in b.places) / total if total else 0.0
+
+
+def rewritten_reports() -> list[Report]:
+    """The fixture's reports and rewrites of them: sentences dropped and reordered, headlines cut, times moved.
+
+    Many pairs of partly shared texts, words counted 64 times or more (past the fast path's table),
+    summaries beside long texts, and reports with and without bodies.
+    """
+    rng = random.Random(17)
+    originals = fixture_reports()
+    reports = list(originals)
+    for n, report in enumerate(originals * 3):
+        sentences = re.split(r"(?<=[.!?])\s+", report.text)
+        kept = rng.sample(sentences, max(1, len(sentences) * rng.choice([1, 2, 3]) // 4))
+        words = report.title.split()
+        title = " ".join(rng.sample(words, max(3, len(words) - 2))) if len(words) > 3 else report.title
+        text = " ".join(kept) + (" storm" * 70 if n % 11 == 0 else "")
+        reports.append(Report(f"{report.id}-r{n}", title, text if n % 7 else "", source=f"Outlet {n % 5}",
+                              published=report.published + timedelta(hours=rng.uniform(-30, 30))))
+    return reports
+
+
+def test_language_frequencies_equal_wordfreqs_dictionary_cut_at_the_floor():
+    from wordfreq import get_frequency_dict
+
+    plain = {word: p for word, p in get_frequency_dict("en").items() if p >= PRIOR_MIN_FREQUENCY}
+    assert features_module.language_frequencies() == plain
+    assert len(plain) > 10_000
+
+
+def weighed_window() -> tuple[Frequencies, list, list]:
+    """One window's frequencies, and each report's features twice: weighed by the engine, and plainly."""
+    settings = DedupSettings()
+    freq = Frequencies(settings)
+    reports = rewritten_reports()
+    fast = [make_features(report, settings) for report in reports]
+    plain = [make_features(report, settings) for report in reports]
+    for doc in fast:
+        freq.add(doc.vocabulary)
+    heavy_counts = sum(any(c >= 64 for c in (doc.text_counts or {}).values()) for doc in fast)
+    assert heavy_counts, "no text counts a word 64 times: the fallback past the table would go untested"
+    for fast_doc, plain_doc in zip(fast, plain):
+        freq.weigh(fast_doc)
+        plain_weigh(freq, plain_doc)
+    return freq, fast, plain
+
+
+def test_idfs_and_vectors_equal_the_plain_formulas_exactly():
+    freq, fast, plain = weighed_window()
+    tokens = sorted({t for doc in fast for t in doc.vocabulary} | {"zzunseen", "the", "said"})
+    idfs = freq.idfs(tokens)
+    assert [idfs[t] for t in tokens] == [plain_idf(freq, t) for t in tokens]
+    assert all(freq.idf(t) == plain_idf(freq, t) for t in tokens[:50])
+    for fast_doc, plain_doc in zip(fast, plain):
+        assert fast_doc.title_weights == plain_doc.title_weights and fast_doc.title_mass == plain_doc.title_mass
+        for part in ("text", "lead", "names"):
+            assert getattr(fast_doc, part) == getattr(plain_doc, part), (fast_doc.report.id, part)
+
+
+def test_cosine_containment_and_sort_ratio_equal_the_plain_versions_exactly():
+    _, docs, _ = weighed_window()
+    with_bodies = [doc for doc in docs if doc.has_body]
+    alike = 0
+    for a, b in combinations(with_bodies[:120], 2):
+        for part in ("text", "lead", "names"):
+            va, vb = getattr(a, part), getattr(b, part)
+            assert va.cosine(vb) == plain_cosine(va, vb)
+        assert a.text.containment(b.text) == plain_containment(a.text, b.text)
+        alike += a.text.cosine(b.text) > 0.2
+    assert alike > 50
+    for a, b in combinations(docs[:150], 2):
+        assert fuzz.ratio(a.sorted_title, b.sorted_title) == fuzz.token_sort_ratio(a.title, b.title)
+
+
+def test_a_run_through_the_plain_versions_places_every_report_alike(monkeypatch):
+    reports = rewritten_reports()
+    fast = StoryGrouper().add_many(reports)
+    monkeypatch.setattr(Frequencies, "weigh", plain_weigh)
+    monkeypatch.setattr(Frequencies, "idf", plain_idf)
+    monkeypatch.setattr(Frequencies, "idfs", lambda freq, tokens: {t: plain_idf(freq, t) for t in tokens})
+    monkeypatch.setattr(Vector, "cosine", plain_cosine)
+    monkeypatch.setattr(Vector, "containment", plain_containment)
+    monkeypatch.setattr(scoring.fuzz, "ratio", lambda a, b: pytest.fail("the plain run took a fast path"))
+    monkeypatch.setattr(scoring, "title_score", plain_title_score)
+    plain = StoryGrouper().add_many(reports)
+    assert plain == fast
+    assert sum(p.rule == "similar" for p in fast.values()) > 30
+    assert sum(p.rule == "seed" for p in fast.values()) > 10
+
+
+def plain_title_score(a, b):
+    set_ratio = fuzz.token_set_ratio(a.title, b.title) / 100
+    sort_ratio = fuzz.token_sort_ratio(a.title, b.title) / 100
+    rare = scoring.weighted_jaccard(a.title_weights, b.title_weights, a.title_mass, b.title_mass)
+    return 0.3 * set_ratio + 0.3 * sort_ratio + 0.4 * rare, {"title_set": set_ratio, "title_sort": sort_ratio,
+                                                             "title_rare": rare}
+
+
+def test_counts_equal_counters_added_in_order():
+    """Ties in weight break by order of terms: the counts must come in the order Counter's "+" gives too."""
+    settings = DedupSettings()
+    for report in rewritten_reports():
+        doc = make_features(report, settings)
+        body = normalise_numbers(report.text[: settings.max_body_chars].strip())
+        has_body = len(body) >= settings.min_body_chars
+        title = () if doc.generic_title else doc.title_tokens
+        body_counts = token_counts(fold_normalised(body) if has_body else "")
+        lead = tokens(fold_normalised(lead_of(body)))[: settings.lead_tokens] if has_body else []
+        assert list(doc.text_counts.items()) == list((body_counts + Counter(title)).items())
+        assert list(doc.lead_counts.items()) == list((Counter(lead) + Counter(title)).items())

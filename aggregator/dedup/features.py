@@ -13,7 +13,6 @@ small window still knows that "said" and "people" tell nothing.
 
 from __future__ import annotations
 
-import gzip
 import math
 import sys
 from array import array
@@ -22,9 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
-from importlib.util import find_spec
 from operator import itemgetter
-from pathlib import Path
 from typing import Any
 
 from aggregator.dedup.settings import DedupSettings
@@ -202,42 +199,19 @@ def heaviest(weights: dict[str, float], limit: int) -> dict[str, float]:
 def language_frequencies() -> dict[str, float]:
     """English word frequencies (``wordfreq``), the words common enough to matter: loaded once a process.
 
-    The same as ``wordfreq.get_frequency_dict("en")`` cut at ``PRIOR_MIN_FREQUENCY``, in a tenth of the
-    time: wordfreq's word list holds one bucket of words per centibel of frequency, most frequent first, so
-    reading stops at the first bucket below the cut, and the list file is read without importing wordfreq
-    itself (0.2 s of language data its tokenizer needs and we do not).
+    The same as ``wordfreq.get_frequency_dict("en")`` cut at ``PRIOR_MIN_FREQUENCY``, without building
+    the whole dictionary first: wordfreq's list holds one bucket of words per centibel of frequency, most
+    frequent first, so reading stops at the first bucket below the cut.
     """
+    from wordfreq import get_frequency_list
+
     frequencies: dict[str, float] = {}
-    for bucket, words in enumerate(_english_word_buckets()):
+    for bucket, words in enumerate(get_frequency_list("en")):
         p = 10 ** (-bucket / 100)  # wordfreq's cB_to_freq
         if p < PRIOR_MIN_FREQUENCY:
             break
         frequencies.update(dict.fromkeys(words, p))
     return frequencies
-
-
-def _english_word_buckets() -> list[list[str]]:
-    """wordfreq's English word list ("best", the large one): words by frequency bucket.
-
-    Read as wordfreq's own ``read_cBpack`` reads it, with msgpack (which wordfreq requires); a wordfreq
-    that keeps its lists elsewhere is asked for it the slow way. A test checks the result against
-    ``get_frequency_dict``.
-    """
-    spec = find_spec("wordfreq")
-    path = Path(spec.origin).parent / "data" / "large_en.msgpack.gz" if spec and spec.origin else None
-    try:
-        import msgpack
-    except ImportError:
-        path = None
-    if path is None or not path.is_file():
-        from wordfreq import get_frequency_list
-
-        return get_frequency_list("en")
-    with gzip.open(path, "rb") as packed:
-        data = msgpack.load(packed, raw=False)
-    if not isinstance(data[0], dict) or data[0].get("format") != "cB" or data[0].get("version") != 1:
-        raise ValueError(f"{path}: not a wordfreq word list (header {data[0]!r})")
-    return data[1:]
 
 
 @cache

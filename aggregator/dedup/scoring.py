@@ -23,6 +23,7 @@ from rapidfuzz import fuzz
 from aggregator.dedup.features import Features
 from aggregator.dedup.settings import DedupSettings
 
+
 def time_factor(hours_apart: float, settings: DedupSettings) -> float:
     """Share of the score kept for reports this far apart: 1 within ``full_credit_hours``, less each day after."""
     late_days = max(0.0, hours_apart - settings.full_credit_hours) / 24

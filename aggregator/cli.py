@@ -654,7 +654,7 @@ def status(ctx: Context, as_json: bool) -> None:
       agg status
       agg status --json | jq '.feeds[] | select(.state != "ok") | .url'
     """
-    from aggregator.schedule import feeds_status
+    from aggregator.stats import feeds_status
 
     now = utc_now()
     report = feeds_status(ctx.store(readonly=True), now)

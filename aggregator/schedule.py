@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 from aggregator.config import FeedConfig, Settings
 from aggregator.models import FetchResult, ParsedFeed
-from aggregator.store import Store, from_db_time, to_db_time
+from aggregator.store import from_db_time, to_db_time
 
 FAILING_RETRY_SECONDS = 24 * 3600
 # Statuses whose Retry-After means "come back later" (RFC 9110 §10.2.3).
@@ -240,10 +240,3 @@ def status_report(rows: list[dict], now: datetime) -> dict:
     counts["with_errors"] = counts["error"] + counts["failing"]
     counts["due"] = sum(1 for f in feeds if f["due"])
     return {"now": to_db_time(now), "counts": counts, "feeds": feeds}
-
-
-def feeds_status(store: Store, now: datetime) -> dict:
-    """:func:`status_report` of every stored feed, its counts with how many reports wait for a story."""
-    report = status_report(store.feeds(), now)
-    report["counts"]["reports_waiting_for_story"] = store.count_ready_for_story()
-    return report

@@ -1,15 +1,19 @@
 """What a database holds, in numbers: feeds by state, entries, stories, folding, extraction, size.
 
 Read-only; :func:`collect` gathers everything ``agg stats`` prints, and
-:func:`describe` lays it out as aligned ``label: value`` lines.
+:func:`describe` lays it out as aligned ``label: value`` lines;
+:func:`feeds_status` is each feed's health as ``agg status`` and the web
+reader's feeds page show it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
+from aggregator.schedule import status_report
 from aggregator.store import Store
 
 # Extraction statuses that mean "the page was not tried (yet)", so they do not count for the success rate.
@@ -20,7 +24,7 @@ _UNITS = ("B", "kB", "MB", "GB", "TB")
 @dataclass
 class Stats:
     feeds: int = 0
-    feeds_by_state: dict[str, int] = field(default_factory=dict)   # ok, failing, disabled
+    feeds_by_state: dict[str, int] = field(default_factory=dict)   # ok, error, failing, disabled
     feeds_not_configured: int | None = None   # rows of feeds no longer in feeds.yaml (None: config unknown)
     entries: int = 0
     stories: int = 0
@@ -126,3 +130,11 @@ def human_bytes(count: int) -> str:
     while size >= 1000 and unit < len(_UNITS) - 1:
         size, unit = size / 1000, unit + 1
     return f"{count} B" if unit == 0 else f"{size:.1f} {_UNITS[unit]}"
+
+
+def feeds_status(store: Store, now: datetime) -> dict:
+    """:func:`~aggregator.schedule.status_report` of every stored feed, its counts with how many reports
+    wait for a story."""
+    report = status_report(store.feeds(), now)
+    report["counts"]["reports_waiting_for_story"] = store.count_ready_for_story()
+    return report

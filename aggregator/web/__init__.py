@@ -2,7 +2,7 @@
 
 A thin shell over the library API, as the command line is: the pages show
 what :meth:`aggregator.store.Store.stories`, :meth:`~aggregator.store.Store.story`,
-:func:`aggregator.search.search` and :func:`aggregator.schedule.feeds_status` return.
+:func:`aggregator.search.search` and :func:`aggregator.stats.feeds_status` return.
 
 - ``app.py``: the Starlette application: its routes, pages and error pages;
 - ``safety.py``: what keeps feed content inert: the response headers (a

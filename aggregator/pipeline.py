@@ -716,5 +716,5 @@ def describe(summary: RunSummary) -> str:
     )
 
 
-__all__ = ["FeedOutcome", "GroupingWorker", "PageProgressCallback", "ParseWorkers", "RunSummary", "StageClock", "describe", "feed_problem",
-           "finish_grouping", "run", "run_async", "select_feeds"]
+__all__ = ["FeedOutcome", "GroupingWorker", "PageProgressCallback", "ParseWorkers", "RunSummary", "StageClock",
+           "describe", "feed_problem", "finish_grouping", "run", "run_async", "select_feeds"]

@@ -662,7 +662,7 @@ class Store:
         """Each story's outlets, one name per feed, in the order they first reported it, and the outlet
         of its original report.
 
-        Read from the index ``entries_story_outlets`` alone (see migration 5).
+        Read from the index ``entries_story_outlets`` alone (see migration 6).
         """
         firsts = self.db.execute(
             "SELECT e.story_id, e.feed_id, MIN(COALESCE(e.published, e.first_seen)) AS t, "

@@ -117,7 +117,7 @@ def test_migration_4_drops_the_unread_index_and_keeps_an_existing_database(tmp_p
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'entries'")}
     assert "entries_published" not in indexes
     assert {"entries_first_seen", "entries_story_outlets", "entries_extract_status"} <= indexes
-    assert "entries_story" not in indexes  # migration 5: entries_story_outlets serves its lookups
+    assert "entries_story" not in indexes  # migration 6: entries_story_outlets serves its lookups
     assert [tuple(row) for row in store.db.execute("SELECT * FROM entries ORDER BY id")] == before
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 

@@ -30,8 +30,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from aggregator.stats import feeds_status
 from aggregator.search import SearchQueryError, marked_html, search
+from aggregator.stats import feeds_status
 from aggregator.store import Store, StoreError, from_db_time, utc_now
 from aggregator.times import parse_since, time_ago, time_until
 from aggregator.web.safety import SecurityHeaders, safe_href

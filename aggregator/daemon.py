@@ -8,7 +8,9 @@ overlap on the one database connection:
   line, then moves its own next run to the earliest ``next_check_at`` of the
   configured feeds (never sooner than :data:`MIN_WAKE_SECONDS`, never later
   than :data:`MAX_WAKE_SECONDS`, so a database changed behind its back is
-  noticed);
+  noticed). The runs share one :class:`dedup.GroupingSession`, so the
+  stories of the window are loaded once and kept warm, not loaded again for
+  every run's few new reports;
 - ``maintenance``: daily, :func:`maintain` prunes entries older than
   ``retention`` (a story keeps its representative and original report),
   runs ``PRAGMA optimize`` and checkpoints the WAL.
@@ -31,7 +33,7 @@ from pathlib import Path
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from aggregator import pipeline, schedule
+from aggregator import dedup, pipeline, schedule
 from aggregator.config import Config, ConfigError, load_config
 from aggregator.store import Store, to_db_time, utc_now
 
@@ -107,6 +109,9 @@ class Daemon:
         self._config_mtime = _mtime(config.path)
         self.stop = threading.Event()
         self._reload_requested = threading.Event()
+        # Kept from run to run, so a run places its few new reports among the window's stories without
+        # loading them again (it starts afresh by itself when another process has grouped meanwhile).
+        self._grouping: dedup.GroupingSession | None = None
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": MISFIRE_GRACE_SECONDS},
@@ -120,15 +125,25 @@ class Daemon:
             if self.stop.is_set():
                 return
             summary = pipeline.run(self.config, self.store, due_only=True, concurrency=self.concurrency,
-                                   stop=self.stop)
+                                   stop=self.stop, grouping_session=self._grouping_session())
             if summary.feeds or summary.stopped:
-                log.info("run: %s", pipeline.describe(summary))
+                grouping = summary.grouping
+                log.info("run: %s; %d reports placed in stories, %d stored reports loaded to place them",
+                         pipeline.describe(summary), grouping.placed, grouping.loaded)
             for outcome in summary.failures:
                 log.warning("%s: %s", outcome.url, outcome.error)
         except Exception:  # a failed run must not end the daemon: the next one retries
             log.exception("run failed")
+            self._grouping = None  # its grouping may have stopped half-way: the next run loads afresh
         finally:
             self._reschedule()
+
+    def _grouping_session(self) -> dedup.GroupingSession:
+        """The session the runs share; a new one when the config's grouping settings changed."""
+        settings = self.config.settings.dedup
+        if self._grouping is None or self._grouping.settings != settings:
+            self._grouping = dedup.GroupingSession(self.store.db, settings)
+        return self._grouping
 
     def maintenance(self) -> None:
         try:

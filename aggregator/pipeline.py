@@ -190,11 +190,14 @@ class GroupingWorker:
     groups in its own process at the end, as small runs always do.
     """
 
-    def __init__(self, store: Store, settings: dedup.DedupSettings, now: datetime, enabled: bool):
+    def __init__(self, store: Store, settings: dedup.DedupSettings, now: datetime, enabled: bool,
+                 session: dedup.GroupingSession | None = None):
         self.store = store
         self.settings = settings
         self.now = now
-        self.enabled = enabled and store.path is not None
+        # A session kept from run to run (agg daemon) holds the window's stories already: it groups here.
+        self.session = session
+        self.enabled = enabled and store.path is not None and session is None
         self._process: multiprocessing.process.BaseProcess | None = None
         self._connection: Connection | None = None
         self._stopped = False
@@ -234,6 +237,9 @@ class GroupingWorker:
                     return summary
             log.warning("the story-grouping worker stopped before the end of the run; grouping here instead")
         with clock("group"):
+            if self.session is not None:
+                self.session.now = self.now
+                return place_all(self.session)
             return dedup.group_new_entries(self.store.db, self.settings, now=self.now)
 
     def defer(self, clock: StageClock) -> dedup.GroupingSummary:
@@ -387,6 +393,7 @@ def run(
     stop: threading.Event | None = None,
     defer_grouping_over: int | None = None,
     page_progress: PageProgressCallback | None = None,
+    grouping_session: dedup.GroupingSession | None = None,
 ) -> RunSummary:
     """Fetch every enabled feed (only those due, with ``due_only``) and process what is new.
 
@@ -405,11 +412,16 @@ def run(
     ``agg fetch`` runs it in the background, so that a first run over a
     thousand feeds returns once they are stored, and so does a later run whose
     few new reports must be placed among tens of thousands of stored ones.
+
+    With ``grouping_session`` (a :class:`dedup.GroupingSession` on ``store``'s
+    database, kept from run to run by ``agg daemon``), the run places its
+    reports with it, in this process: the stories it loaded for the last run
+    are not loaded again.
     """
     return asyncio.run(
         run_async(config, store, due_only=due_only, concurrency=concurrency, re_extract=re_extract,
                   progress=progress, now=now, stop=stop, defer_grouping_over=defer_grouping_over,
-                  page_progress=page_progress)
+                  page_progress=page_progress, grouping_session=grouping_session)
     )
 
 
@@ -438,6 +450,7 @@ async def run_async(
     stop: threading.Event | None = None,
     defer_grouping_over: int | None = None,
     page_progress: PageProgressCallback | None = None,
+    grouping_session: dedup.GroupingSession | None = None,
 ) -> RunSummary:
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -450,7 +463,8 @@ async def run_async(
     settings = config.settings
     large = len(feeds) >= PARSE_WORKERS_MIN_FEEDS
     async with Fetcher(settings, concurrency) as fetcher, ExtractorPool(time_limit=settings.extract_timeout) as pool, \
-            ParseWorkers(enabled=large) as parser, GroupingWorker(store, settings.dedup, now, enabled=large) as grouping:
+            ParseWorkers(enabled=large) as parser, GroupingWorker(store, settings.dedup, now, enabled=large,
+                                                         session=grouping_session) as grouping:
         runner = _Run(config, store, fetcher, pool, summary, re_extract, now, stop, clock, parser, grouping,
                       page_progress)
         done = 0
@@ -518,11 +532,23 @@ def finish_grouping(store: Store, settings: dedup.DedupSettings, *, now: datetim
     """
     session = dedup.GroupingSession(store.db, settings, now)
     waiting = store.count_ready_for_story()
-    while session.place_ready(at_most=GROUPING_MAX_BATCH).placed:
-        if progress:
-            progress(session.summary.placed, max(waiting, session.summary.placed))
+    place_all(session, progress and (lambda placed: progress(placed, max(waiting, placed))))
     store.refresh_search_index()
     return session.summary
+
+
+def place_all(session: dedup.GroupingSession,
+              progress: Callable[[int], None] | None = None) -> dedup.GroupingSummary:
+    """Every ready entry placed by ``session``, ``GROUPING_MAX_BATCH`` at a time; what this call placed.
+
+    ``progress`` is told how many the session has placed after each batch.
+    """
+    done = dedup.GroupingSummary()
+    while (batch := session.place_ready(at_most=GROUPING_MAX_BATCH)).placed:
+        done.add(batch)
+        if progress:
+            progress(session.summary.placed)
+    return done
 
 
 async def _settle(tasks: list[asyncio.Task]) -> None:

@@ -24,9 +24,11 @@ step on 50k fresh entries within a minute with peak RSS under 500 MB; a later
 run (``--steady``) grouped within 5 s with peak RSS under 500 MB (issue 17).
 ``--base CHECKOUT`` measures another checkout's engine (a git worktree of the
 base commit) in the same run, each measure of it just before this tree's.
+``--kept`` adds the later run as ``agg daemon`` makes it: placed by the
+session that grouped the window, which loads nothing again.
 
     .venv/bin/python bench/dedup_scale.py [--mode titles bodies db] [--sizes 10000 100000] [--db-sizes 10000 50000]
-                                          [--steady 300] [--base /tmp/base]
+                                          [--steady 300] [--kept] [--base /tmp/base]
 """
 
 from __future__ import annotations
@@ -280,6 +282,24 @@ def measure_db(path: Path) -> dict:
             "rss_before": rss_before, "rss_peak": peak_rss_mb()}
 
 
+def measure_kept(path: Path) -> dict:
+    """A later run as ``agg daemon`` makes it: the session that grouped the window places the new entries."""
+    from aggregator.dedup import GroupingSession
+
+    store = Store.open(path)
+    session = GroupingSession(store.db, DedupSettings(), now=START + timedelta(days=4))
+    while session.place_ready(at_most=5000).placed:
+        pass
+    release(path)  # another connection makes the held-back entries ready, as the run's fetch would
+    rss_before = peak_rss_mb()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    later = session.place_ready()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    store.close()
+    return {"seconds": seconds, "cpu": cpu, "stories": later.new_stories, "rss_before": rss_before,
+            "rss_peak": peak_rss_mb()}
+
+
 def run_child(*args: str, root: Path | None = None) -> dict:
     """One measure in a fresh process, with the engine of ``root`` (default: this checkout)."""
     env = {**os.environ, ENGINE_ROOT: str(root.resolve())} if root else None
@@ -297,6 +317,8 @@ def child(args: list[str]) -> None:
     elif kind == "release":
         release(Path(args[1]))
         result = {}
+    elif kind == "db-kept":
+        result = measure_kept(Path(args[1]))
     else:
         result = measure_db(Path(args[1]))
     print(json.dumps(result))
@@ -372,6 +394,9 @@ def main() -> None:
     parser.add_argument("--per-day", type=int, default=2000, help="engine: reports per day (the window's density)")
     parser.add_argument("--steady", type=int, default=300, metavar="K",
                         help="DB step: new entries placed into each grouped window afterwards, as a later run (300)")
+    parser.add_argument("--kept", action="store_true",
+                        help="DB step: also the later run as agg daemon makes it, by the session that grouped the "
+                             "window (this checkout only)")
     parser.add_argument("--base", type=Path, metavar="CHECKOUT",
                         help="also measure this checkout's engine (a git worktree of the base commit), side by side")
     args = parser.parse_args()
@@ -411,11 +436,17 @@ def main() -> None:
                         run_child("release", str(path))
                         steady.append((engine, size, run_child("db", str(path), root=root)))
                     path.unlink()
+                if args.steady and args.kept:
+                    path = Path(tmp) / f"bench-{size}-kept.db"
+                    run_child("build-db", str(path), str(size), str(args.steady))
+                    steady.append(("kept", size, run_child("db-kept", str(path))))
+                    path.unlink()
         for engine, _ in engines:
             for line in exponents(fresh[engine]):
                 print(f"  {engine}: {line}")
         if steady:
-            print(f"\nDB step, a later run: {args.steady} new entries into the grouped window of the size shown")
+            print(f"\nDB step, a later run: {args.steady} new entries into the grouped window of the size shown"
+                  + ("; kept = this checkout, the session that grouped the window kept (agg daemon)" if args.kept else ""))
             print(f"{'engine':>6}  {'window':>8}  {'seconds':>8}  {'cpu s':>8}  {'stories':>8}  {'peak MB':>7}  targets")
             for engine, size, r in steady:
                 print(f"{engine:>6}  {size:>8}  {r['seconds']:>8.1f}  {r['cpu']:>8.1f}  {r['stories']:>8}  "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator import daemon
+from aggregator import daemon, pipeline
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, maintain, wake_time
 from aggregator.schedule import status_report
@@ -255,6 +255,59 @@ def test_a_feed_added_to_the_config_is_due_at_once(tmp_path):
     store.update_feed(rows["http://example.test/a.xml"]["id"], next_check_at=to_db_time(NOW + timedelta(hours=1)))
     config = load_config(write_config(cfg, [("http://example.test/a.xml", False), ("http://example.test/new.xml", False)]))
     assert wake_time(config, store, NOW) == NOW + timedelta(seconds=daemon.MIN_WAKE_SECONDS)
+
+
+def test_the_daemons_runs_share_the_stories_they_loaded(tmp_path, server, caplog):
+    """A later run places its new reports among the stories the last run held: nothing is loaded again."""
+    headlines = ["Harbour authority reopens the north bridge after three weeks of storm repairs",
+                 "Regional rail operator orders forty hydrogen trains for mountain lines",
+                 "City council approves late night bus network across eleven districts"]
+    published = "Sun, 01 Mar 2026 10:00:00 GMT"
+
+    def outlet(name: str) -> str:
+        items = [{"guid": f"{name}-{i}", "title": f"{title} ({name})", "link": f"http://example.test/{name}/{i}",
+                  "pubDate": published} for i, title in enumerate(headlines)]
+        return server.route(f"/{name}.xml", Reply(body=rss_document(items, title=f"The {name.title()} Post")))
+
+    first, second = outlet("first"), outlet("second")
+    cfg = write_config(tmp_path / "feeds.yaml", [(first, False)])
+    store = Store.open(tmp_path / "agg.db")
+    keeper = Daemon(load_config(cfg), store)
+    keeper.add_jobs()
+    with caplog.at_level(logging.INFO, logger="aggregator.daemon"):
+        keeper.fetch_due()
+        keeper.config = load_config(write_config(cfg, [(first, False), (second, False)]))  # a feed added
+        keeper.fetch_due()
+    runs = [record.getMessage() for record in caplog.records if record.getMessage().startswith("run: ")]
+    assert len(runs) == 2
+    assert runs[0].endswith("3 reports placed in stories, 0 stored reports loaded to place them")
+    assert runs[1].endswith("3 reports placed in stories, 0 stored reports loaded to place them")
+    stories = store.db.execute("SELECT n_reports, n_outlets FROM stories WHERE merged_into IS NULL").fetchall()
+    assert sorted(stories) == [(2, 2)] * 3
+    # Another process's grouping in between: the next run loads the stories again, and places among them.
+    _insert_rewrite(store, headlines[0])
+    assert pipeline.finish_grouping(store, keeper.config.settings.dedup).placed == 1
+    caplog.clear()
+    third = outlet("third")
+    with caplog.at_level(logging.INFO, logger="aggregator.daemon"):
+        keeper.config = load_config(write_config(cfg, [(first, False), (second, False), (third, False)]))
+        keeper.fetch_due()
+    run = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("run: "))
+    assert run.endswith("3 reports placed in stories, 7 stored reports loaded to place them")
+    stories = store.db.execute("SELECT n_reports FROM stories WHERE merged_into IS NULL").fetchall()
+    assert sorted(stories) == [(3,), (3,), (4,)]
+    store.close()
+
+
+def _insert_rewrite(store: Store, headline: str) -> None:
+    """One more report of a story, stored as another process's run would store it."""
+    feed_id = store.db.execute("SELECT min(id) FROM feeds").fetchone()[0]
+    stamp = to_db_time(datetime(2026, 3, 1, 10, 30, tzinfo=UTC))
+    store.db.execute(
+        "INSERT INTO entries (feed_id, guid, link, title, summary, text_source, extract_status, published, "
+        "first_seen, changed_at, content_hash) VALUES (?, 'manual-1', 'http://example.test/manual/1', ?, '', "
+        "'feed-content', 'done', ?, ?, ?, '')", [feed_id, f"{headline} (wire)", stamp, stamp, stamp])
+    store.db.conn.commit()
 
 
 # -- maintenance -----------------------------------------------------------------------------------

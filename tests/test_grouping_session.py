@@ -288,3 +288,44 @@ def test_a_run_stopped_while_the_worker_groups_leaves_whole_stories_and_the_next
     assert second.grouping.placed == total - grouped_before
     assert query(db_path, "SELECT count(*), count(story_id) FROM entries") == [(total, total)]
     assert query(db_path, whole) == [(0,)]
+
+
+def test_a_session_kept_between_runs_places_new_reports_without_loading_the_stored_ones_again(tmp_path):
+    """What ``agg daemon`` does: one session for every run; its stories are loaded once, and it decides as a new one."""
+    first, second = ("hf1", "hf2", "hf3"), ("hf4", "hb1", "hb2")  # four days of one company's news
+    decided = []
+    for kept in (True, False):
+        store = Store.open(tmp_path / f"kept-{kept}.db")
+        db = store.db
+        feed_ids = _feeds(db, fixture_reports(*first, *second))
+        _insert_entries(db, fixture_reports(*first), feed_ids)
+        session = GroupingSession(db, DedupSettings())
+        assert session.place_ready().placed == 3
+        _insert_entries(db, fixture_reports(*second), feed_ids)
+        later = (session if kept else GroupingSession(db, DedupSettings())).place_ready()
+        assert later.placed == 3
+        # A new session loads the stored stories around the new entries; the kept one holds them already.
+        assert later.loaded == (0 if kept else 3)
+        decided.append((stories_by_title(db), db.execute("SELECT entry_id, story_id, rule FROM story_members "
+                                                         "ORDER BY entry_id").fetchall()))
+        store.close()
+    assert decided[0] == decided[1]
+
+
+def test_a_kept_session_starts_afresh_when_another_writer_grouped_meanwhile(store):
+    db = store.db
+    feed_ids = _feeds(db, fixture_reports("hf1", "hf2", "hf3", "hf4", "hb1", "hb2"))
+    _insert_entries(db, fixture_reports("hf1", "hf2"), feed_ids)
+    kept = GroupingSession(db, DedupSettings())
+    assert kept.place_ready().placed == 2
+    _insert_entries(db, fixture_reports("hf3", "hb1"), feed_ids)
+    other = GroupingSession(db, DedupSettings()).place_ready()  # another process's run, say
+    assert other.placed == 2 and other.new_stories == 1  # the reinstatement is a story of its own
+    _insert_entries(db, fixture_reports("hf4", "hb2"), feed_ids)
+    later = kept.place_ready()
+    assert (later.placed, later.loaded) == (2, 4)  # loaded again, the other writer's placements with them
+    story_of = dict(db.execute("SELECT title, story_id FROM entries"))
+    assert len(set(story_of.values())) == 2  # the firing and the reinstatement, whoever placed their reports
+    counts = db.execute("SELECT n_reports, (SELECT count(*) FROM story_members m WHERE m.story_id = s.id) "
+                        "FROM stories s WHERE merged_into IS NULL").fetchall()
+    assert all(n_reports == members for n_reports, members in counts) and sum(n for n, _ in counts) == 6

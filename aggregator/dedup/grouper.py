@@ -111,9 +111,9 @@ class StoryGrouper:
         self._by_guid: dict[str, int] = {}
         self._by_fingerprint: dict[str, int] = {}
         self._timeline: list[tuple[datetime, int]] = []  # heap of (published, seq), for eviction
-        # Reports published before this have left the index: a report older than it plus the window
-        # would not find its stories here.
-        self.forgotten_before: datetime | None = None
+        # The newest publication time among the reports that have left the index: a report published
+        # less than a window after it would not find all its stories here.
+        self.forgotten_through: datetime | None = None
         self._seq = 0
 
     # -- public ------------------------------------------------------------
@@ -239,10 +239,11 @@ class StoryGrouper:
             return
         # Relative to the incoming report, so a late arrival still finds the stories of its own days.
         horizon = incoming.report.published - timedelta(hours=2 * self.settings.window_hours)
-        if self.forgotten_before is None or horizon > self.forgotten_before:
-            self.forgotten_before = horizon
         while self._timeline and self._timeline[0][0] < horizon:
-            old = self._docs.pop(heapq.heappop(self._timeline)[1])
+            published, seq = heapq.heappop(self._timeline)
+            # Only what was really let go counts: a batch that reaches back no further finds everything here.
+            self.forgotten_through = max(published, self.forgotten_through or published)
+            old = self._docs.pop(seq)
             self._unpost(old, self._doc_story[old.seq])
             if old.report.id in self._counted:
                 self._counted.discard(old.report.id)

@@ -35,12 +35,14 @@ class GroupingSummary:
     new_stories: int = 0
     joined: int = 0
     merges: int = 0
+    loaded: int = 0  # stored reports read from the database to place these among
 
     def add(self, other: GroupingSummary) -> None:
         self.placed += other.placed
         self.new_stories += other.new_stories
         self.joined += other.joined
         self.merges += other.merges
+        self.loaded += other.loaded
 
 
 ENTRY_COLUMNS = """
@@ -88,6 +90,11 @@ WRITE_CHUNK = 1000
 SEED_ROWS = 500
 """Stored reports read per query when a session loads the stories around its batch (one story may hold more)."""
 
+KEPT_WINDOWS = 4
+"""How many windows of time a session kept between runs (``agg daemon``) spans before it starts afresh: the
+new entries' window and the one each side of it, and as much again for the runs to come. What it holds
+behind the window only costs memory."""
+
 
 class GroupingSession:
     """Gives stored entries without a story one, batch after batch, keeping the window's stories in memory.
@@ -98,7 +105,12 @@ class GroupingSession:
     Each transaction leaves every story it touches consistent, so a kill
     between two loses nothing that the next run does not redo. Between calls
     the grouper keeps the stories it has placed, so a run that groups while
-    it fetches reads each text once; ids once given never change.
+    it fetches reads each text once, and ``agg daemon``, which keeps one
+    session from run to run, loads the window's stored stories once, not
+    every run. A session that finds story memberships changed by another
+    writer since its last write (another ``agg`` process, or pruning) starts
+    afresh from the database; so does one that has loaded ``KEPT_WINDOWS``
+    windows of stories. Ids once given never change.
     """
 
     def __init__(self, db: sqlite_utils.Database, settings: DedupSettings, now: datetime | None = None,
@@ -112,8 +124,6 @@ class GroupingSession:
         self.keep_writing = keep_writing
         # Told the session's summary after each written chunk (a worker reports its progress).
         self.on_written = on_written
-        # Credited outlets, found while each text is read for grouping, so writing stories reads no texts.
-        self.credits: dict[Any, str | None] = {}
         self.summary = GroupingSummary()
         self._start_afresh()
         self._unwritten = False
@@ -122,8 +132,26 @@ class GroupingSession:
         """A grouper that holds nothing yet: the stored stories around each batch are loaded into it."""
         first_new_id = (self.db.execute("SELECT max(id) FROM stories").fetchone()[0] or 0) + 1
         self.grouper = StoryGrouper(self.settings, first_new_id=first_new_id)
+        # Credited outlets, found while each text is read for grouping, so writing stories reads no texts.
+        self.credits: dict[Any, str | None] = {}
         self._seeded: tuple[str, str] | None = None
         self._merges_written = 0
+        self._memberships = self._membership_mark()
+
+    def _membership_mark(self) -> tuple[int, int]:
+        """Changes whenever a story gains, loses or moves a member: how a session tells another writer was here.
+
+        Every placement inserts a membership row (a replaced row gets a new
+        rowid) and pruning deletes some, so the count and the largest rowid
+        together move with every change; new entries alone leave them as they are.
+        """
+        count, last = self.db.execute("SELECT count(*), coalesce(max(rowid), 0) FROM story_members").fetchone()
+        return count, last
+
+    @property
+    def loaded(self) -> int:
+        """Reports the grouper holds (stored ones loaded and new ones placed) since it last started afresh."""
+        return len(self.grouper.story_of)
 
     def place_ready(self, at_least: int = 1, at_most: int | None = None) -> GroupingSummary:
         """Place every entry that has no story and whose extraction is done; returns what this call did.
@@ -138,18 +166,23 @@ class GroupingSession:
         if self._unwritten:
             raise RuntimeError("a grouping session that left placements unwritten cannot place more: start a new one")
         batch = f"WHERE {READY_FOR_STORY} ORDER BY e.id LIMIT {-1 if at_most is None else int(at_most)}"
-        waiting, earliest = self.db.execute(
-            "SELECT count(*), min(coalesce(published, first_seen)) "
+        waiting, earliest, latest = self.db.execute(
+            "SELECT count(*), min(coalesce(published, first_seen)), max(coalesce(published, first_seen)) "
             f"FROM (SELECT e.published, e.first_seen FROM entries e {batch})"
         ).fetchone()
         if waiting < at_least:
             return GroupingSummary()
-        forgotten = self.grouper.forgotten_before
+        forgotten = self.grouper.forgotten_through
         window = timedelta(hours=self.settings.window_hours)
-        if earliest and forgotten and from_db_time(earliest) - window < forgotten:
+        if self._membership_mark() != self._memberships:
+            self._start_afresh()  # another writer placed, moved or pruned reports: what the grouper holds is stale
+        elif earliest and forgotten and from_db_time(earliest) - window <= forgotten:
             # The batch reaches back past what the grouper has let go (entries arrive in any order of
             # publication): group it as a first batch would, from the stories stored so far.
             self._start_afresh()
+        elif self._seeded and latest and from_db_time(latest) + window - from_db_time(self._seeded[0]) > \
+                KEPT_WINDOWS * window:
+            self._start_afresh()  # a session kept from run to run: let go of the stories behind the window
         new_reports = _observed_reports(
             self.db,
             self.grouper,
@@ -159,8 +192,10 @@ class GroupingSession:
         if not new_reports:
             return GroupingSummary()
         times = [r.published for r in new_reports if r.published]
+        done = GroupingSummary()
         if times:
-            self._seed_window(to_db_time(min(times) - window), to_db_time(max(times) + window))
+            done.loaded = self._seed_window(to_db_time(min(times) - window), to_db_time(max(times) + window))
+            self.summary.loaded += done.loaded
         # Placements as rows, evidence already serialised: a few hundred bytes per entry however long its text.
         placed = [
             (report.id, placement.story_id, placement.rule, placement.score,
@@ -170,7 +205,6 @@ class GroupingSession:
         del new_reports
         merges = self.grouper.merges[self._merges_written:]
         self._merges_written = len(self.grouper.merges)
-        done = GroupingSummary()
         self._unwritten = True  # until every chunk is written: a failed or refused write ends the session
         for start in range(0, len(placed), self.chunk):
             chunk = placed[start:start + self.chunk]
@@ -188,20 +222,22 @@ class GroupingSession:
                 self.on_written(self.summary)
         else:
             self._unwritten = False
+        self._memberships = self._membership_mark()
         return done
 
-    def _seed_window(self, start: str, end: str) -> None:
-        """Load the stored stories around the new entries that the grouper does not hold yet."""
+    def _seed_window(self, start: str, end: str) -> int:
+        """Load the stored stories around the new entries that the grouper does not hold yet; how many reports."""
         if self._seeded is None:
-            _seed_existing(self.db, self.grouper, self.credits, start, end)
             self._seeded = (start, end)
-            return
+            return _seed_existing(self.db, self.grouper, self.credits, start, end)
         seeded_start, seeded_end = self._seeded
+        loaded = 0
         if start < seeded_start:
-            _seed_existing(self.db, self.grouper, self.credits, start, seeded_start)
+            loaded += _seed_existing(self.db, self.grouper, self.credits, start, seeded_start)
         if end > seeded_end:
-            _seed_existing(self.db, self.grouper, self.credits, seeded_end, end)
+            loaded += _seed_existing(self.db, self.grouper, self.credits, seeded_end, end)
         self._seeded = (min(start, seeded_start), max(end, seeded_end))
+        return loaded
 
     def _write(self, chunk: list[tuple], merges: list[Merge]) -> None:
         db, grouper = self.db, self.grouper
@@ -264,13 +300,13 @@ def _observed_reports(
 
 def _seed_existing(
     db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], start: str, end: str
-) -> None:
+) -> int:
     """Load the stories that have members published inside [start, end], with all their members in the window.
 
     Which entries those are is read first, without texts; then their rows, texts and all,
     ``SEED_ROWS`` at a time, so that one batch's texts are in memory and not the window's:
     placing a later run's 300 reports among 50,000 stored ones peaked 100 MB higher when
-    every row was read before the first story was seeded.
+    every row was read before the first story was seeded. Returns how many reports it loaded.
     """
     window = "e.story_id IS NOT NULL AND coalesce(e.published, e.first_seen) BETWEEN ? AND ?"
     members_of: dict[int, list[int]] = defaultdict(list)  # in the window's order: oldest first
@@ -281,6 +317,7 @@ def _seed_existing(
         members_of[resolve_story_id(db, story_id)].append(entry_id)
     stories = [(story_id, members) for story_id, members in sorted(members_of.items())
                if story_id not in grouper.stories]  # loaded already, or placed by this session
+    loaded = 0
     for batch in _batches_of_rows(stories, SEED_ROWS):
         ids = [entry_id for _, members in batch for entry_id in members]
         rows: dict[int, dict[str, Any]] = {}
@@ -298,6 +335,8 @@ def _seed_existing(
             reports = [_report_from_row(row) for row in story_rows]
             credits.update((report.id, report_credit(report)) for report in reports)
             grouper.seed(story_id, reports)
+            loaded += len(reports)
+    return loaded
 
 
 def _batches_of_rows(stories: list[tuple[int, list[int]]], rows: int) -> Iterator[list[tuple[int, list[int]]]]:

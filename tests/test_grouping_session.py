@@ -329,3 +329,18 @@ def test_a_kept_session_starts_afresh_when_another_writer_grouped_meanwhile(stor
     counts = db.execute("SELECT n_reports, (SELECT count(*) FROM story_members m WHERE m.story_id = s.id) "
                         "FROM stories s WHERE merged_into IS NULL").fetchall()
     assert all(n_reports == members for n_reports, members in counts) and sum(n for n, _ in counts) == 6
+
+
+def test_a_batch_reaching_back_no_further_than_what_the_grouper_holds_loads_nothing_again(store):
+    """Only reports the grouper really let go make a batch start afresh: not the mere age of its last one."""
+    db = store.db
+    feed_ids = _feeds(db, fixture_reports("hf1", "hf2", "hf3", "hf4", "hb1"))
+    _insert_entries(db, fixture_reports("hf1", "hf2", "hb1"), feed_ids)  # May 3, and four days later
+    session = GroupingSession(db, DedupSettings())
+    assert session.place_ready().placed == 3
+    _insert_entries(db, fixture_reports("hf3", "hf4"), feed_ids)  # May 3 again, arriving late
+    later = session.place_ready()
+    assert (later.placed, later.loaded) == (2, 0)
+    story_of = dict(db.execute("SELECT title, story_id FROM entries"))
+    fired = story_of["Halvard Systems ousts CEO Dana Pryce"]
+    assert story_of["Halvard shares slide 9% after CEO Pryce dismissed"] == fired

@@ -1309,9 +1309,12 @@ def serve(ctx: Context, host: str, port: int, db_path: str | None) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "uci"]), default="jsonl", show_default=True,
               help="jsonl: id, title, text, url, source, published, gold story; uci: the UCI headlines CSV.")
+@click.option("--orders", type=click.IntRange(0, 1000), default=0, metavar="N",
+              help="Also group the file in N shuffled orders of arrival (the same N orders every time) and "
+                   "print the mean and lowest figures.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @pass_context
-def eval_dedup(ctx: Context, file: Path, fmt: str, as_json: bool) -> None:
+def eval_dedup(ctx: Context, file: Path, fmt: str, orders: int, as_json: bool) -> None:
     """Group a labelled FILE with the pipeline's story grouping and score it against its gold stories.
 
     Prints pairwise and B-cubed precision/recall/F1, gold and predicted story
@@ -1320,16 +1323,23 @@ def eval_dedup(ctx: Context, file: Path, fmt: str, as_json: bool) -> None:
     dated report before them in the file. Lines without an id or a text are
     counted in a warning on stderr.
 
+    A labelled file often lists each story's reports together, an order no
+    run of feeds brings them in, and grouping is incremental: --orders N
+    also groups it in N shuffled orders of arrival (reports with times still
+    come in time order; the shuffle decides among those of one time and
+    the undated) and prints the mean and the lowest of each figure.
+
     \b
     Examples:
       agg eval-dedup tests/fixtures/dedup/stories.jsonl
+      agg eval-dedup ../shared/data/stories-dev/allsides.jsonl --orders 8
       agg eval-dedup --format uci ../shared/data/headlines/uci-news-aggregator.head6366.csv --json
     """
     from aggregator.evaluate import evaluate_file, format_result
 
     config = _optional_config(ctx)
     try:
-        result = evaluate_file(file, fmt=fmt, settings=config.settings.dedup if config else None)
+        result = evaluate_file(file, fmt=fmt, settings=config.settings.dedup if config else None, orders=orders)
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror or exc}")
     except (ValueError, KeyError) as exc:

@@ -4,7 +4,8 @@ This module owns reading labelled collections (JSON Lines with a gold
 ``story`` per document, or the UCI News Aggregator headlines CSV), running
 them through exactly the engine the pipeline uses
 (:meth:`aggregator.dedup.StoryGrouper.add_many`) and scoring the result
-with pairwise and B-cubed precision, recall and F1; and scoring the stories
+with pairwise and B-cubed precision, recall and F1, in the file's order
+and, on request, in shuffled arrival orders; and scoring the stories
 a database already holds against gold labels keyed by (feed URL, GUID), as
 the bundled samples' ``stories.jsonl`` gives them.
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
+import statistics
 import time
 from collections import Counter
 from collections.abc import Hashable, Mapping
@@ -21,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -48,6 +52,8 @@ class EvalResult:
     bcubed_f1: float
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    # With shuffled arrival orders: their count, and the mean and lowest of each figure over them.
+    orders: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -218,20 +224,64 @@ def as_fetched(reports: list[Report]) -> list[Report]:
     return dated
 
 
-def evaluate_reports(
-    reports: list[Report], gold: Mapping[str, Hashable], settings: DedupSettings | None = None
-) -> EvalResult:
-    started = time.perf_counter()
+def cluster(reports: list[Report], settings: DedupSettings | None = None) -> dict[str, Hashable]:
+    """Each report's story, as the pipeline's engine places the reports in the order given."""
     grouper = StoryGrouper(settings or DedupSettings())
     grouper.add_many(as_fetched(reports))
-    predicted = grouper.clusters()
+    return grouper.clusters()
+
+
+SCORES = ("pairwise_precision", "pairwise_recall", "pairwise_f1", "bcubed_precision", "bcubed_recall", "bcubed_f1")
+
+
+def shuffled_orders(reports: list[Report], count: int, seed: int = 0) -> list[list[Report]]:
+    """``count`` orders of arrival of the reports, the same for the same seed.
+
+    Reports with times are still placed in time order; the shuffle decides
+    the order of those of one time (a file of dates without hours) and of
+    undated ones, which a labelled file often lists story by story, an order
+    no run of feeds brings them in.
+    """
+    rng = random.Random(seed)
+    orders = []
+    for _ in range(count):
+        order = list(reports)
+        rng.shuffle(order)
+        orders.append(order)
+    return orders
+
+
+def score_orders(reports: list[Report], gold: Mapping[str, Hashable], count: int,
+                 settings: DedupSettings | None = None) -> dict[str, Any]:
+    """The figures over ``count`` shuffled arrival orders: their mean and the lowest of each."""
+    scores = [score_clustering(gold, cluster(order, settings)) for order in shuffled_orders(reports, count)]
+    return {
+        "count": count,
+        "mean": {name: statistics.fmean(s[name] for s in scores) for name in SCORES},
+        "lowest": {name: min(s[name] for s in scores) for name in SCORES},
+    }
+
+
+def evaluate_reports(
+    reports: list[Report], gold: Mapping[str, Hashable], settings: DedupSettings | None = None, orders: int = 0
+) -> EvalResult:
+    """Score the grouping of ``reports`` in their order, and in ``orders`` shuffled orders of arrival if asked."""
+    started = time.perf_counter()
+    predicted = cluster(reports, settings)
     seconds = time.perf_counter() - started
     scores = score_clustering(gold, predicted)
-    return EvalResult(documents=len(reports), seconds=round(seconds, 3), **scores)
+    result = EvalResult(documents=len(reports), seconds=round(seconds, 3), **scores)
+    if orders:
+        result.orders = score_orders(reports, gold, orders, settings)
+    return result
 
 
-def evaluate_file(path: str | Path, fmt: str = "jsonl", settings: DedupSettings | None = None) -> EvalResult:
-    """Cluster a labelled file with the pipeline's engine and score it. ``fmt`` is ``jsonl`` or ``uci``."""
+def evaluate_file(path: str | Path, fmt: str = "jsonl", settings: DedupSettings | None = None,
+                  orders: int = 0) -> EvalResult:
+    """Cluster a labelled file with the pipeline's engine and score it. ``fmt`` is ``jsonl`` or ``uci``.
+
+    With ``orders``, also in that many shuffled orders of arrival (:func:`score_orders`).
+    """
     if fmt not in LOADERS:
         raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(LOADERS)}")
     warnings: list[str] = []
@@ -240,7 +290,7 @@ def evaluate_file(path: str | Path, fmt: str = "jsonl", settings: DedupSettings 
         expected = "a CSV with ID, TITLE, URL, PUBLISHER, STORY, TIMESTAMP columns" if fmt == "uci" else \
             "one JSON object a line with id, title, text, url, source, published and a gold story"
         raise EvalInputError(f"no labelled documents found (expected {expected})")
-    result = evaluate_reports(reports, gold, settings)
+    result = evaluate_reports(reports, gold, settings, orders)
     result.warnings = warnings
     return result
 
@@ -254,6 +304,15 @@ def format_result(result: EvalResult) -> str:
         ("B-cubed P / R / F1", _triple(result.bcubed_precision, result.bcubed_recall, result.bcubed_f1)),
         ("seconds", f"{result.seconds:.2f}"),
     ]
+    if result.orders:
+        mean, lowest, count = result.orders["mean"], result.orders["lowest"], result.orders["count"]
+        rows += [
+            (f"{count} shuffled orders, mean pairwise P / R / F1",
+             _triple(mean["pairwise_precision"], mean["pairwise_recall"], mean["pairwise_f1"])),
+            ("  mean B-cubed P / R / F1", _triple(mean["bcubed_precision"], mean["bcubed_recall"], mean["bcubed_f1"])),
+            ("  lowest B-cubed P / R / F1",
+             _triple(lowest["bcubed_precision"], lowest["bcubed_recall"], lowest["bcubed_f1"])),
+        ]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 

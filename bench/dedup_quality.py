@@ -20,7 +20,13 @@ Targets (issue 16): on each stories-dev file B-cubed F1 >= 0.90 at B-cubed
 precision >= 0.95 and pairwise precision >= 0.93; eval-dedup on 1,000 reports
 under 3 s; the UCI floors pairwise P >= 0.89 and F1 >= 0.655.
 
-    .venv/bin/python bench/dedup_quality.py [--before c1e150c] [--ablate] [--sets allsides ecbplus uci own demo]
+``--orders N`` also groups the two development sets in N shuffled orders of
+arrival (the orders of ``agg eval-dedup --orders N``, given to each code
+version as permutations) and shows the mean figures: a file lists each
+story's reports together, an order that flatters an incremental grouper.
+
+    .venv/bin/python bench/dedup_quality.py [--before c1e150c] [--ablate] [--orders 8]
+                                            [--sets allsides ecbplus uci own demo]
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ ABLATIONS: dict[str, dict] = {
     "years clash (undated reports)": {"years_clash_factor": 1.0},
     "summary containment": {"summary_containment": 0.0},
     "headline route (pairs without two bodies)": {"title_only_weight": 0.0},
+    "story cohesion (a newcomer about as close as the members)": {"cohesion_share": 0.0},
 }
 
 # Run in the measured tree's own interpreter path: evaluates one set with optional overrides, prints JSON.
@@ -110,18 +117,66 @@ else:
     if not path.is_file():
         print(json.dumps({"absent": str(path)}))
     else:
-        print(json.dumps(evaluate_file(path, fmt=fmt, settings=settings).to_dict()))
+        result = evaluate_file(path, fmt=fmt, settings=settings).to_dict()
+        orders = spec.get("orders")
+        if orders:  # the reports in other orders of arrival, as this tree's evaluate_reports groups them
+            from aggregator.evaluate import LOADERS, evaluate_reports
+            reports, gold = LOADERS[fmt](path)
+            if any(len(order) != len(reports) for order in orders):
+                raise SystemExit(f"{len(reports)} reports, but orders of {len(orders[0])}")
+            runs = [evaluate_reports([reports[i] for i in order], gold, settings).to_dict() for order in orders]
+            names = [k for k in runs[0] if k.startswith(("pairwise_", "bcubed_"))]
+            result["orders"] = {"count": len(runs), "mean": {k: sum(r[k] for r in runs) / len(runs) for k in names},
+                                "lowest": {k: min(r[k] for r in runs) for k in names}}
+        print(json.dumps(result))
 """
 
 
-def measure(tree: Path, set_name: str, overrides: dict | None = None) -> dict:
-    """One set evaluated by the code of ``tree``, in a fresh process (its imports and its memory its own)."""
+def measure(tree: Path, set_name: str, overrides: dict | None = None, orders: list[list[int]] | None = None) -> dict:
+    """One set evaluated by the code of ``tree``, in a fresh process (its imports and its memory its own).
+
+    With ``orders`` (permutations of the file's reports), in those orders of arrival too.
+    """
     env = {**os.environ, "PYTHONPATH": str(tree), "AGG_SHARED_DATA": str(shared_dir())}
-    done = subprocess.run([sys.executable, "-c", WORKER, json.dumps({"set": set_name, "overrides": overrides or {}})],
-                          cwd=tree, env=env, capture_output=True, text=True, timeout=900)
+    spec = {"set": set_name, "overrides": overrides or {}, "orders": orders or []}
+    done = subprocess.run([sys.executable, "-c", WORKER, json.dumps(spec)],
+                          cwd=tree, env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def arrival_orders(set_name: str, count: int) -> list[list[int]]:
+    """``count`` shuffled orders of a development set's reports (eval-dedup --orders), as index permutations."""
+    from aggregator.evaluate import load_jsonl, shuffled_orders
+
+    path = shared_dir() / "stories-dev" / f"{set_name}.jsonl"
+    if not count or set_name not in ("allsides", "ecbplus") or not path.is_file():
+        return []
+    reports, _ = load_jsonl(path)
+    place = {report.id: n for n, report in enumerate(reports)}
+    return [[place[report.id] for report in order] for order in shuffled_orders(reports, count)]
+
+
+def orders_cells(result: dict) -> str:
+    """The mean and lowest figures over the shuffled orders: B-cubed P / R / F1, pairwise P."""
+    orders = result.get("orders")
+    if not orders:
+        return "-"
+    mean, lowest = orders["mean"], orders["lowest"]
+    return (f"{mean['bcubed_precision']:.3f} / {mean['bcubed_recall']:.3f} / {mean['bcubed_f1']:.3f}, "
+            f"pairwise P {mean['pairwise_precision']:.3f} (lowest B-cubed P {lowest['bcubed_precision']:.3f}, "
+            f"F1 {lowest['bcubed_f1']:.3f})")
+
+
+def ablation_cell(result: dict) -> str:
+    if "bcubed_f1" not in result:
+        return result.get("error") or f"not found: {result.get('absent')}"
+    cell = f"{result['bcubed_precision']:.3f} / {result['bcubed_recall']:.3f} / {result['bcubed_f1']:.3f}"
+    if result.get("orders"):
+        mean = result["orders"]["mean"]
+        cell += f"; {mean['bcubed_precision']:.3f} / {mean['bcubed_recall']:.3f} / {mean['bcubed_f1']:.3f}"
+    return cell
 
 
 def cells(result: dict) -> str:
@@ -181,31 +236,35 @@ def main() -> None:
     parser.add_argument("--before", metavar="REV", help="also measure this git revision, side by side")
     parser.add_argument("--ablate", action="store_true", help="each signal removed in turn, on the development sets")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    parser.add_argument("--orders", type=int, default=0, metavar="N",
+                        help="also group the development sets in N shuffled orders of arrival (eval-dedup --orders)")
     args = parser.parse_args()
     sys.path.insert(0, str(PROJECT))
 
     trees = {"after (this tree)": PROJECT}
     if args.before:
         trees = {f"before ({args.before})": git_worktree(args.before), **trees}
-    print("| set | code | B-cubed P / R / F1 | pairwise P / R / F1 | seconds | targets |")
-    print("|---|---|---|---|---|---|")
+    orders = {name: arrival_orders(name, args.orders) for name in ("allsides", "ecbplus")}
+    print("| set | code | B-cubed P / R / F1 | pairwise P / R / F1 | seconds | targets |"
+          + (f" {args.orders} shuffled orders: mean B-cubed P / R / F1 |" if args.orders else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if args.orders else ""))
     for name in args.sets:
         for label, tree in trees.items():
-            result = measure(tree, name)
-            print(f"| {name} | {label} | {cells(result)} | {', '.join(verdicts(name, result)) or '-'} |", flush=True)
+            result = measure(tree, name, orders=orders.get(name))
+            print(f"| {name} | {label} | {cells(result)} | {', '.join(verdicts(name, result)) or '-'} |"
+                  + (f" {orders_cells(result)} |" if args.orders else ""), flush=True)
     for label, tree in trees.items():
         seconds = thousand_reports_seconds(tree)
         if seconds is not None:
             print(f"eval-dedup on 1,000 real reports, {label}: {seconds:.2f} s "
                   f"({'PASS' if seconds < 3 else 'FAIL'}: under 3 s)")
     if args.ablate:
-        print("\n| signal removed | allsides B-cubed P / R / F1 | ecbplus B-cubed P / R / F1 |")
+        shuffled = f" (file order; mean of {args.orders} shuffled orders)" if args.orders else ""
+        print(f"\n| signal removed | allsides B-cubed P / R / F1{shuffled} | ecbplus B-cubed P / R / F1{shuffled} |")
         print("|---|---|---|")
         for label, overrides in {"(none: the engine as it is)": {}, **ABLATIONS}.items():
-            row = [measure(PROJECT, name, overrides) for name in ("allsides", "ecbplus")]
-            print(f"| {label} | " + " | ".join(
-                f"{r['bcubed_precision']:.3f} / {r['bcubed_recall']:.3f} / {r['bcubed_f1']:.3f}" if "bcubed_f1" in r
-                else r.get("error") or f"not found: {r.get('absent')}" for r in row) + " |", flush=True)
+            row = [measure(PROJECT, name, overrides, orders[name]) for name in ("allsides", "ecbplus")]
+            print(f"| {label} | " + " | ".join(ablation_cell(r) for r in row) + " |", flush=True)
     if args.before:
         for label, tree in trees.items():
             if tree != PROJECT:

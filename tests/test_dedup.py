@@ -2,6 +2,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from aggregator.dedup import grouper as grouper_module
 from aggregator.dedup import (
     DedupSettings,
     Report,
@@ -390,3 +391,40 @@ def test_the_lead_starts_past_page_chrome():
     prose = "Dock workers at the port of Vantor walked out on Monday over a pay offer, the union said."
     assert lead_of(prose) == prose
     assert lead_of("Menu\nShare\nSubscribe") == "Menu\nShare\nSubscribe"  # no prose at all: the whole body
+
+
+def test_a_story_admits_a_report_about_as_close_to_it_as_its_members_were():
+    from aggregator.dedup.grouper import _Story
+
+    settings = DedupSettings()  # cohesion_share 0.8, cohesion_cap 0.35, cohesion_min_joins 2
+    story = _Story(1)
+    assert story.admits(0.25, settings)  # a seed alone: no links to compare with
+    story.linked(0.30)
+    assert story.admits(0.25, settings)  # one link says little
+    story.linked(0.50)
+    assert (story.links, story.weakest_link) == (2, 0.30)
+    assert story.admits(0.25, settings) and not story.admits(0.23, settings)  # 0.8 x 0.30 = 0.24
+    tight = _Story(2)
+    tight.linked(0.90)
+    tight.linked(0.85)  # syndicated copies: the bar stops at the cap, so rewrites still join
+    assert tight.admits(0.36, settings) and not tight.admits(0.34, settings)
+    tight.linked(0.30, count=3)  # a story folded in: its links count, its weakest too
+    assert (tight.links, tight.weakest_link) == (5, 0.30) and tight.admits(0.25, settings)
+
+
+def test_cohesion_keeps_a_tight_story_from_taking_in_a_report_that_links_well_below_its_members(monkeypatch):
+    """Three reports that link strongly, then one of the same subject that links weakly: a story of its own."""
+    links = {frozenset({"a", "b"}): 0.6, frozenset({"a", "c"}): 0.55, frozenset({"b", "c"}): 0.6}
+
+    def score(x, y, settings):
+        return links.get(frozenset({x.report.id, y.report.id}), 0.27), {}
+
+    monkeypatch.setattr(grouper_module, "score_pair", score)
+    start = datetime(2024, 5, 3, 9, tzinfo=UTC)
+    reports = [Report(id=i, title=f"Harbour authority reopens the north bridge {i}", published=start + timedelta(hours=n))
+               for n, i in enumerate("abcd")]
+    placed = StoryGrouper(DedupSettings()).add_many(reports)
+    assert placed["b"].story_id == placed["c"].story_id == placed["a"].story_id
+    assert placed["d"].rule == "seed"  # 0.27 clears the threshold (0.24) but not 0.8 x 0.55 = 0.44, capped to 0.35
+    loose = StoryGrouper(DedupSettings(cohesion_share=0.0)).add_many(reports)
+    assert loose["d"].story_id == loose["a"].story_id

@@ -16,18 +16,31 @@ FIXTURES = Path(__file__).parent / "fixtures" / "dedup"
 EXTRA = Path(__file__).parent / "fixtures" / "dedup-extra" / "stories.jsonl"
 STORIES_DEV = Path("stories-dev")
 
-# Measured 2026-12-07 on the engine of issue 16 (TF-IDF of whole texts, names and leads, average link):
+# Measured 2026-12-07 on the engine of issue 16 (TF-IDF of whole texts, names and leads, average link, a
+# story's cohesion), in each file's order:
 # fixtures P 1.000 R 1.000, B-cubed F1 1.000; extra fixtures B-cubed F1 1.000;
-# UCI headlines pairwise P 0.913 R 0.585 F1 0.721, B-cubed F1 0.733;
-# AllSides B-cubed P 0.959 R 0.912 F1 0.935, pairwise P 0.885 F1 0.874;
-# ECB+ B-cubed P 0.950 R 0.858 F1 0.901, pairwise P 0.923 F1 0.880.
-# Floors are only ever raised, and sit just under what was measured.
+# UCI headlines pairwise P 0.917 F1 0.721, B-cubed F1 0.732;
+# AllSides B-cubed P 0.974 R 0.910 F1 0.941, pairwise P 0.932 F1 0.895;
+# ECB+ B-cubed P 0.953 R 0.846 F1 0.896, pairwise P 0.924 F1 0.874.
+# Floors are only ever raised, and sit just under what was measured, with one exception: the cohesion rule
+# (DedupSettings.cohesion_share) took ECB+'s B-cubed F1 in file order from 0.901 to 0.896, its floor from 0.90
+# to 0.89, for precision on every set (AllSides B-cubed P 0.959 -> 0.974, pairwise 0.885 -> 0.932; ECB+ 0.950
+# -> 0.953; UCI 0.914 -> 0.916) and, over 20 shuffled orders, AllSides F1 0.930 -> 0.937 at ECB+'s 0.891 -> 0.887
+# (docs/dedup.md).
 FIXTURE_FLOORS = {"pairwise_precision": 0.99, "pairwise_f1": 0.98, "bcubed_f1": 0.99}
 EXTRA_FLOORS = {"pairwise_precision": 0.99, "pairwise_f1": 0.98, "bcubed_f1": 0.99}
-UCI_FLOORS = {"pairwise_precision": 0.905, "pairwise_f1": 0.71, "bcubed_f1": 0.725}
+UCI_FLOORS = {"pairwise_precision": 0.91, "pairwise_f1": 0.715, "bcubed_f1": 0.727}
 STORIES_DEV_FLOORS = {
-    "allsides.jsonl": {"bcubed_precision": 0.955, "bcubed_f1": 0.93, "pairwise_precision": 0.88},
-    "ecbplus.jsonl": {"bcubed_precision": 0.945, "bcubed_f1": 0.90, "pairwise_precision": 0.92},
+    "allsides.jsonl": {"bcubed_precision": 0.97, "bcubed_f1": 0.935, "pairwise_precision": 0.925},
+    "ecbplus.jsonl": {"bcubed_precision": 0.948, "bcubed_f1": 0.89, "pairwise_precision": 0.92},
+}
+# The same files in 8 shuffled orders of arrival (eval-dedup --orders 8): a file lists a story's reports
+# together, which flatters an incremental grouper. Means measured: AllSides B-cubed P 0.963 F1 0.937,
+# ECB+ B-cubed P 0.932 F1 0.893 (lowest of the 8: 0.959 / 0.934 and 0.909 / 0.882).
+SHUFFLED_ORDERS = 8
+STORIES_DEV_SHUFFLED_FLOORS = {
+    "allsides.jsonl": {"bcubed_precision": 0.958, "bcubed_f1": 0.932},
+    "ecbplus.jsonl": {"bcubed_precision": 0.925, "bcubed_f1": 0.886},
 }
 
 
@@ -80,6 +93,17 @@ def test_real_reports_grouped_by_people_stay_above_floors(shared_data, name):
         assert measured[metric] >= floor, f"{metric} fell to {measured[metric]:.3f}\n{format_result(result)}"
 
 
+@pytest.mark.parametrize("name", sorted(STORIES_DEV_SHUFFLED_FLOORS))
+def test_real_reports_in_shuffled_orders_of_arrival_stay_above_floors(shared_data, name):
+    path = shared_data / STORIES_DEV / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    orders = evaluate_file(path, orders=SHUFFLED_ORDERS).orders
+    assert orders is not None and orders["count"] == SHUFFLED_ORDERS
+    for metric, floor in STORIES_DEV_SHUFFLED_FLOORS[name].items():
+        assert orders["mean"][metric] >= floor, f"mean {metric} over shuffled orders fell to {orders['mean'][metric]:.3f}"
+
+
 def test_uci_headlines_stay_above_floors(shared_data):
     path = shared_data / UCI_HEADLINES
     if not path.is_file():
@@ -106,6 +130,34 @@ def test_cli_eval_dedup_prints_table_and_json(agg, tmp_path):
     as_json = agg("--config", config, "eval-dedup", "--json", FIXTURES / "stories.jsonl")
     measured = json.loads(as_json.output)
     assert measured["documents"] == 57 and measured["gold_clusters"] == 18
+
+
+def test_cli_eval_dedup_in_shuffled_orders_gives_their_mean_and_lowest_figures(agg, tmp_path):
+    """A file that lists each story's reports together, grouped as they would arrive: in other orders too."""
+    config = tmp_path / "absent.yaml"
+    once = json.loads(agg("--config", config, "eval-dedup", "--json", "--orders", "3", EXTRA).output)
+    again = json.loads(agg("--config", config, "eval-dedup", "--json", "--orders", "3", EXTRA).output)
+    assert once["orders"] == again["orders"]  # the same orders every time
+    orders = once["orders"]
+    assert orders["count"] == 3
+    for metric in ("pairwise_precision", "pairwise_f1", "bcubed_precision", "bcubed_recall", "bcubed_f1"):
+        assert 0 < orders["lowest"][metric] <= orders["mean"][metric] <= 1
+    table = agg("--config", config, "eval-dedup", "--orders", "3", EXTRA)
+    assert "3 shuffled orders, mean pairwise P / R / F1" in table.output and "lowest B-cubed" in table.output
+    assert json.loads(agg("--config", config, "eval-dedup", "--json", EXTRA).output)["orders"] is None
+
+
+def test_shuffled_orders_are_other_orders_of_the_same_reports_and_the_same_for_a_seed():
+    from aggregator.evaluate import shuffled_orders
+
+    start = datetime(2024, 5, 3, tzinfo=UTC)
+    reports = [Report(id=str(i), title=f"report {i}", published=start + timedelta(days=i % 3) if i < 6 else None)
+               for i in range(12)]
+    orders = shuffled_orders(reports, 4)
+    assert len({tuple(r.id for r in order) for order in orders}) == 4  # four different orders
+    assert [r.id for r in shuffled_orders(reports, 4)[2]] == [r.id for r in orders[2]]  # the same for the same seed
+    for order in orders:
+        assert sorted(r.id for r in order) == sorted(r.id for r in reports)
 
 
 def test_published_times_are_read_in_the_forms_real_files_use(agg, tmp_path):

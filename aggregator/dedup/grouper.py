@@ -12,8 +12,11 @@ Decisions go from cheap to expensive:
 4. clustering: a report joins a story only when its *average* link to the
    story's compared members clears the threshold (no single-link chaining),
    so a story's later reports are judged against the story, not one early
-   member; two stories that the report joins both, and whose average link
-   clears the merge threshold, become one under the older id.
+   member, and only when that link is close to the weakest link by which
+   the story's members joined it (``cohesion_share``): a tight story of one
+   event does not take in a report of its subject's next event; two stories
+   that the report joins both, and whose average link clears the merge
+   threshold, become one under the older id.
 
 Work and memory per report are bounded, whatever the bodies and the window
 hold: only the first ``max_body_chars`` of a body are read, texts are dropped
@@ -66,6 +69,17 @@ class _Story:
     id: int
     members: list[Features] = field(default_factory=list)
     representative: Features | None = None
+    links: int = 0  # joins and merges that made the story
+    weakest_link: float = 1.0  # the lowest of their scores
+
+    def linked(self, score: float, count: int = 1) -> None:
+        self.links += count
+        self.weakest_link = min(self.weakest_link, score)
+
+    def admits(self, link: float, settings: DedupSettings) -> bool:
+        """Whether a report linked this well is about as close to the story as its members were."""
+        return self.links < settings.cohesion_min_joins or link >= min(
+            settings.cohesion_share * self.weakest_link, settings.cohesion_cap)
 
     @property
     def first_compared(self) -> Features:
@@ -131,10 +145,15 @@ class StoryGrouper:
                 self._counted.add(report.id)
                 self._freq.add(doc.vocabulary)
 
-    def seed(self, story_id: int, reports: Sequence[Report]) -> None:
-        """Load an existing story with its members (oldest first); nothing is re-decided."""
+    def seed(self, story_id: int, reports: Sequence[Report], links: Sequence[float] = ()) -> None:
+        """Load an existing story with its members (oldest first) and the scores of the links that made it.
+
+        Nothing is re-decided.
+        """
         story = self.stories.setdefault(story_id, _Story(story_id))
         self.next_id = max(self.next_id, story_id + 1)
+        for score in links:
+            story.linked(score)
         for report in reports:
             self.observe([report])
             doc = self._new_doc(report)
@@ -154,6 +173,7 @@ class StoryGrouper:
         if best is not None:
             story, score, evidence, runners_up = best
             self._attach(doc, story)
+            story.linked(score)
             placed_in = self._merge_related(story, runners_up, bridge=doc)
             if placed_in != story.id:
                 evidence["merged_into"] = placed_in
@@ -363,7 +383,8 @@ class StoryGrouper:
         linked = []
         for story in self._candidate_stories(doc):
             average, evidence = self._story_link(doc, story)
-            linked.append((average, story, evidence))
+            if story.admits(average, self.settings):
+                linked.append((average, story, evidence))
         linked.sort(key=lambda x: -x[0])
         if not linked or linked[0][0] < self.settings.join_threshold:
             return None
@@ -392,6 +413,8 @@ class StoryGrouper:
                 self.story_of[member.report.id] = older.id
             if older.representative is None:
                 older.representative = younger.representative
+            older.linked(younger.weakest_link, younger.links)
+            older.linked(link)
             younger.members = []
             self._merged_into[younger.id] = older.id
             self.merges.append(Merge(younger.id, older.id, round(link, 3)))

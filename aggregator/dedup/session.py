@@ -90,6 +90,9 @@ WRITE_CHUNK = 1000
 SEED_ROWS = 500
 """Stored reports read per query when a session loads the stories around its batch (one story may hold more)."""
 
+LINK_RULES = ("similar", "merge")
+"""Memberships that a story's link scores come from (the rest are seeds and identical reports)."""
+
 KEPT_WINDOWS = 4
 """How many windows of time a session kept between runs (``agg daemon``) spans before it starts afresh: the
 new entries' window and the one each side of it, and as much again for the runs to come. What it holds
@@ -323,8 +326,10 @@ def _seed_existing(
         rows: dict[int, dict[str, Any]] = {}
         for part in in_batches(ids, SEED_ROWS):  # a story larger than a batch is read in parts
             rows.update((row["id"], row) for row in db.query(
-                f"SELECT {_scored_columns(grouper.settings)}, s.representative_id FROM entries e "
+                f"SELECT {_scored_columns(grouper.settings)}, s.representative_id, m.rule AS link_rule, "
+                "m.score AS link_score FROM entries e "
                 "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
+                "LEFT JOIN story_members m ON m.entry_id = e.id "
                 f"WHERE e.id IN ({sql_marks(part)})",
                 part,
             ))
@@ -334,7 +339,10 @@ def _seed_existing(
             story_rows.sort(key=lambda row: row["id"] != row["representative_id"])
             reports = [_report_from_row(row) for row in story_rows]
             credits.update((report.id, report_credit(report)) for report in reports)
-            grouper.seed(story_id, reports)
+            # The links that made the story: how close a newcomer must be (DedupSettings.cohesion_share).
+            links = [row["link_score"] for row in story_rows
+                     if row["link_rule"] in LINK_RULES and row["link_score"] is not None]
+            grouper.seed(story_id, reports, links)
             loaded += len(reports)
     return loaded
 

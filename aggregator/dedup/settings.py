@@ -22,6 +22,15 @@ class DedupSettings:
     """Least average link between a report and a story's compared members for the report to join it."""
     merge_threshold: float = 0.24
     """Least average link between two stories' members for them to be merged (a report must join both)."""
+    cohesion_share: float = 0.8
+    """A report joins a story only if its link is at least this share of the weakest link by which the story's
+    members joined it: a newcomer must be about as close to the story as its members were to each other
+    (two stories of one subject on one day stay apart). Applies from ``cohesion_min_joins`` links on."""
+    cohesion_cap: float = 0.35
+    """A link this strong always admits a report, however close the story's members are to each other (a story of
+    syndicated copies must still take in the rewrites)."""
+    cohesion_min_joins: int = 2
+    """Links (joins and merges) a story needs before ``cohesion_share`` applies: one link says little."""
     min_body_chars: int = 100
     """Bodies shorter than this are treated as absent (feed teasers, empty extractions)."""
     min_fingerprint_chars: int = 400

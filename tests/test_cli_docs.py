@@ -64,3 +64,15 @@ def test_documented_completion_works():
 def test_usage_errors_exit_2():
     assert CliRunner().invoke(cli, ["no-such-command"]).exit_code == 2
     assert CliRunner().invoke(cli, ["search", "x", "--limit", "0"]).exit_code == 2
+
+
+def test_the_grouping_settings_table_gives_every_setting_with_its_default():
+    """docs/dedup.md's table of the dedup: block is the code's: every field, its default, in order."""
+    from dataclasses import fields
+
+    from aggregator.dedup import DedupSettings
+
+    text = (DOCS.parent / "dedup.md").read_text(encoding="utf-8")
+    rows = [line.split(" | ")[:2] for line in text.splitlines() if line.startswith("| `")]
+    documented = [(name.strip("| `"), default) for name, default in rows]
+    assert documented == [(f.name, str(f.default)) for f in fields(DedupSettings)]

@@ -28,7 +28,7 @@ import click
 
 from aggregator import __version__
 from aggregator.config import Config, ConfigError, load_config, resolve_config_path
-from aggregator.store import Store, StoreError, describe_sqlite_error, to_db_time, utc_now
+from aggregator.store import Store, StoreError, StoryListing, describe_sqlite_error, to_db_time, utc_now
 from aggregator.times import parse_since as since_moment
 from aggregator.times import time_ago, time_until
 
@@ -387,7 +387,7 @@ def list_(ctx: Context, since: str | None, feed: str | None, tag: str | None, mi
     filters = {"since": parse_since(since), "feed": feed, "tag": tag, "min_outlets": min_outlets}
     if not (on_terminal or as_json or show_all):
         with _until_the_reader_stops():
-            _print_story_lines(store, {**filters, "limit": limit, "offset": offset})
+            _print_story_lines(store, StoryListing(**filters, limit=limit, offset=offset))
         return
     stories = store.iter_stories(**filters, limit=limit, offset=offset, reports=show_all or as_json)
     if on_terminal:
@@ -427,7 +427,7 @@ class _OutletsText(dict):
         return text
 
 
-def _print_story_lines(store: Store, filters: dict[str, Any]) -> None:
+def _print_story_lines(store: Store, listing: StoryListing) -> None:
     """The piped form of ``agg list`` without --all (see its help), a batch of stories at a time.
 
     The lines of a batch are made in one expression and written together (issue 17: 126,000
@@ -435,7 +435,7 @@ def _print_story_lines(store: Store, filters: dict[str, Any]) -> None:
     """
     outlets = _OutletsText(store.outlet_names())
     write = sys.stdout.write
-    with closing(store.iter_story_rows(outlets.__getitem__, **filters)) as batches:
+    with closing(store.iter_story_rows(listing, outlets.__getitem__)) as batches:
         for rows, outlets_of in batches:
             write("".join([f"{story_id}\t{reports}\t{n_outlets}\t{last_seen}\t"
                            f"{title if title.isprintable() else terminal_safe(title)}\t{outlets_of.get(story_id, '')}\n"

@@ -608,10 +608,7 @@ class Store:
         ``offset`` skips that many (pages of ``limit``). The generator holds a read transaction
         until it is exhausted or closed.
         """
-        where, params = _stories_filter(since, feed, tag, min_outlets)
-        sql = f"SELECT s.* FROM stories s WHERE {where} ORDER BY s.last_seen DESC, s.id DESC"
-        if limit or offset:
-            sql += f" LIMIT {int(limit) if limit else -1} OFFSET {int(offset)}"
+        sql, params = StoryListing(since, feed, tag, min_outlets, limit, offset).select("s.*")
         outlets_by_feed = self._outlets_by_feed()
         cursor = self.db.execute(sql, params)
         names = [column[0] for column in cursor.description]
@@ -621,9 +618,10 @@ class Store:
                 ids = list(batch)
                 outlets = self._story_outlets(
                     ids, lambda feed_ids: [_outlet_name(outlets_by_feed, f) for f in feed_ids])
+                # "+e.id": the original report found through the story's index entries, not its row (texts).
                 originals = dict(self.db.execute(
-                    "SELECT s.id, e.feed_id FROM stories s JOIN entries e ON e.id = s.original_entry_id "
-                    f"AND e.story_id = s.id WHERE s.id IN ({sql_marks(ids)})", ids))
+                    "SELECT s.id, e.feed_id FROM stories s JOIN entries e ON e.story_id = s.id "
+                    f"AND +e.id = s.original_entry_id WHERE s.id IN ({sql_marks(ids)})", ids))
                 if reports:
                     for story_id, story_reports in self._reports_of(ids, outlets_by_feed).items():
                         batch[story_id]["reports"] = story_reports
@@ -639,18 +637,9 @@ class Store:
         finally:
             cursor.close()
 
-    def iter_story_rows(
-        self,
-        outlets: Callable[[tuple[int, ...]], T],
-        *,
-        since: datetime | None = None,
-        feed: str | None = None,
-        tag: str | None = None,
-        min_outlets: int = 1,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> Iterator[tuple[list[StoryRow], dict[int, T]]]:
-        """The stories :meth:`iter_stories` lists (same filters, same order) as plain tuples, in batches:
+    def iter_story_rows(self, listing: StoryListing, outlets: Callable[[tuple[int, ...]], T]
+                        ) -> Iterator[tuple[list[StoryRow], dict[int, T]]]:
+        """The stories :meth:`iter_stories` lists (the same ``listing``) as plain tuples, in batches:
         ``(id, n_reports, n_outlets, last_seen, title)``, with a dictionary that gives each story
         (by id) what ``outlets`` makes of its outlets' feed ids, in the order they first reported
         it (a story with no reports may be missing from it). Names: :meth:`outlet_names`.
@@ -659,14 +648,11 @@ class Store:
         lookup per story cost more than the rest: once :data:`OUTLETS_SCAN_AFTER` stories have
         had their outlets looked up a batch at a time, the outlets of every story are read in
         one pass over the index ``entries_story_outlets`` (half the cost of the lookups) and
-        held until the end. A listing of every story reads the table and sorts it: cheaper than
+        held until the end. A listing without a limit reads the table and sorts it: cheaper than
         walking ``stories_last_seen``, whose rows are scattered over the table.
         """
-        where, params = _stories_filter(since, feed, tag, min_outlets)
-        order = "s.last_seen DESC, s.id DESC" if limit else "+s.last_seen DESC, s.id DESC"
-        sql = f"SELECT s.id, s.n_reports, s.n_outlets, s.last_seen, s.title FROM stories s WHERE {where} ORDER BY {order}"
-        if limit or offset:
-            sql += f" LIMIT {int(limit) if limit else -1} OFFSET {int(offset)}"
+        sql, params = listing.select("s.id, s.n_reports, s.n_outlets, s.last_seen, s.title",
+                                     by_index=bool(listing.limit))
         every_story: dict[int, T] | None = None
         looked_up = 0
         with closing(self.conn.execute(sql, params)) as cursor:
@@ -876,6 +862,28 @@ class Store:
         """How many entries the next :meth:`refresh_search_index` will index."""
         return self.db.execute(
             "SELECT count(*) FROM entries WHERE id > (SELECT indexed_through FROM search_index_state)").fetchone()[0]
+
+
+@dataclass(frozen=True)
+class StoryListing:
+    """Which stories a listing shows, newest activity first: the filters and page of ``agg list``."""
+
+    since: datetime | None = None
+    feed: str | None = None
+    tag: str | None = None
+    min_outlets: int = 1
+    limit: int | None = None
+    offset: int = 0
+
+    def select(self, columns: str, *, by_index: bool = True) -> tuple[str, list[Any]]:
+        """The query of these stories' ``columns`` (of ``stories s``) and its parameters; ``by_index=False``
+        sorts them rather than following ``stories_last_seen``."""
+        where, params = _stories_filter(self.since, self.feed, self.tag, self.min_outlets)
+        last_seen = "s.last_seen" if by_index else "+s.last_seen"
+        sql = f"SELECT {columns} FROM stories s WHERE {where} ORDER BY {last_seen} DESC, s.id DESC"
+        if self.limit or self.offset:
+            sql += f" LIMIT {int(self.limit) if self.limit else -1} OFFSET {int(self.offset)}"
+        return sql, params
 
 
 STORY_BATCH = 200

@@ -616,12 +616,9 @@ class Store:
             while rows := cursor.fetchmany(STORY_BATCH):
                 batch = {row[0]: dict(zip(names, row)) for row in rows}
                 ids = list(batch)
-                outlets = self._story_outlets(
-                    ids, lambda feed_ids: [_outlet_name(outlets_by_feed, f) for f in feed_ids])
-                # "+e.id": the original report found through the story's index entries, not its row (texts).
-                originals = dict(self.db.execute(
-                    "SELECT s.id, e.feed_id FROM stories s JOIN entries e ON e.story_id = s.id "
-                    f"AND +e.id = s.original_entry_id WHERE s.id IN ({sql_marks(ids)})", ids))
+                outlets, originals = self._story_outlets(
+                    ids, lambda feed_ids: [_outlet_name(outlets_by_feed, f) for f in feed_ids],
+                    [story["original_entry_id"] for story in batch.values() if story["original_entry_id"]])
                 if reports:
                     for story_id, story_reports in self._reports_of(ids, outlets_by_feed).items():
                         batch[story_id]["reports"] = story_reports
@@ -658,10 +655,10 @@ class Store:
         with closing(self.conn.execute(sql, params)) as cursor:
             while rows := cursor.fetchmany(LISTING_BATCH):
                 if every_story is None and looked_up >= OUTLETS_SCAN_AFTER:
-                    every_story = self._story_outlets(None, outlets)
+                    every_story = self._story_outlets(None, outlets)[0]
                 if every_story is None:
                     looked_up += len(rows)
-                    yield rows, self._story_outlets([row[0] for row in rows], outlets)
+                    yield rows, self._story_outlets([row[0] for row in rows], outlets)[0]
                 else:
                     yield rows, every_story
 
@@ -700,22 +697,30 @@ class Store:
         return {feed_id: (name, url) for feed_id, name, url in self.conn.execute(
             "SELECT id, COALESCE(title, url), url FROM feeds")}
 
-    def _story_outlets(self, story_ids: list[int] | None, outlets: Callable[[tuple[int, ...]], T]
-                       ) -> dict[int, T]:
+    def _story_outlets(self, story_ids: list[int] | None, outlets: Callable[[tuple[int, ...]], T],
+                       original_ids: list[int] | None = None) -> tuple[dict[int, T], dict[int, int]]:
         """What ``outlets`` makes of each story's outlets: feed ids, one per feed, in the order they first
         reported it (by their earliest report's time, then feed id); ``None``: every story's, in one pass.
+        With ``original_ids`` (the stories' original reports), also the feed of each story's original
+        report that is among its reports.
 
         Read from the index ``entries_story_outlets`` alone (see migration 6), one row a story: a
         story from one feed (most of them) is that feed's id; the others carry each report's feed
         and time, put in order here (SQLite's ``group_concat`` has no order before 3.44).
         """
         where = "story_id IS NOT NULL" if story_ids is None else f"story_id IN ({sql_marks(story_ids)})"
+        original = f"MAX(CASE WHEN id IN ({sql_marks(original_ids)}) THEN feed_id END)" if original_ids else "NULL"
         cursor = self.conn.execute(
             "SELECT story_id, MIN(feed_id), CASE WHEN MIN(feed_id) != MAX(feed_id) THEN "
-            "group_concat(COALESCE(published, first_seen) || printf(' %020d', feed_id), char(30)) END "
-            f"FROM entries WHERE {where} GROUP BY story_id", story_ids or [])
-        return {story_id: outlets((only_feed,) if reports is None else _in_reporting_order(reports))
-                for story_id, only_feed, reports in cursor}
+            "group_concat(COALESCE(published, first_seen) || printf(' %020d', feed_id), char(30)) END, "
+            f"{original} FROM entries WHERE {where} GROUP BY story_id", [*(original_ids or ()), *(story_ids or ())])
+        story_outlets: dict[int, T] = {}
+        originals: dict[int, int] = {}
+        for story_id, only_feed, reports, original_feed in cursor:
+            story_outlets[story_id] = outlets((only_feed,) if reports is None else _in_reporting_order(reports))
+            if original_feed is not None:
+                originals[story_id] = original_feed
+        return story_outlets, originals
 
     def _reports_of(self, story_ids: list[int], outlets_by_feed: dict[int, tuple[str, str]],
                     details: bool = False) -> dict[int, list[dict]]:

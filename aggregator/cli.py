@@ -331,8 +331,9 @@ def _safe_outlets_line(shown: list[str], outlets: int) -> str:
 
 
 TERMINAL_PAGE = 40
-OUTLETS_TEXT_KEPT = 20_000
 """Stories ``agg list`` shows on a terminal unless told otherwise (--limit, --no-limit)."""
+OUTLETS_TEXT_KEPT = 20_000
+"""Outlet texts piped ``agg list`` keeps made (one per tuple of feeds) before it starts over."""
 
 
 @cli.command(name="list")

@@ -893,8 +893,8 @@ class StoryListing:
 
 STORY_BATCH = 200
 """Stories :meth:`Store.iter_stories` reads and completes at a time."""
-LISTING_BATCH = 1000
-"""Stories :meth:`Store.iter_story_rows` yields at a time."""
+LISTING_BATCH = 500
+"""Stories :meth:`Store.iter_story_rows` yields at a time (within the 999 parameters of SQLite before 3.32)."""
 OUTLETS_SCAN_AFTER = 5000
 """Stories :meth:`Store.iter_story_rows` looks up a batch at a time before reading every story's outlets at once."""
 StoryRow = tuple[int, int, int, str, str]

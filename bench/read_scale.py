@@ -20,7 +20,12 @@ Each command runs as a subprocess (``python -m aggregator``) for BEFORE (a git w
 times; medians are printed of the wall time, the CPU time and the peak RSS of the process
 (``wait4``), and for ``list --json`` and ``list --all`` the time to the first line on stdout.
 ``list`` "terminal" runs with stdout and stderr on a pseudo-terminal (COLUMNS=120), as a person
-sees it. A run still going after ``--limit`` seconds (120) is stopped and shown as such.
+sees it. A run still going after ``--limit`` seconds (120) is stopped and shown as such. The peak
+RSS cannot read below this script's own (about 36 MB): the child starts as a vfork of it.
+
+After each table, the floor of piped ``agg list`` on AFTER's copy: the two queries it needs (every
+story, sorted; every story's outlets from ``entries_story_outlets``) fetched by a bare Python
+process that prints nothing, and printed by the ``sqlite3`` shell when it is installed.
 
 The database is built by the BEFORE code, so that its schema is an existing database's. BEFORE
 reads a copy of it as it is; AFTER reads a copy that AFTER's ``Store.open`` migrated (the
@@ -363,6 +368,32 @@ def measure(sides: list[Side], repeat: int, work: Path, limit: float) -> dict[tu
     return runs
 
 
+# What piped `agg list` cannot go below: the two queries it needs (every story, sorted; every story's outlets
+# from the covering index), fetched into Python and not printed, and the same printed by the sqlite3 shell.
+FLOOR_STORIES = ("SELECT s.id, s.n_reports, s.n_outlets, s.last_seen, s.title FROM stories s "
+                 "WHERE s.merged_into IS NULL AND s.n_outlets >= 1 ORDER BY +s.last_seen DESC, s.id DESC")
+FLOOR_OUTLETS = ("SELECT story_id, MIN(feed_id), CASE WHEN MIN(feed_id) != MAX(feed_id) THEN "
+                 "group_concat(COALESCE(published, first_seen) || printf(' %020d', feed_id), char(30)) END "
+                 "FROM entries WHERE story_id IS NOT NULL GROUP BY story_id")
+FLOOR_PYTHON = ("import sqlite3, sys; conn = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True); "
+                "[conn.execute(sql).fetchall() for sql in sys.argv[2:]]")
+
+
+def print_floor(side: Side, repeat: int, work: Path, limit: float) -> None:
+    """The floor of piped `agg list` on AFTER's copy: start-up is `agg list --limit 40` in the table above."""
+    commands = {"python: sqlite3, both queries fetched, nothing printed":
+                [sys.executable, "-c", FLOOR_PYTHON, str(side.db), FLOOR_STORIES, FLOOR_OUTLETS]}
+    if shutil.which("sqlite3"):
+        commands["sqlite3 shell: both queries printed to the pipe"] = [
+            "sqlite3", "-readonly", "-separator", "\t", str(side.db), FLOOR_STORIES + ";", FLOOR_OUTLETS + ";"]
+    print("\nFloor of piped `agg list` (after's database):\n")
+    print("| what | s | CPU s | peak MB |")
+    print("|---|---|---|---|")
+    for label, command in commands.items():
+        run = median_run([run_command(command, side.env, work, False, limit) for _ in range(repeat)])
+        print(f"| {label} | {seconds(run.seconds)} | {run.cpu_seconds:.2f} | {run.peak_mb:.0f} |")
+
+
 def median_run(runs: list[Run]) -> Run:
     firsts = [r.first_line for r in runs if r.first_line is not None]
     return Run(statistics.median(r.seconds for r in runs), statistics.median(firsts) if firsts else None,
@@ -402,6 +433,7 @@ def main() -> None:
             runs = measure(sides, args.repeat, side_work, args.limit)
             results[size] = {key: median_run(value) for key, value in runs.items()}
             print_table(results[size])
+            print_floor(sides[1], args.repeat, side_work, args.limit)
             for side in sides:
                 side.db.unlink()
     print_verdicts(results)

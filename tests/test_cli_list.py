@@ -264,3 +264,139 @@ def test_a_database_of_schema_4_lists_the_same_before_and_after_migration_5(tmp_
     assert "entries_story_outlets" in indexes and "entries_story" not in indexes
     assert "COVERING INDEX entries_story_outlets" in plan[0][-1]
     assert [agg(path, "list", *args).stdout for args in ([], ["--json"], ["--all"], ["--tag", "local"])] == before
+
+
+# -- issue 17: piped `agg list` made in batches, byte for byte what it printed before
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory) -> Path:
+    """130 feeds (names with escape sequences, tabs, one without a title), 1,500 entries through the store's
+    write path with publication times that tie (some missing), grouped into ~540 stories: one of 110 outlets,
+    titles with control and other non-printable characters, equal last-seen times, a merged story and one
+    with no reports."""
+    import random
+    from datetime import timedelta
+
+    from aggregator.models import FetchResult, ParsedEntry, ParsedFeed
+    from aggregator.store import to_db_time, utc_now
+
+    rng = random.Random(17)
+    now = utc_now().replace(microsecond=0)
+    path = tmp_path_factory.mktemp("crowded") / "agg.db"
+    store = Store.open(path)
+    titles = ["Outlet \x1b[31mred\x1b[0m", "Tab\tNews", "Bell\x07 Times", *(f"Outlet {n}" for n in range(3, 129))]
+    feeds = [sample_db.Outlet(f"http://feed{n}.test/rss", title, []) for n, title in enumerate(titles)]
+    feeds.append(sample_db.Outlet("http://untitled.test/rss", None, []))
+    rows = store.sync_feeds(feeds, now)
+    moments = [now - timedelta(hours=hours) for hours in range(40)]  # few distinct times: ties
+    odd_titles = ["Plain headline", "Escape \x1b]0;pwned\x07 here", "C1 \x9b31m text", "Line\nbreak",
+                  "Tab\there", "No\u00a0break space", "Sep\u2028arator", "Zero\u200bwidth"]
+    entries: list[tuple[int, str]] = []
+    for number, feed in enumerate(feeds):
+        parsed = ParsedFeed(format="rss20", title=feed.title or "", entries=[
+            ParsedEntry(guid=f"g{number}-{n}", link=f"{feed.url}/{n}", title=rng.choice(odd_titles) + f" {n}",
+                        summary="text", summary_text="text",
+                        published=None if rng.random() < 0.1 else rng.choice(moments))
+            for n in range(12 if number < 125 else 2)])
+        result = FetchResult(url=feed.url, final_url=feed.url, status=200, body=b"<rss/>")
+        saved = store.save_fetch(rows[feed.url]["id"], result, parsed, {"last_fetch_at": to_db_time(now)},
+                                 extract=False, now=rng.choice(moments))
+        entries += [(rows[feed.url]["id"], entry_id) for entry_id in saved.new_entry_ids]
+    rng.shuffle(entries)
+    big = {}  # one report from each of 110 feeds
+    for feed_id, entry_id in entries:
+        if feed_id not in big and len(big) < 110:
+            big[feed_id] = entry_id
+    rest = [entry_id for _, entry_id in entries if entry_id not in big.values()]
+    groups = [list(big.values())]
+    while rest:
+        size = min(len(rest), rng.choice([1, 1, 1, 1, 2, 2, 3, 5, 8]))
+        groups.append(rest[:size])
+        rest = rest[size:]
+    with store.transaction() as conn:
+        for story_id, members in enumerate(groups, start=1):
+            title = rng.choice(odd_titles) + f" story {story_id}, told at some length " + "." * 100
+            last_seen = to_db_time(rng.choice(moments))  # ties between stories too
+            conn.execute("INSERT INTO stories (id, title, first_seen, last_seen, n_reports, n_outlets, "
+                         "representative_id, original_entry_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (story_id, title, last_seen, last_seen, len(members), len(members), members[0],
+                          rng.choice(members)))
+            conn.executemany("UPDATE entries SET story_id = ? WHERE id = ?", [(story_id, m) for m in members])
+        conn.execute("INSERT INTO stories (id, title, first_seen, last_seen, n_reports, n_outlets) "
+                     "VALUES (5000, 'No reports', ?, ?, 1, 1)", (to_db_time(now), to_db_time(now)))
+        conn.execute("UPDATE stories SET merged_into = 1 WHERE id = 2")
+    store.close()
+    return path
+
+
+def listing_as_before(path: Path, min_outlets: int = 1) -> tuple[list[str], dict[int, list[str]], dict[int, str]]:
+    """Piped `agg list` as 82bcf83 made it (its outlets query and its line), each story's outlets and the
+    outlet of its original report: the reference the batched listing must equal."""
+    from aggregator.cli import terminal_safe
+
+    conn = sqlite3.connect(path)
+    names = dict(conn.execute("SELECT id, COALESCE(title, url) FROM feeds"))
+    firsts = conn.execute(
+        "SELECT e.story_id, e.feed_id, MIN(COALESCE(e.published, e.first_seen)) AS t, "
+        "MAX(e.id IS s.original_entry_id) FROM entries e JOIN stories s ON s.id = e.story_id "
+        "GROUP BY e.story_id, e.feed_id").fetchall()
+    firsts.sort(key=lambda row: (row[0], row[2], row[1]))
+    outlets: dict[int, list[str]] = {}
+    originals: dict[int, str] = {}
+    for story_id, feed_id, _, has_original in firsts:
+        outlets.setdefault(story_id, []).append(names[feed_id])
+        if has_original:
+            originals[story_id] = names[feed_id]
+    lines = []
+    for story_id, reports, n_outlets, last_seen, title in conn.execute(
+            "SELECT id, n_reports, n_outlets, last_seen, title FROM stories WHERE merged_into IS NULL "
+            "AND n_outlets >= ? ORDER BY last_seen DESC, id DESC", [min_outlets]):
+        mine = outlets.get(story_id, [])
+        shown = ", ".join(terminal_safe(o) for o in mine[:99]) + (f" +{len(mine) - 99}" if len(mine) > 99 else "")
+        lines.append(f"{story_id}\t{reports}\t{n_outlets}\t{last_seen}\t{terminal_safe(title)}\t{shown}\n")
+    conn.close()
+    return lines, outlets, originals
+
+
+@pytest.mark.parametrize(("batch", "scan_after"), [(1000, 5000), (7, 0), (7, 20)],
+                         ids=["lookups", "one-pass", "lookups-then-one-pass"])
+def test_piped_list_prints_what_it_printed_before_byte_for_byte(crowded, monkeypatch, batch, scan_after):
+    monkeypatch.setattr(store_module, "LISTING_BATCH", batch)
+    monkeypatch.setattr(store_module, "OUTLETS_SCAN_AFTER", scan_after)
+    before, _, _ = listing_as_before(crowded)
+    assert len(before) > 500 and any(" +11\n" in line for line in before)  # the story of 110 outlets
+    assert any("\x1b" in title for title in sample_db_titles(crowded)), "escape sequences to make safe"
+    output = agg(crowded, "list").stdout_bytes
+    assert output == "".join(before).encode()
+    assert agg(crowded, "list", "--min-outlets", "2").stdout == "".join(listing_as_before(crowded, 2)[0])
+    assert agg(crowded, "list", "--limit", "30", "--offset", "5").stdout == "".join(before[5:35])
+    assert agg(crowded, "list", "--offset", "20").stdout == "".join(before[20:])
+
+
+def sample_db_titles(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [title for (title,) in conn.execute("SELECT title FROM stories")]
+
+
+def test_stories_have_the_outlets_and_original_outlet_they_had_before(crowded):
+    _, outlets, originals = listing_as_before(crowded)
+    store = Store.open(crowded, readonly=True)
+    stories = list(store.iter_stories())
+    store.close()
+    assert len(stories) == len(listing_as_before(crowded)[0])
+    assert {s["id"]: s["outlets"] for s in stories} == {s["id"]: outlets.get(s["id"], []) for s in stories}
+    assert {s["id"]: s["original_outlet"] for s in stories} == {s["id"]: originals.get(s["id"]) for s in stories}
+
+
+def test_piped_list_stops_quietly_when_the_reader_does(crowded, tmp_path):
+    assert len("".join(listing_as_before(crowded)[0])) > 65536  # more than a pipe holds
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with subprocess.Popen([sys.executable, "-m", "aggregator", "--db", str(crowded), "list"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path) as process:
+        first = process.stdout.readline().decode()
+        process.stdout.close()  # like `agg list | head -1`, before the rest (more than a pipe holds) is written
+        error = process.stderr.read().decode()
+        status = process.wait(timeout=60)
+    assert first == listing_as_before(crowded)[0][0]
+    assert status == 0 and error == ""

@@ -313,12 +313,12 @@ class StoryGrouper:
         """Stories sharing the most rare-token weight with the report, most first."""
         settings = self.settings
         cap = max(20, settings.max_token_df * self._freq.n)
-        df, postings = self._freq.df, self._postings
+        count, postings = self._freq.count, self._postings
         lists = sorted(
             (len(stories), token, stories)
             for token in doc.key_tokens
             # Tokens of more than max_posting_stories stories have no list here (see _post).
-            if (stories := postings.get(token)) and df.get(token, 0) <= cap
+            if (stories := postings.get(token)) and count(token) <= cap
         )
         weight: dict[int, float] = {}
         budget = settings.max_candidate_postings

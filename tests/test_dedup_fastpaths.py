@@ -52,9 +52,9 @@ def plain_weigh(freq: Frequencies, doc) -> None:
     doc.title_weights = {t: plain_idf(freq, t) for t in doc.title_tokens}
     doc.title_mass = sum(doc.title_weights.values())
     if doc.has_body:
-        doc.text = plain_vector(freq, doc.text_counts or Counter(), settings.max_vector_terms)
-        doc.lead = plain_vector(freq, doc.lead_counts or Counter(), settings.max_vector_terms)
-        doc.names = plain_vector(freq, doc.name_counts or Counter(), settings.max_names)
+        doc.text = plain_vector(freq, Counter(dict(doc.text_counts.items())), settings.max_vector_terms)
+        doc.lead = plain_vector(freq, Counter(dict(doc.lead_counts.items())), settings.max_vector_terms)
+        doc.names = plain_vector(freq, Counter(dict(doc.name_counts.items())), settings.max_names)
     doc.text_counts = doc.lead_counts = doc.name_counts = None
 
 
@@ -109,7 +109,7 @@ def weighed_window() -> tuple[Frequencies, list, list]:
     plain = [make_features(report, settings) for report in reports]
     for doc in fast:
         freq.add(doc.vocabulary)
-    heavy_counts = sum(any(c >= 64 for c in (doc.text_counts or {}).values()) for doc in fast)
+    heavy_counts = sum(any(c >= 64 for _, c in doc.text_counts.items()) for doc in fast)
     assert heavy_counts, "no text counts a word 64 times: the fallback past the table would go untested"
     for fast_doc, plain_doc in zip(fast, plain):
         freq.weigh(fast_doc)

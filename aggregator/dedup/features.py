@@ -41,7 +41,7 @@ from aggregator.dedup.text import (
     tokens,
     years,
 )
-from aggregator.dedup.vectors import NO_IDS, NO_VECTOR, TOKENS, Vector, heaviest
+from aggregator.dedup.vectors import NO_COUNTS, NO_IDS, NO_VECTOR, TOKENS, Counts, Vector, heaviest
 from aggregator.urls import canonical_url
 
 __all__ = ["Features", "Frequencies", "Report", "Vector", "NO_VECTOR", "heaviest", "make_features"]
@@ -82,9 +82,9 @@ class Features:
     key_tokens: tuple[str, ...]
     vocabulary: np.ndarray  # ids of the distinct tokens of title and body: what the window's frequencies count
     # Counts of the three texts, dropped once weighted.
-    text_counts: Counter[str] | None
-    lead_counts: Counter[str] | None
-    name_counts: Counter[str] | None
+    text_counts: Counts | None
+    lead_counts: Counts | None
+    name_counts: Counts | None
     title_numbers: frozenset[str]
     figures: frozenset[str]  # figures of title and body
     years: frozenset[str]  # years named in title and body
@@ -141,9 +141,9 @@ def make_features(report: Report, settings: DedupSettings) -> Features:
         has_body=has_body,
         key_tokens=tuple(map(sys.intern, dict.fromkeys(title_tokens + tuple(lead) + tuple(key_names)))),
         vocabulary=TOKENS.ids_of(list(text_counts)),
-        text_counts=text_counts,
-        lead_counts=lead_counts,
-        name_counts=name_counts,
+        text_counts=Counts.of(text_counts),
+        lead_counts=Counts.of(lead_counts),
+        name_counts=Counts.of(name_counts),
         title_numbers=frozenset(t for t in title_tokens if NUMBER.match(t)) or NO_TOKENS,
         figures=figures(name_counts),
         years=years(name_counts),
@@ -243,7 +243,7 @@ class Frequencies:
         idf = self._idf
         return {token: idf(token, count) for token, count in zip(tokens, self.counts(tokens))}
 
-    def vector(self, counts: Counter[str], idfs: dict[str, float], dfs: dict[str, int], limit: int) -> Vector:
+    def vector(self, counts: list[tuple[str, int]], idfs: dict[str, float], dfs: dict[str, int], limit: int) -> Vector:
         """Sublinear TF-IDF of the counts (``idfs`` and ``dfs`` hold their tokens' idfs and document counts); a word
         no other report in the window carries weighs less.
 
@@ -255,14 +255,15 @@ class Frequencies:
         """
         unique, tf, log = self.settings.unique_word_weight, SUBLINEAR_TF, math.log
         return Vector.of({t: (tf[c] if c < 64 else 1.0 + log(c)) * idfs[t] * (unique if dfs[t] < 2 else 1.0)
-                          for t, c in counts.items()}, limit)
+                          for t, c in counts}, limit)
 
     def weigh(self, doc: Features) -> None:
         """Freeze the report's weights from the window's frequencies now; its counts are dropped."""
         settings = self.settings
-        parts = [doc.text_counts or Counter(), doc.lead_counts or Counter(), doc.name_counts or Counter()]
+        parts = [(counts or NO_COUNTS).items() for counts in (doc.text_counts, doc.lead_counts, doc.name_counts)] \
+            if doc.has_body else []
         # Each distinct token's count and idf once: the lead's tokens are the text's, and most names are too.
-        distinct = list(set(doc.title_tokens).union(*parts) if doc.has_body else doc.title_tokens)
+        distinct = list({token for part in parts for token, _ in part}.union(doc.title_tokens))
         dfs = dict(zip(distinct, self.counts(distinct)))
         idf = self._idf
         idfs = {token: idf(token, count) for token, count in dfs.items()}

@@ -122,6 +122,30 @@ class Vector:
 NO_VECTOR = Vector()
 
 
+@dataclass(slots=True, frozen=True)
+class Counts:
+    """A text's token counts, in the order the text gave them (ties in weight break by it): ids and counts, int32.
+
+    What a report read but not yet placed holds until it is weighed: a twentieth of a Counter's memory.
+    """
+
+    ids: np.ndarray = field(default_factory=lambda: NO_IDS)
+    counts: np.ndarray = field(default_factory=lambda: NO_IDS)
+
+    @classmethod
+    def of(cls, counter: dict[str, int]) -> Counts:
+        return cls(TOKENS.ids_of(list(counter)), np.fromiter(counter.values(), dtype=np.int32, count=len(counter)))
+
+    def items(self) -> list[tuple[str, int]]:
+        return list(zip(TOKENS.tokens_of(self.ids.tolist()), self.counts.tolist()))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+NO_COUNTS = Counts()
+
+
 def heaviest(weights: dict[str, float], limit: int) -> dict[str, float]:
     """The ``limit`` heaviest entries, heaviest first (ties in their order), or all of them in their order."""
     if len(weights) <= limit:

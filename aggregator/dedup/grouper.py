@@ -114,6 +114,7 @@ class StoryGrouper:
         # Reports published before this have left the index: a report older than it plus the window
         # would not find its stories here.
         self.forgotten_before: datetime | None = None
+        self.last_placed: Features | None = None  # the features of the report :meth:`add` placed last
         self._seq = 0
 
     # -- public ------------------------------------------------------------
@@ -131,19 +132,31 @@ class StoryGrouper:
                 self._counted.add(report.id)
                 self._freq.add(doc.vocabulary)
 
-    def seed(self, story_id: int, reports: Sequence[Report]) -> None:
-        """Load an existing story with its members (oldest first); nothing is re-decided."""
+    def seed(self, story_id: int, reports: Sequence[Report | Features]) -> None:
+        """Load an existing story with its members (oldest first); nothing is re-decided.
+
+        A member given as :class:`Features` (stored when it was placed) keeps the weights it has;
+        a :class:`Report` is read and weighed now.
+        """
         story = self.stories.setdefault(story_id, _Story(story_id))
         self.next_id = max(self.next_id, story_id + 1)
         for report in reports:
-            self.observe([report])
-            doc = self._new_doc(report)
+            if isinstance(report, Features):
+                doc = report
+                if doc.report.id not in self._counted:
+                    self._counted.add(doc.report.id)
+                    self._freq.add(doc.vocabulary)
+                doc.seq = self._seq
+                self._seq += 1
+            else:
+                self.observe([report])
+                doc = self._new_doc(report)
             self._attach(doc, story)
 
     def add(self, report: Report) -> Placement:
         """Place one report: into the story it matches, else into a new story."""
         self.observe([report])
-        doc = self._new_doc(report)
+        doc = self.last_placed = self._new_doc(report)
         self._evict_old(doc)
         identity = self._identity_match(doc)
         if identity is not None:

@@ -19,9 +19,10 @@ from typing import Any
 import sqlite_utils
 
 from aggregator.dedup.credit import original_source, report_credit
-from aggregator.dedup.features import Report
+from aggregator.dedup.features import Features, Report
 from aggregator.dedup.grouper import Merge, StoryGrouper
 from aggregator.dedup.settings import DedupSettings
+from aggregator.dedup.stored import StoredTokens, decode, encode, snapshot
 from aggregator.dedup.text import fold
 from aggregator.store import READY_FOR_STORY, from_db_time, in_batches, sql_marks, to_db_time, write_transaction
 from aggregator.urls import host_of
@@ -47,6 +48,7 @@ ENTRY_COLUMNS = """
     e.id, e.guid, e.link, e.canonical_url, e.title, e.summary, e.text, e.published, e.first_seen,
     e.story_id, f.title AS feed_title
 """
+TEXTLESS_COLUMNS = ENTRY_COLUMNS.replace("e.summary,", "'' AS summary,").replace("e.text,", "'' AS text,")
 
 
 def _scored_columns(settings: DedupSettings) -> str:
@@ -103,7 +105,7 @@ class GroupingSession:
 
     def __init__(self, db: sqlite_utils.Database, settings: DedupSettings, now: datetime | None = None,
                  *, chunk: int = WRITE_CHUNK, keep_writing: Callable[[], bool] = lambda: True,
-                 on_written: Callable[[GroupingSummary], None] | None = None) -> None:
+                 on_written: Callable[[GroupingSummary], None] | None = None, stored_features: bool = True) -> None:
         self.db = db
         self.settings = settings
         self.now = now or datetime.now(UTC)
@@ -115,6 +117,10 @@ class GroupingSession:
         # Credited outlets, found while each text is read for grouping, so writing stories reads no texts.
         self.credits: dict[Any, str | None] = {}
         self.summary = GroupingSummary()
+        # Placed reports' features written to entry_features, and stored reports seeded from them
+        # (aggregator.dedup.stored); False reads and weighs every stored text, as before migration 7.
+        self.stored_features = stored_features
+        self.tokens = StoredTokens()
         self._start_afresh()
         self._unwritten = False
 
@@ -162,11 +168,12 @@ class GroupingSession:
         if times:
             self._seed_window(to_db_time(min(times) - window), to_db_time(max(times) + window))
         # Placements as rows, evidence already serialised: a few hundred bytes per entry however long its text.
-        placed = [
-            (report.id, placement.story_id, placement.rule, placement.score,
-             json.dumps(placement.evidence, default=str))
-            for report, placement in self.grouper.place_many(new_reports)
-        ]
+        placed, snapshots = [], []
+        for report, placement in self.grouper.place_many(new_reports):
+            placed.append((report.id, placement.story_id, placement.rule, placement.score,
+                           json.dumps(placement.evidence, default=str)))
+            if self.stored_features:
+                snapshots.append(snapshot(self.grouper.last_placed))
         del new_reports
         merges = self.grouper.merges[self._merges_written:]
         self._merges_written = len(self.grouper.merges)
@@ -179,7 +186,7 @@ class GroupingSession:
                 if not self.keep_writing():
                     break
                 # The merges go with the first chunk: later chunks already point at the stories kept.
-                self._write(chunk, merges if start == 0 else [])
+                self._write(chunk, merges if start == 0 else [], snapshots[start:start + self.chunk])
             new_stories = sum(rule == "seed" for _, _, rule, _, _ in chunk)
             written = GroupingSummary(len(chunk), new_stories, len(chunk) - new_stories, len(merges) if start == 0 else 0)
             done.add(written)
@@ -192,18 +199,21 @@ class GroupingSession:
 
     def _seed_window(self, start: str, end: str) -> None:
         """Load the stored stories around the new entries that the grouper does not hold yet."""
+        tokens = self.tokens if self.stored_features else None
+        if tokens is not None:
+            tokens.refresh(self.db.conn)
         if self._seeded is None:
-            _seed_existing(self.db, self.grouper, self.credits, start, end)
+            _seed_existing(self.db, self.grouper, self.credits, start, end, tokens)
             self._seeded = (start, end)
             return
         seeded_start, seeded_end = self._seeded
         if start < seeded_start:
-            _seed_existing(self.db, self.grouper, self.credits, start, seeded_start)
+            _seed_existing(self.db, self.grouper, self.credits, start, seeded_start, tokens)
         if end > seeded_end:
-            _seed_existing(self.db, self.grouper, self.credits, seeded_end, end)
+            _seed_existing(self.db, self.grouper, self.credits, seeded_end, end, tokens)
         self._seeded = (min(start, seeded_start), max(end, seeded_end))
 
-    def _write(self, chunk: list[tuple], merges: list[Merge]) -> None:
+    def _write(self, chunk: list[tuple], merges: list[Merge], snapshots: list[tuple]) -> None:
         db, grouper = self.db, self.grouper
         stamp = to_db_time(self.now)
         touched = {grouper.resolve(story_id) for _, story_id, *_ in chunk}
@@ -227,6 +237,12 @@ class GroupingSession:
             "UPDATE entries SET story_id = ? WHERE id = ?",
             [(grouper.resolve(story_id), entry_id) for entry_id, story_id, *_ in chunk],
         )
+        if snapshots:
+            db.conn.executemany(
+                "INSERT OR REPLACE INTO entry_features (entry_id, features, credit) VALUES (?, ?, ?)",
+                [(entry_id, encode(snap, self.tokens, db.conn), self.credits.get(entry_id))
+                 for (entry_id, *_), snap in zip(chunk, snapshots)],
+            )
         for story_id in sorted(touched):
             _write_story(db, grouper, self.credits, story_id)
 
@@ -263,14 +279,16 @@ def _observed_reports(
 
 
 def _seed_existing(
-    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], start: str, end: str
+    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], start: str, end: str,
+    tokens: StoredTokens | None = None,
 ) -> None:
     """Load the stories that have members published inside [start, end], with all their members in the window.
 
-    Which entries those are is read first, without texts; then their rows, texts and all,
-    ``SEED_ROWS`` at a time, so that one batch's texts are in memory and not the window's:
-    placing a later run's 300 reports among 50,000 stored ones peaked 100 MB higher when
-    every row was read before the first story was seeded.
+    Which entries those are is read first, without texts; then their rows ``SEED_ROWS`` at a
+    time. With ``tokens``, a member whose features were stored when it was placed is loaded from
+    them (no text read); the others' texts are read, so that one batch's texts are in memory and
+    not the window's: placing a later run's 300 reports among 50,000 stored ones peaked 100 MB
+    higher when every row was read before the first story was seeded.
     """
     window = "e.story_id IS NOT NULL AND coalesce(e.published, e.first_seen) BETWEEN ? AND ?"
     members_of: dict[int, list[int]] = defaultdict(list)  # in the window's order: oldest first
@@ -283,21 +301,39 @@ def _seed_existing(
                if story_id not in grouper.stories]  # loaded already, or placed by this session
     for batch in _batches_of_rows(stories, SEED_ROWS):
         ids = [entry_id for _, members in batch for entry_id in members]
-        rows: dict[int, dict[str, Any]] = {}
+        loaded: dict[int, Report | Features] = {}
+        representative: dict[int, Any] = {}
         for part in in_batches(ids, SEED_ROWS):  # a story larger than a batch is read in parts
-            rows.update((row["id"], row) for row in db.query(
+            unread = part
+            if tokens is not None:
+                unread = []
+                for row in db.query(
+                    f"SELECT {TEXTLESS_COLUMNS}, s.representative_id, ef.features, ef.credit FROM entries e "
+                    "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
+                    f"LEFT JOIN entry_features ef ON ef.entry_id = e.id WHERE e.id IN ({sql_marks(part)})",
+                    part,
+                ):
+                    representative[row["id"]] = row["representative_id"]
+                    doc = decode(row["features"], _report_from_row(row), tokens) if row["features"] else None
+                    if doc is None:
+                        unread.append(row["id"])
+                    else:
+                        loaded[row["id"]] = doc
+                        credits[row["id"]] = row["credit"]
+            for row in db.query(
                 f"SELECT {_scored_columns(grouper.settings)}, s.representative_id FROM entries e "
                 "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
-                f"WHERE e.id IN ({sql_marks(part)})",
-                part,
-            ))
+                f"WHERE e.id IN ({sql_marks(unread)})",
+                unread,
+            ) if unread else ():
+                representative[row["id"]] = row["representative_id"]
+                report = loaded[row["id"]] = _report_from_row(row)
+                credits[report.id] = report_credit(report)
         for story_id, members in batch:
-            story_rows = [rows[entry_id] for entry_id in members if entry_id in rows]
             # The representative goes first so that the grouper keeps it as the story's face.
-            story_rows.sort(key=lambda row: row["id"] != row["representative_id"])
-            reports = [_report_from_row(row) for row in story_rows]
-            credits.update((report.id, report_credit(report)) for report in reports)
-            grouper.seed(story_id, reports)
+            story_members = sorted((entry_id for entry_id in members if entry_id in loaded),
+                                   key=lambda entry_id: entry_id != representative[entry_id])
+            grouper.seed(story_id, [loaded[entry_id] for entry_id in story_members])
 
 
 def _batches_of_rows(stories: list[tuple[int, list[int]]], rows: int) -> Iterator[list[tuple[int, list[int]]]]:
@@ -335,11 +371,10 @@ def _write_story(
     Texts are read only for members whose credited outlet is not in ``credits`` (members older
     than the window around this run's entries).
     """
-    textless = ENTRY_COLUMNS.replace("e.summary,", "'' AS summary,").replace("e.text,", "'' AS text,")
     reports = [
         _report_from_row(row)
         for row in db.query(
-            f"SELECT {textless} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
+            f"SELECT {TEXTLESS_COLUMNS} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
             [story_id],
         )
     ]

@@ -1,0 +1,171 @@
+"""A placed report's features as a row of the database, so that a later run seeds it without reading its text.
+
+When the database step places a report it stores, in ``entry_features``
+(migration 7), what the grouper compares it by: its frozen weighted vectors,
+vocabulary, key tokens, title weights, figures, years, length and
+fingerprint, as one compact blob; tokens are written as ids of the
+``tokens`` table, which a :class:`StoredTokens` maps to the process's ids
+(:data:`~aggregator.dedup.vectors.TOKENS`) with one numpy gather a report.
+Loading such a row replaces reading the text into counts and weighing them:
+the vectors keep the weights they were given when the report was placed, as
+the in-memory engine's do.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from aggregator.dedup.features import Features, Report
+from aggregator.dedup.vectors import NO_VECTOR, TOKENS, Vector
+
+FORMAT_VERSION = 1
+# version, flags (1: has a body, 2: generic title), length, title mass, then each vector's norm and mass,
+# then the sizes of the id arrays and of the three strings.
+_HEADER = struct.Struct("<BBxxi7d12I")
+_ID_PARTS = ("title_tokens", "key_tokens", "vocabulary", "title_numbers", "figures", "years")
+_VECTORS = ("text", "lead", "names")
+
+
+class StoredTokens:
+    """The ``tokens`` table of one database, mapped to and from this process's token ids."""
+
+    def __init__(self) -> None:
+        self.process_of = np.zeros(0, dtype=np.int32)  # by database id; -1 where none
+        self.database_of = np.zeros(0, dtype=np.int32)  # by process id; -1 where none
+        self.newest = 0  # the largest database id read
+
+    def _fit(self, process_size: int, database_size: int) -> None:
+        if len(self.database_of) < process_size:
+            self.database_of = _grown(self.database_of, process_size)
+        if len(self.process_of) < database_size:
+            self.process_of = _grown(self.process_of, database_size)
+
+    def refresh(self, conn: Any) -> None:
+        """Read the tokens other runs (or this one) added since the last read."""
+        rows = conn.execute("SELECT id, token FROM tokens WHERE id > ? ORDER BY id", [self.newest]).fetchall()
+        if not rows:
+            return
+        db_ids = np.array([row[0] for row in rows], dtype=np.int32)
+        ids = TOKENS.ids_of([row[1] for row in rows])
+        self._fit(len(TOKENS), int(db_ids[-1]) + 1)
+        self.process_of[db_ids] = ids
+        self.database_of[ids] = db_ids
+        self.newest = int(db_ids[-1])
+
+    def to_database(self, conn: Any, ids: np.ndarray) -> np.ndarray:
+        """The database ids of these process ids, adding the tokens the table lacks (inside a write transaction)."""
+        self._fit(len(TOKENS), self.newest + 1)
+        found = self.database_of[ids]
+        if (found < 0).any():
+            self.refresh(conn)  # another process may have added some of them
+            self._fit(len(TOKENS), self.newest + 1)
+            missing = np.unique(ids[self.database_of[ids] < 0])
+            if len(missing):
+                first = (conn.execute("SELECT max(id) FROM tokens").fetchone()[0] or 0) + 1
+                new_ids = np.arange(first, first + len(missing), dtype=np.int32)
+                conn.executemany("INSERT INTO tokens (id, token) VALUES (?, ?)",
+                                 zip(new_ids.tolist(), TOKENS.tokens_of(missing.tolist())))
+                self._fit(len(TOKENS), int(new_ids[-1]) + 1)
+                self.process_of[new_ids] = missing
+                self.database_of[missing] = new_ids
+                self.newest = int(new_ids[-1])
+            found = self.database_of[ids]
+        return found
+
+    def to_process(self, db_ids: np.ndarray) -> np.ndarray:
+        return self.process_of[db_ids]
+
+
+def _grown(array: np.ndarray, size: int) -> np.ndarray:
+    grown = np.full(max(size, 2 * len(array), 1024), -1, dtype=np.int32)
+    grown[: len(array)] = array
+    return grown
+
+
+def snapshot(doc: Features) -> tuple:
+    """What :func:`encode` needs of a placed report, taken at once: the grouper may release it later."""
+    return (doc.title, doc.generic_title, doc.has_body, doc.length, doc.title_mass, doc.canonical,
+            doc.fingerprint or "", doc.title_tokens, doc.key_tokens, doc.vocabulary,
+            tuple(doc.title_numbers), tuple(doc.figures), tuple(doc.years),
+            [doc.title_weights[t] for t in doc.title_tokens], doc.text, doc.lead, doc.names)
+
+
+def encode(snap: tuple, tokens: StoredTokens, conn: Any) -> bytes:
+    """One report's features as a blob, tokens as database ids (new ones added to ``tokens``)."""
+    (title, generic, has_body, length, title_mass, canonical, fingerprint, title_tokens, key_tokens, vocabulary,
+     numbers, figures, years, title_weights, *vectors) = snap
+    id_parts = [TOKENS.ids_of(title_tokens), TOKENS.ids_of(key_tokens), vocabulary, TOKENS.ids_of(numbers),
+                TOKENS.ids_of(figures), TOKENS.ids_of(years)] + [v.ids for v in vectors]
+    ids = tokens.to_database(conn, np.concatenate(id_parts).astype(np.int32))
+    strings = [s.encode() for s in (title, canonical, fingerprint)]
+    header = _HEADER.pack(FORMAT_VERSION, has_body | generic << 1, length, title_mass,
+                          *(x for v in vectors for x in (v.norm, v.mass)),
+                          *(len(p) for p in id_parts), *(len(s) for s in strings))
+    weights = np.concatenate([np.array(title_weights, dtype=np.float64)] + [v.weights for v in vectors])
+    return b"".join([header, weights.astype("<f8").tobytes(), ids.astype("<i4").tobytes(), *strings])
+
+
+def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None:
+    """The features stored for ``report`` (its row's fields, texts left out), or None for a format not known."""
+    if not blob or blob[0] != FORMAT_VERSION:
+        return None
+    (_, flags, length, title_mass, *figures_of_vectors) = _HEADER.unpack_from(blob)
+    norms, sizes, string_sizes = figures_of_vectors[:6], figures_of_vectors[6:15], figures_of_vectors[15:]
+    n_ids = sum(sizes)
+    n_weights = sizes[0] + sum(sizes[6:])
+    at = _HEADER.size
+    weights = np.frombuffer(blob, dtype="<f8", count=n_weights, offset=at).astype(np.float64)
+    at += 8 * n_weights
+    ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=n_ids, offset=at))
+    at += 4 * n_ids
+    strings = []
+    for size in string_sizes:
+        strings.append(blob[at:at + size].decode())
+        at += size
+    title, canonical, fingerprint = strings
+    parts: list[np.ndarray] = np.split(ids, np.cumsum(sizes)[:-1])
+    title_ids, key_ids, vocabulary, numbers, figures, years = parts[:6]
+    words = TOKENS.words
+    title_tokens = tuple(words[i] for i in title_ids.tolist())
+    title_weights = dict(zip(title_tokens, weights[: sizes[0]].tolist()))
+    vectors = []
+    start = sizes[0]
+    for n, vector_ids, (norm, mass) in zip(sizes[6:], parts[6:], zip(norms[::2], norms[1::2])):
+        # Ascending by this process's ids, which need not follow the database's.
+        order = np.argsort(vector_ids, kind="stable")
+        vectors.append(Vector(vector_ids[order], weights[start:start + n][order], norm, mass) if n else NO_VECTOR)
+        start += n
+    has_body, generic = bool(flags & 1), bool(flags & 2)
+    return Features(
+        report=report,
+        title=title,
+        sorted_title=" ".join(sorted(title.split())),
+        generic_title=generic,
+        title_tokens=title_tokens,
+        has_body=has_body,
+        key_tokens=tuple(words[i] for i in key_ids.tolist()),
+        vocabulary=vocabulary,
+        text_counts=None,
+        lead_counts=None,
+        name_counts=None,
+        title_numbers=frozenset(words[i] for i in numbers.tolist()),
+        figures=frozenset(words[i] for i in figures.tolist()),
+        years=frozenset(words[i] for i in years.tolist()),
+        length=length,
+        hour=report.published.timestamp() / 3600 if report.published else None,
+        canonical=canonical,
+        fingerprint=fingerprint or None,
+        title_weights=title_weights,
+        title_mass=title_mass,
+        text=vectors[0],
+        lead=vectors[1],
+        names=vectors[2],
+    )
+
+
+def encode_all(snaps: Sequence[tuple], tokens: StoredTokens, conn: Any) -> list[bytes]:
+    return [encode(snap, tokens, conn) for snap in snaps]

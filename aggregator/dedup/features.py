@@ -132,6 +132,7 @@ def make_features(report: Report, settings: DedupSettings) -> Features:
     name_counts = entities_normalised(f"{title_text}.\n{body if has_body else ''}")
     # Sorted: a Counter's order follows the text, but ties in weight must break the same way in every run.
     key_names = [name for name, _ in sorted(name_counts.items(), key=lambda kv: (-kv[1], kv[0]))[: settings.key_names]]
+    text = Counts.of(text_counts)
     return Features(
         report=replace(report, text=""),  # the features are all the engine reads of the text
         title=title,
@@ -140,8 +141,8 @@ def make_features(report: Report, settings: DedupSettings) -> Features:
         title_tokens=title_tokens,
         has_body=has_body,
         key_tokens=tuple(map(sys.intern, dict.fromkeys(title_tokens + tuple(lead) + tuple(key_names)))),
-        vocabulary=TOKENS.ids_of(list(text_counts)),
-        text_counts=Counts.of(text_counts),
+        vocabulary=text.ids,
+        text_counts=text,
         lead_counts=Counts.of(lead_counts),
         name_counts=Counts.of(name_counts),
         title_numbers=frozenset(t for t in title_tokens if NUMBER.match(t)) or NO_TOKENS,
@@ -243,9 +244,9 @@ class Frequencies:
         idf = self._idf
         return {token: idf(token, count) for token, count in zip(tokens, self.counts(tokens))}
 
-    def vector(self, counts: list[tuple[str, int]], idfs: dict[str, float], dfs: dict[str, int], limit: int) -> Vector:
-        """Sublinear TF-IDF of the counts (``idfs`` and ``dfs`` hold their tokens' idfs and document counts); a word
-        no other report in the window carries weighs less.
+    def vector(self, counts: Counts, idfs: dict[int, float], dfs: dict[int, int], limit: int) -> Vector:
+        """Sublinear TF-IDF of the counts (``idfs`` and ``dfs`` hold their token ids' idfs and document counts); a
+        word no other report in the window carries weighs less.
 
         Such a word matches nothing yet; at full weight it would only make a
         long text less alike every other, and leave a text whose only shared
@@ -254,20 +255,22 @@ class Frequencies:
         placed before the others that share its words still meets them.
         """
         unique, tf, log = self.settings.unique_word_weight, SUBLINEAR_TF, math.log
-        return Vector.of({t: (tf[c] if c < 64 else 1.0 + log(c)) * idfs[t] * (unique if dfs[t] < 2 else 1.0)
-                          for t, c in counts}, limit)
+        return Vector.of_ids({t: (tf[c] if c < 64 else 1.0 + log(c)) * idfs[t] * (unique if dfs[t] < 2 else 1.0)
+                              for t, c in zip(counts.ids.tolist(), counts.counts.tolist())}, limit)
 
     def weigh(self, doc: Features) -> None:
         """Freeze the report's weights from the window's frequencies now; its counts are dropped."""
         settings = self.settings
-        parts = [(counts or NO_COUNTS).items() for counts in (doc.text_counts, doc.lead_counts, doc.name_counts)] \
+        title_ids = TOKENS.ids_of(doc.title_tokens)
+        parts = [counts or NO_COUNTS for counts in (doc.text_counts, doc.lead_counts, doc.name_counts)] \
             if doc.has_body else []
         # Each distinct token's count and idf once: the lead's tokens are the text's, and most names are too.
-        distinct = list({token for part in parts for token, _ in part}.union(doc.title_tokens))
-        dfs = dict(zip(distinct, self.counts(distinct)))
-        idf = self._idf
-        idfs = {token: idf(token, count) for token, count in dfs.items()}
-        doc.title_weights = {token: idfs[token] for token in doc.title_tokens}
+        distinct = np.unique(np.concatenate([title_ids, *(part.ids for part in parts)])) if parts else title_ids
+        self._make_room()
+        dfs = dict(zip(distinct.tolist(), self.df[distinct].tolist()))
+        words, idf = TOKENS.words, self._idf
+        idfs = {token: idf(words[token], count) for token, count in dfs.items()}
+        doc.title_weights = {token: idfs[i] for token, i in zip(doc.title_tokens, title_ids.tolist())}
         doc.title_mass = sum(doc.title_weights.values())
         if doc.has_body:
             doc.text = self.vector(parts[0], idfs, dfs, settings.max_vector_terms)

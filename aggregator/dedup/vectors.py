@@ -82,9 +82,15 @@ class Vector:
 
     @classmethod
     def of(cls, weighted: dict[str, float], limit: int) -> Vector:
+        """The vector of weights by token."""
+        return cls.of_ids(dict(zip(TOKENS.ids_of(list(weighted)).tolist(), weighted.values())), limit)
+
+    @classmethod
+    def of_ids(cls, weighted: dict[int, float], limit: int) -> Vector:
+        """The vector of weights by token id: the ``limit`` heaviest kept (ties broken by order), the norm of all."""
         norm = math.sqrt(math.fsum(w * w for w in weighted.values()))
         kept = heaviest(weighted, limit)
-        ids = TOKENS.ids_of(list(kept))
+        ids = np.fromiter(kept.keys(), dtype=np.int32, count=len(kept))
         weights = np.fromiter(kept.values(), dtype=np.float64, count=len(kept))
         order = np.argsort(ids, kind="stable")
         return cls(ids[order], weights[order], norm, math.fsum(kept.values()))
@@ -92,9 +98,9 @@ class Vector:
     def cosine(self, other: Vector) -> float:
         if not self.norm or not other.norm:
             return 0.0
-        dense = _scattered(self)
+        products = _scattered(self)[other.ids]
+        products *= other.weights
         # Terms the other lacks gather a 0.0, which adds nothing to an exactly rounded sum.
-        products = dense[other.ids] * other.weights
         return math.fsum(products.tolist()) / (self.norm * other.norm)
 
     def containment(self, other: Vector) -> float:
@@ -146,7 +152,7 @@ class Counts:
 NO_COUNTS = Counts()
 
 
-def heaviest(weights: dict[str, float], limit: int) -> dict[str, float]:
+def heaviest(weights: dict, limit: int) -> dict:
     """The ``limit`` heaviest entries, heaviest first (ties in their order), or all of them in their order."""
     if len(weights) <= limit:
         return weights
@@ -157,11 +163,9 @@ def heaviest(weights: dict[str, float], limit: int) -> dict[str, float]:
 class _Scatters(threading.local):
     """Per thread, the last few vectors scattered into dense arrays: a report's text, lead and names."""
 
-    SLOTS = 3
-
     def __init__(self) -> None:
-        self.vectors: list[Vector | None] = [None] * self.SLOTS
-        self.dense: list[np.ndarray] = [np.zeros(0) for _ in range(self.SLOTS)]
+        self.vectors: list[Vector | None] = [None, None, None]
+        self.dense: list[np.ndarray] = [np.zeros(0), np.zeros(0), np.zeros(0)]
         self.next = 0
 
 
@@ -171,17 +175,17 @@ _SCATTERS = _Scatters()
 def _scattered(vector: Vector) -> np.ndarray:
     """A dense array holding ``vector``'s weights at its ids and 0.0 elsewhere, as long as the token table."""
     scatters = _SCATTERS
-    size = len(TOKENS)
-    for slot, held in enumerate(scatters.vectors):
-        if held is vector and len(scatters.dense[slot]) >= size:
-            return scatters.dense[slot]
+    vectors, arrays, size = scatters.vectors, scatters.dense, len(TOKENS.words)
+    for slot in (0, 1, 2):
+        if vectors[slot] is vector and len(arrays[slot]) >= size:
+            return arrays[slot]
     slot = scatters.next
-    scatters.next = (slot + 1) % scatters.SLOTS
-    dense, held = scatters.dense[slot], scatters.vectors[slot]
+    scatters.next = (slot + 1) % 3
+    dense, held = arrays[slot], vectors[slot]
     if len(dense) < size:  # the table grew: a larger array, with room to grow
-        dense = scatters.dense[slot] = np.zeros(max(1024, 2 * size))
+        dense = arrays[slot] = np.zeros(max(1024, 2 * size))
     elif held is not None:
         dense[held.ids] = 0.0
     dense[vector.ids] = vector.weights
-    scatters.vectors[slot] = vector
+    vectors[slot] = vector
     return dense

@@ -26,8 +26,8 @@ FORMAT_VERSION = 1
 # version, flags (1: has a body, 2: generic title), length, title mass, then each vector's norm and mass,
 # then the sizes of the id arrays and of the three strings.
 _HEADER = struct.Struct("<BBxxi7d12I")
-_ID_PARTS = ("title_tokens", "key_tokens", "vocabulary", "title_numbers", "figures", "years")
-_VECTORS = ("text", "lead", "names")
+# The id arrays, in this order: title tokens, key tokens, vocabulary, title numbers, figures, years, then the
+# text's, lead's and names' vector ids; the weights: the title's, then the three vectors'.
 
 
 class StoredTokens:
@@ -116,29 +116,33 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None
     (_, flags, length, title_mass, *figures_of_vectors) = _HEADER.unpack_from(blob)
     norms, sizes, string_sizes = figures_of_vectors[:6], figures_of_vectors[6:15], figures_of_vectors[15:]
     n_ids = sum(sizes)
-    n_weights = sizes[0] + sum(sizes[6:])
+    n_title, n_vectors = sizes[0], sizes[6:]
+    n_weights = n_title + sum(n_vectors)
     at = _HEADER.size
-    weights = np.frombuffer(blob, dtype="<f8", count=n_weights, offset=at).astype(np.float64)
+    weights = np.frombuffer(blob, dtype="<f8", count=n_weights, offset=at)
     at += 8 * n_weights
     ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=n_ids, offset=at))
     at += 4 * n_ids
-    strings = []
-    for size in string_sizes:
-        strings.append(blob[at:at + size].decode())
-        at += size
-    title, canonical, fingerprint = strings
-    parts: list[np.ndarray] = np.split(ids, np.cumsum(sizes)[:-1])
-    title_ids, key_ids, vocabulary, numbers, figures, years = parts[:6]
+    title, canonical, fingerprint = (blob[at:(at := at + size)].decode() for size in string_sizes)
+    # The token parts as strings (title, key tokens, numbers, figures, years) in one conversion; the rest stay ids.
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
     words = TOKENS.words
-    title_tokens = tuple(words[i] for i in title_ids.tolist())
-    title_weights = dict(zip(title_tokens, weights[: sizes[0]].tolist()))
+    listed = ids[: bounds[6]].tolist()
+    title_tokens, key_tokens, _, numbers, figures, years = (
+        tuple(words[i] for i in listed[bounds[n]:bounds[n + 1]]) if n != 2 else () for n in range(6))
+    title_weights = dict(zip(title_tokens, weights[:n_title].tolist()))
     vectors = []
-    start = sizes[0]
-    for n, vector_ids, (norm, mass) in zip(sizes[6:], parts[6:], zip(norms[::2], norms[1::2])):
+    start = n_title
+    for n in range(3):
+        size, at_ids = n_vectors[n], bounds[6 + n]
+        vector_ids = ids[at_ids:at_ids + size]
         # Ascending by this process's ids, which need not follow the database's.
-        order = np.argsort(vector_ids, kind="stable")
-        vectors.append(Vector(vector_ids[order], weights[start:start + n][order], norm, mass) if n else NO_VECTOR)
-        start += n
+        order = vector_ids.argsort(kind="stable")
+        vectors.append(Vector(vector_ids[order], weights[start:start + size][order], norms[2 * n], norms[2 * n + 1])
+                       if size else NO_VECTOR)
+        start += size
     has_body, generic = bool(flags & 1), bool(flags & 2)
     return Features(
         report=report,
@@ -147,14 +151,14 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None
         generic_title=generic,
         title_tokens=title_tokens,
         has_body=has_body,
-        key_tokens=tuple(words[i] for i in key_ids.tolist()),
-        vocabulary=vocabulary,
+        key_tokens=key_tokens,
+        vocabulary=ids[bounds[2]:bounds[3]],
         text_counts=None,
         lead_counts=None,
         name_counts=None,
-        title_numbers=frozenset(words[i] for i in numbers.tolist()),
-        figures=frozenset(words[i] for i in figures.tolist()),
-        years=frozenset(words[i] for i in years.tolist()),
+        title_numbers=frozenset(numbers),
+        figures=frozenset(figures),
+        years=frozenset(years),
         length=length,
         hour=report.published.timestamp() / 3600 if report.published else None,
         canonical=canonical,

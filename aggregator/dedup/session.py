@@ -137,13 +137,17 @@ class GroupingSession:
         With fewer than ``at_least`` such entries, nothing is placed yet: a
         report's word weights are frozen when it is placed, and weights from
         a handful of reports say little about which words are rare. With
-        ``at_most``, only the oldest that many are placed, so that what a
+        ``at_most``, only the oldest that many (by publication) are placed, so that what a
         batch holds until it is written (its reports, placements and
         evidence) stays small however many entries wait.
         """
         if self._unwritten:
             raise RuntimeError("a grouping session that left placements unwritten cannot place more: start a new one")
-        batch = f"WHERE {READY_FOR_STORY} ORDER BY e.id LIMIT {-1 if at_most is None else int(at_most)}"
+        # Oldest published first, not first stored: a first import stores feed after feed, each spanning days,
+        # and batches in id order each reached back past what the grouper had let go, so that each began
+        # afresh and loaded every stored story again.
+        batch = (f"WHERE {READY_FOR_STORY} ORDER BY coalesce(e.published, e.first_seen), e.id "
+                 f"LIMIT {-1 if at_most is None else int(at_most)}")
         waiting, earliest = self.db.execute(
             "SELECT count(*), min(coalesce(published, first_seen)) "
             f"FROM (SELECT e.published, e.first_seen FROM entries e {batch})"

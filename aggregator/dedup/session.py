@@ -22,7 +22,7 @@ from aggregator.dedup.credit import original_source, report_credit
 from aggregator.dedup.features import Features, Report
 from aggregator.dedup.grouper import Merge, StoryGrouper
 from aggregator.dedup.settings import DedupSettings
-from aggregator.dedup.stored import StoredTokens, decode, encode, snapshot
+from aggregator.dedup.stored import StoredTokens, decode, encode_all, snapshot
 from aggregator.dedup.text import fold
 from aggregator.store import READY_FOR_STORY, from_db_time, in_batches, sql_marks, to_db_time, write_transaction
 from aggregator.urls import host_of
@@ -244,8 +244,8 @@ class GroupingSession:
         if snapshots:
             db.conn.executemany(
                 "INSERT OR REPLACE INTO entry_features (entry_id, features, credit) VALUES (?, ?, ?)",
-                [(entry_id, encode(snap, self.tokens, db.conn), self.credits.get(entry_id))
-                 for (entry_id, *_), snap in zip(chunk, snapshots)],
+                [(entry_id, blob, self.credits.get(entry_id))
+                 for (entry_id, *_), blob in zip(chunk, encode_all(snapshots, self.tokens, db.conn))],
             )
         for story_id in sorted(touched):
             _write_story(db, grouper, self.credits, story_id)

@@ -88,25 +88,38 @@ def _grown(array: np.ndarray, size: int) -> np.ndarray:
 
 def snapshot(doc: Features) -> tuple:
     """What :func:`encode` needs of a placed report, taken at once: the grouper may release it later."""
-    return (doc.title, doc.generic_title, doc.has_body, doc.length, doc.title_mass, doc.canonical,
-            doc.fingerprint or "", doc.title_tokens, doc.key_tokens, doc.vocabulary,
-            tuple(doc.title_numbers), tuple(doc.figures), tuple(doc.years),
-            [doc.title_weights[t] for t in doc.title_tokens], doc.text, doc.lead, doc.names)
+    vectors = (doc.text, doc.lead, doc.names)
+    token_parts = (doc.title_tokens, doc.key_tokens, (), tuple(doc.title_numbers), tuple(doc.figures),
+                   tuple(doc.years))
+    ids = TOKENS.ids_of([t for part in token_parts for t in part])
+    sizes = [len(part) for part in token_parts]
+    sizes[2] = len(doc.vocabulary)
+    at = len(doc.title_tokens) + len(doc.key_tokens)
+    ids = np.concatenate([ids[:at], doc.vocabulary, ids[at:], *(v.ids for v in vectors)])
+    header = (FORMAT_VERSION, doc.has_body | doc.generic_title << 1, doc.length, doc.title_mass,
+              *(x for v in vectors for x in (v.norm, v.mass)), *sizes, *(len(v.ids) for v in vectors))
+    weights = np.concatenate([np.fromiter(map(doc.title_weights.__getitem__, doc.title_tokens), dtype=np.float64,
+                                          count=len(doc.title_tokens)), *(v.weights for v in vectors)])
+    strings = [s.encode() for s in (doc.title, doc.canonical, doc.fingerprint or "")]
+    return header, weights, ids, strings
+
+
+def encode_all(snapshots: Sequence[tuple], tokens: StoredTokens, conn: Any) -> list[bytes]:
+    """The reports' features as blobs, tokens as database ids: the tokens ``tokens`` lacks are added first, at once
+    (inside a write transaction)."""
+    if snapshots:
+        tokens.to_database(conn, np.concatenate([ids for _, _, ids, _ in snapshots]))
+    return [encode(snap, tokens, conn) for snap in snapshots]
 
 
 def encode(snap: tuple, tokens: StoredTokens, conn: Any) -> bytes:
     """One report's features as a blob, tokens as database ids (new ones added to ``tokens``)."""
-    (title, generic, has_body, length, title_mass, canonical, fingerprint, title_tokens, key_tokens, vocabulary,
-     numbers, figures, years, title_weights, *vectors) = snap
-    id_parts = [TOKENS.ids_of(title_tokens), TOKENS.ids_of(key_tokens), vocabulary, TOKENS.ids_of(numbers),
-                TOKENS.ids_of(figures), TOKENS.ids_of(years)] + [v.ids for v in vectors]
-    ids = tokens.to_database(conn, np.concatenate(id_parts).astype(np.int32))
-    strings = [s.encode() for s in (title, canonical, fingerprint)]
-    header = _HEADER.pack(FORMAT_VERSION, has_body | generic << 1, length, title_mass,
-                          *(x for v in vectors for x in (v.norm, v.mass)),
-                          *(len(p) for p in id_parts), *(len(s) for s in strings))
-    weights = np.concatenate([np.array(title_weights, dtype=np.float64)] + [v.weights for v in vectors])
-    return b"".join([header, weights.astype("<f8").tobytes(), ids.astype("<i4").tobytes(), *strings])
+    header, weights, ids, strings = snap
+    db_ids = tokens.to_database(conn, ids)
+    packed = _HEADER.pack(*header, *(len(s) for s in strings))
+    # Native order is little-endian on every platform numpy ships wheels for that runs agg; astype is then free.
+    return b"".join([packed, weights.astype("<f8", copy=False).tobytes(), db_ids.astype("<i4", copy=False).tobytes(),
+                     *strings])
 
 
 def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None:
@@ -131,16 +144,13 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None
     words = TOKENS.words
     listed = ids[: bounds[6]].tolist()
     title_tokens, key_tokens, _, numbers, figures, years = (
-        tuple(words[i] for i in listed[bounds[n]:bounds[n + 1]]) if n != 2 else () for n in range(6))
+        tuple(map(words.__getitem__, listed[bounds[n]:bounds[n + 1]])) if n != 2 else () for n in range(6))
     title_weights = dict(zip(title_tokens, weights[:n_title].tolist()))
     vectors = []
     start = n_title
     for n in range(3):
         size, at_ids = n_vectors[n], bounds[6 + n]
-        vector_ids = ids[at_ids:at_ids + size]
-        # Ascending by this process's ids, which need not follow the database's.
-        order = vector_ids.argsort(kind="stable")
-        vectors.append(Vector(vector_ids[order], weights[start:start + size][order], norms[2 * n], norms[2 * n + 1])
+        vectors.append(Vector(ids[at_ids:at_ids + size], weights[start:start + size], norms[2 * n], norms[2 * n + 1])
                        if size else NO_VECTOR)
         start += size
     has_body, generic = bool(flags & 1), bool(flags & 2)
@@ -152,7 +162,7 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None
         title_tokens=title_tokens,
         has_body=has_body,
         key_tokens=key_tokens,
-        vocabulary=ids[bounds[2]:bounds[3]],
+        vocabulary=ids[bounds[2]:bounds[3]],  # views of one array (and of the blob for the weights): no copies
         text_counts=None,
         lead_counts=None,
         name_counts=None,
@@ -170,6 +180,3 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None
         names=vectors[2],
     )
 
-
-def encode_all(snaps: Sequence[tuple], tokens: StoredTokens, conn: Any) -> list[bytes]:
-    return [encode(snap, tokens, conn) for snap in snaps]

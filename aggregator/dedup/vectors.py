@@ -72,7 +72,8 @@ TOKENS = TokenTable()
 class Vector:
     """A text's heaviest weighted terms, and the norm of all its terms (left-out terms still make texts less alike).
 
-    ``ids`` ascending, ``weights[i]`` the weight of ``ids[i]``; ``mass`` is the sum of the kept weights.
+    ``weights[i]`` is the weight of token ``ids[i]`` (distinct ids, in no order that matters: every product
+    goes through a dense scatter); ``mass`` is the sum of the kept weights.
     """
 
     ids: np.ndarray = field(default_factory=lambda: NO_IDS)
@@ -92,8 +93,7 @@ class Vector:
         kept = heaviest(weighted, limit)
         ids = np.fromiter(kept.keys(), dtype=np.int32, count=len(kept))
         weights = np.fromiter(kept.values(), dtype=np.float64, count=len(kept))
-        order = np.argsort(ids, kind="stable")
-        return cls(ids[order], weights[order], norm, math.fsum(kept.values()))
+        return cls(ids, weights, norm, math.fsum(kept.values()))
 
     def cosine(self, other: Vector) -> float:
         if not self.norm or not other.norm:
@@ -107,9 +107,8 @@ class Vector:
         """Share of this vector's weight on terms the other carries too."""
         if not self.mass or not len(other.ids):
             return 0.0
-        places = np.searchsorted(other.ids, self.ids)
-        np.minimum(places, len(other.ids) - 1, out=places)
-        shared = self.weights[other.ids[places] == self.ids]
+        # Every kept weight is positive: a term the other carries gathers a weight, one it lacks a 0.0.
+        shared = self.weights[_scattered(other)[self.ids] != 0.0]
         return math.fsum(shared.tolist()) / self.mass
 
     def terms(self) -> dict[str, float]:
@@ -118,8 +117,12 @@ class Vector:
         return dict(pairs)
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Vector) and self.norm == other.norm and self.mass == other.mass
-                and np.array_equal(self.ids, other.ids) and np.array_equal(self.weights, other.weights))
+        """The same weights by token (in any order), norm and mass."""
+        if not isinstance(other, Vector) or self.norm != other.norm or self.mass != other.mass:
+            return False
+        mine, theirs = np.argsort(self.ids), np.argsort(other.ids)
+        return (np.array_equal(self.ids[mine], other.ids[theirs])
+                and np.array_equal(self.weights[mine], other.weights[theirs]))
 
     def __hash__(self) -> int:  # consistent with __eq__; dataclass defaults must be hashable
         return hash((self.norm, self.mass, len(self.ids)))

@@ -132,7 +132,8 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None
     n_title, n_vectors = sizes[0], sizes[6:]
     n_weights = n_title + sum(n_vectors)
     at = _HEADER.size
-    weights = np.frombuffer(blob, dtype="<f8", count=n_weights, offset=at)
+    # Copied: views would keep the whole blob (database token ids and all) alive beside the features.
+    weights = np.frombuffer(blob, dtype="<f8", count=n_weights, offset=at).copy()
     at += 8 * n_weights
     ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=n_ids, offset=at))
     at += 4 * n_ids
@@ -162,7 +163,7 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None
         title_tokens=title_tokens,
         has_body=has_body,
         key_tokens=key_tokens,
-        vocabulary=ids[bounds[2]:bounds[3]],  # views of one array (and of the blob for the weights): no copies
+        vocabulary=ids[bounds[2]:bounds[3]],  # views of one array of this process's ids
         text_counts=None,
         lead_counts=None,
         name_counts=None,

@@ -296,11 +296,14 @@ def _seed_existing(
     """
     window = "e.story_id IS NOT NULL AND coalesce(e.published, e.first_seen) BETWEEN ? AND ?"
     members_of: dict[int, list[int]] = defaultdict(list)  # in the window's order: oldest first
+    resolved: dict[int, int] = {}  # one lookup a story, not one a member
     for entry_id, story_id in db.execute(
         f"SELECT e.id, e.story_id FROM entries e WHERE {window} ORDER BY coalesce(e.published, e.first_seen), e.id",
         [start, end],
     ):
-        members_of[resolve_story_id(db, story_id)].append(entry_id)
+        if story_id not in resolved:
+            resolved[story_id] = resolve_story_id(db, story_id)
+        members_of[resolved[story_id]].append(entry_id)
     stories = [(story_id, members) for story_id, members in sorted(members_of.items())
                if story_id not in grouper.stories]  # loaded already, or placed by this session
     for batch in _batches_of_rows(stories, SEED_ROWS):

@@ -87,34 +87,46 @@ def _grown(array: np.ndarray, size: int) -> np.ndarray:
 
 
 def snapshot(doc: Features) -> tuple:
-    """What :func:`encode` needs of a placed report, taken at once: the grouper may release it later."""
-    vectors = (doc.text, doc.lead, doc.names)
-    token_parts = (doc.title_tokens, doc.key_tokens, (), tuple(doc.title_numbers), tuple(doc.figures),
-                   tuple(doc.years))
+    """What :func:`encode` needs of a placed report, taken at once: the grouper may release it later (which
+    rebinds its fields, and leaves these objects as they are). References only: nothing is copied until written."""
+    return (doc.title, doc.generic_title, doc.has_body, doc.length, doc.title_mass, doc.canonical, doc.fingerprint,
+            doc.title_tokens, doc.key_tokens, doc.vocabulary, doc.title_numbers, doc.figures, doc.years,
+            doc.title_weights, doc.text, doc.lead, doc.names)
+
+
+def _arrays(snap: tuple) -> tuple:
+    """A snapshot's header fields, weights, process token ids (in the blob's order) and strings."""
+    (title, generic, has_body, length, title_mass, canonical, fingerprint, title_tokens, key_tokens, vocabulary,
+     numbers, figures, years, title_weights, *vectors) = snap
+    token_parts = (title_tokens, key_tokens, (), tuple(numbers), tuple(figures), tuple(years))
     ids = TOKENS.ids_of([t for part in token_parts for t in part])
     sizes = [len(part) for part in token_parts]
-    sizes[2] = len(doc.vocabulary)
-    at = len(doc.title_tokens) + len(doc.key_tokens)
-    ids = np.concatenate([ids[:at], doc.vocabulary, ids[at:], *(v.ids for v in vectors)])
-    header = (FORMAT_VERSION, doc.has_body | doc.generic_title << 1, doc.length, doc.title_mass,
+    sizes[2] = len(vocabulary)
+    at = len(title_tokens) + len(key_tokens)
+    ids = np.concatenate([ids[:at], vocabulary, ids[at:], *(v.ids for v in vectors)])
+    header = (FORMAT_VERSION, has_body | generic << 1, length, title_mass,
               *(x for v in vectors for x in (v.norm, v.mass)), *sizes, *(len(v.ids) for v in vectors))
-    weights = np.concatenate([np.fromiter(map(doc.title_weights.__getitem__, doc.title_tokens), dtype=np.float64,
-                                          count=len(doc.title_tokens)), *(v.weights for v in vectors)])
-    strings = [s.encode() for s in (doc.title, doc.canonical, doc.fingerprint or "")]
-    return header, weights, ids, strings
+    weights = np.concatenate([np.fromiter(map(title_weights.__getitem__, title_tokens), dtype=np.float64,
+                                          count=len(title_tokens)), *(v.weights for v in vectors)])
+    return header, weights, ids, [s.encode() for s in (title, canonical, fingerprint or "")]
 
 
 def encode_all(snapshots: Sequence[tuple], tokens: StoredTokens, conn: Any) -> list[bytes]:
     """The reports' features as blobs, tokens as database ids: the tokens ``tokens`` lacks are added first, at once
     (inside a write transaction)."""
-    if snapshots:
-        tokens.to_database(conn, np.concatenate([ids for _, _, ids, _ in snapshots]))
-    return [encode(snap, tokens, conn) for snap in snapshots]
+    arrays = [_arrays(snap) for snap in snapshots]
+    if arrays:
+        tokens.to_database(conn, np.concatenate([ids for _, _, ids, _ in arrays]))
+    return [_pack(parts, tokens, conn) for parts in arrays]
 
 
 def encode(snap: tuple, tokens: StoredTokens, conn: Any) -> bytes:
     """One report's features as a blob, tokens as database ids (new ones added to ``tokens``)."""
-    header, weights, ids, strings = snap
+    return _pack(_arrays(snap), tokens, conn)
+
+
+def _pack(parts: tuple, tokens: StoredTokens, conn: Any) -> bytes:
+    header, weights, ids, strings = parts
     db_ids = tokens.to_database(conn, ids)
     packed = _HEADER.pack(*header, *(len(s) for s in strings))
     # Native order is little-endian on every platform numpy ships wheels for that runs agg; astype is then free.

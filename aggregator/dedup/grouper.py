@@ -29,11 +29,11 @@ carry it.
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import repeat
+from itertools import chain, repeat
 from operator import add
 from typing import Any
 
@@ -140,6 +140,7 @@ class StoryGrouper:
         """
         story = self.stories.setdefault(story_id, _Story(story_id))
         self.next_id = max(self.next_id, story_id + 1)
+        docs = []
         for report in reports:
             if isinstance(report, Features):
                 doc = report
@@ -151,7 +152,11 @@ class StoryGrouper:
             else:
                 self.observe([report])
                 doc = self._new_doc(report)
-            self._attach(doc, story)
+            self._attach(doc, story, post=False)
+            docs.append(doc)
+        # The story's postings at once: its members share most of their key tokens (the same end state as
+        # posting each member in turn; seeding a window of 50,000 spent a third of its time posting).
+        self._post_counts(Counter(chain.from_iterable(doc.key_tokens for doc in docs)), story.id)
 
     def add(self, report: Report) -> Placement:
         """Place one report: into the story it matches, else into a new story."""
@@ -228,14 +233,15 @@ class StoryGrouper:
         self._freq.weigh(doc)
         return doc
 
-    def _attach(self, doc: Features, story: _Story) -> None:
+    def _attach(self, doc: Features, story: _Story, post: bool = True) -> None:
         story.members.append(doc)
         if story.representative is None or (doc.has_body and not story.representative.has_body):
             story.representative = doc
         self.story_of[doc.report.id] = story.id
         self._docs[doc.seq] = doc
         self._doc_story[doc.seq] = story.id
-        self._post(doc, story.id)
+        if post:
+            self._post_counts(dict.fromkeys(doc.key_tokens, 1), story.id)
         if doc.canonical:
             self._by_url.setdefault(doc.canonical, doc.seq)
         guid = meaningful_guid(doc.report.guid)
@@ -263,17 +269,18 @@ class StoryGrouper:
             # Nothing arriving from now on is close enough in time to be compared with it.
             old.release()
 
-    def _post(self, doc: Features, story_id: int) -> None:
-        crowded, limit = self._crowded, self.settings.max_posting_stories
-        for token in doc.key_tokens:
+    def _post_counts(self, counts: dict[str, int], story_id: int) -> None:
+        """Post ``counts[token]`` reports of the story under each token."""
+        crowded, limit, postings = self._crowded, self.settings.max_posting_stories, self._postings
+        for token, n in counts.items():
             if token in crowded:
-                crowded[token] += 1
+                crowded[token] += n
                 continue
-            stories = self._postings[token]
-            stories[story_id] = stories.get(story_id, 0) + 1
+            stories = postings[token]
+            stories[story_id] = stories.get(story_id, 0) + n
             if len(stories) > limit:
                 crowded[token] = sum(stories.values())
-                del self._postings[token]
+                del postings[token]
 
     def _unpost(self, doc: Features, story_id: int) -> None:
         """Take a report leaving the window out of the postings (its doc no longer in ``_docs``)."""

@@ -154,10 +154,11 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None
     bounds = [0]
     for size in sizes:
         bounds.append(bounds[-1] + size)
-    words = TOKENS.words
-    listed = ids[: bounds[6]].tolist()
-    title_tokens, key_tokens, _, numbers, figures, years = (
-        tuple(map(words.__getitem__, listed[bounds[n]:bounds[n + 1]])) if n != 2 else () for n in range(6))
+    word = TOKENS.words.__getitem__
+    title_tokens = tuple(map(word, ids[: bounds[2]].tolist()))  # title tokens, then key tokens
+    key_tokens = title_tokens[n_title:]
+    title_tokens = title_tokens[:n_title]
+    numbers, figures, years = (map(word, ids[bounds[n]:bounds[n + 1]].tolist()) for n in (3, 4, 5))
     title_weights = dict(zip(title_tokens, weights[:n_title].tolist()))
     vectors = []
     start = n_title

@@ -149,7 +149,10 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None
     at += 8 * n_weights
     ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=n_ids, offset=at))
     at += 4 * n_ids
-    title, canonical, fingerprint = (blob[at:(at := at + size)].decode() for size in string_sizes)
+    n_title_chars, n_canonical_chars, n_fingerprint_chars = string_sizes
+    title = blob[at:(at := at + n_title_chars)].decode()
+    canonical = blob[at:(at := at + n_canonical_chars)].decode()
+    fingerprint = blob[at:at + n_fingerprint_chars].decode()
     # The token parts as strings (title, key tokens, numbers, figures, years) in one conversion; the rest stay ids.
     bounds = [0]
     for size in sizes:
@@ -158,7 +161,8 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None
     title_tokens = tuple(map(word, ids[: bounds[2]].tolist()))  # title tokens, then key tokens
     key_tokens = title_tokens[n_title:]
     title_tokens = title_tokens[:n_title]
-    numbers, figures, years = (map(word, ids[bounds[n]:bounds[n + 1]].tolist()) for n in (3, 4, 5))
+    numbers, figures, years = map(word, ids[bounds[3]:bounds[4]].tolist()), \
+        map(word, ids[bounds[4]:bounds[5]].tolist()), map(word, ids[bounds[5]:bounds[6]].tolist())
     title_weights = dict(zip(title_tokens, weights[:n_title].tolist()))
     vectors = []
     start = n_title

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 from itertools import combinations
 
@@ -148,3 +149,19 @@ def test_the_token_table_gives_each_token_one_id_across_sessions(store):
     rows = db.execute("SELECT id, token FROM tokens").fetchall()
     assert len({token for _, token in rows}) == len(rows)
     assert all(TOKENS.known(token) is not None for _, token in rows)
+
+
+def test_the_token_table_starts_afresh_past_its_limit_only_while_no_grouper_is_alive(monkeypatch):
+    """A daemon groups run after run in one process: the table of tokens must not grow for ever."""
+    monkeypatch.setattr(grouper_module, "TOKEN_TABLE_LIMIT", 10)
+    gc.collect()  # groupers of earlier tests
+    first = StoryGrouper()
+    placed = first.add_many(fixture_reports())
+    assert len(TOKENS) > 10
+    second = StoryGrouper()  # the first is alive: its features hold ids
+    assert len(TOKENS) > 10 and second.add_many(fixture_reports()) == placed
+    del first, second
+    gc.collect()
+    third = StoryGrouper()
+    assert len(TOKENS) == 0  # nothing held ids: the table started afresh
+    assert third.add_many(fixture_reports()) == placed

@@ -29,6 +29,7 @@ carry it.
 from __future__ import annotations
 
 import heapq
+import weakref
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from typing import Any
 from aggregator.dedup.features import Features, Frequencies, Report, make_features, meaningful_guid
 from aggregator.dedup.scoring import score_pair
 from aggregator.dedup.settings import DedupSettings
+from aggregator.dedup.vectors import TOKENS
 
 
 @dataclass
@@ -79,6 +81,13 @@ class _Story:
         return [first] + [m for m in newest if m is not first][: limit - 1]
 
 
+# The token table (dedup.vectors.TOKENS) only grows, and a daemon groups in its own process run after
+# run, meeting new names every day: past this many tokens, a grouper that starts while no other is
+# alive (so no features hold ids) starts the table afresh.
+TOKEN_TABLE_LIMIT = 1_000_000
+_LIVE_GROUPERS: weakref.WeakSet = weakref.WeakSet()
+
+
 class StoryGrouper:
     """Places reports into stories one at a time; ids once given never change.
 
@@ -89,6 +98,9 @@ class StoryGrouper:
     """
 
     def __init__(self, settings: DedupSettings | None = None, first_new_id: int = 1) -> None:
+        if not _LIVE_GROUPERS and len(TOKENS) > TOKEN_TABLE_LIMIT:
+            TOKENS.clear()
+        _LIVE_GROUPERS.add(self)
         self.settings = settings or DedupSettings()
         self.next_id = first_new_id
         self.stories: dict[int, _Story] = {}

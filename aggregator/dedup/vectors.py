@@ -56,6 +56,12 @@ class TokenTable:
         except KeyError:
             return np.fromiter(map(self.id_of, tokens), dtype=np.int32, count=len(tokens))
 
+    def clear(self) -> None:
+        """Forget every token: only when no features hold ids (see ``StoryGrouper``), or theirs would mean others."""
+        with self._lock:
+            self.ids = {}
+            self.words = []
+
     def known(self, token: str) -> int | None:
         """The token's id, or None if no report has carried it (no id is given)."""
         return self.ids.get(token)

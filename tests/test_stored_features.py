@@ -87,6 +87,7 @@ def test_stored_features_score_exactly_as_the_placed_ones(store):
         assert score_pair(a, b_again, settings) == score_pair(a, b, settings) == score_pair(a_again, b, settings)
     blob = blobs[docs[0].report.id]
     assert decode(b"\x63" + blob[1:], docs[0].report, tokens) is None  # a format it does not know
+    assert decode(blob, docs[0].report, StoredTokens()) is None  # tokens not read yet: the text is read instead
 
 
 def test_entries_grouped_before_migration_7_are_read_from_their_texts(tmp_path, monkeypatch):

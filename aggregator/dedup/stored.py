@@ -77,8 +77,12 @@ class StoredTokens:
             found = self.database_of[ids]
         return found
 
-    def to_process(self, db_ids: np.ndarray) -> np.ndarray:
-        return self.process_of[db_ids]
+    def to_process(self, db_ids: np.ndarray) -> np.ndarray | None:
+        """This process's ids of database ids, or None if one is newer than the last :meth:`refresh`."""
+        if len(db_ids) and db_ids.max() >= len(self.process_of):
+            return None
+        ids = self.process_of[db_ids]
+        return None if len(ids) and ids.min() < 0 else ids
 
 
 def _grown(array: np.ndarray, size: int) -> np.ndarray:
@@ -149,6 +153,8 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None
     weights = np.frombuffer(blob, dtype="<f8", count=n_weights, offset=at).copy()
     at += 8 * n_weights
     ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=n_ids, offset=at))
+    if ids is None:  # written by another process since the tokens were read: the text is read instead
+        return None
     at += 4 * n_ids
     n_title_chars, n_canonical_chars, n_fingerprint_chars = string_sizes
     title = blob[at:(at := at + n_title_chars)].decode()

@@ -146,26 +146,24 @@ class GroupingSession:
         # Oldest published first, not first stored: a first import stores feed after feed, each spanning days,
         # and batches in id order each reached back past what the grouper had let go, so that each began
         # afresh and loaded every stored story again.
-        batch = (f"WHERE {READY_FOR_STORY} ORDER BY coalesce(e.published, e.first_seen), e.id "
-                 f"LIMIT {-1 if at_most is None else int(at_most)}")
-        waiting, earliest = self.db.execute(
-            "SELECT count(*), min(coalesce(published, first_seen)) "
-            f"FROM (SELECT e.published, e.first_seen FROM entries e {batch})"
-        ).fetchone()
-        if waiting < at_least:
+        # Which entries first, their rows (texts and all) after by id: sorting whole rows by time read every
+        # waiting text into the sorter, batch after batch.
+        chosen = self.db.execute(
+            "SELECT e.id, coalesce(e.published, e.first_seen) AS at FROM entries e "
+            f"WHERE {READY_FOR_STORY} ORDER BY at, e.id LIMIT {-1 if at_most is None else int(at_most)}"
+        ).fetchall()
+        if len(chosen) < at_least or not chosen:
             return GroupingSummary()
+        earliest = chosen[0][1]
+        ids = sorted(entry_id for entry_id, _ in chosen)
+        del chosen
         forgotten = self.grouper.forgotten_before
         window = timedelta(hours=self.settings.window_hours)
         if earliest and forgotten and from_db_time(earliest) - window < forgotten:
             # The batch reaches back past what the grouper has let go (entries arrive in any order of
             # publication): group it as a first batch would, from the stories stored so far.
             self._start_afresh()
-        new_reports = _observed_reports(
-            self.db,
-            self.grouper,
-            self.credits,
-            f"SELECT {_scored_columns(self.settings)} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id {batch}",
-        )
+        new_reports = _observed_reports(self.db, self.grouper, self.credits, ids)
         if not new_reports:
             return GroupingSummary()
         times = [r.published for r in new_reports if r.published]
@@ -263,22 +261,25 @@ def group_new_entries(
 
 
 def _observed_reports(
-    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], sql: str
+    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], ids: list[int]
 ) -> list[Report]:
-    """The rows' reports, observed by the grouper as they are read and kept without their texts.
+    """The entries' reports (``ids`` ascending), observed by the grouper as they are read and kept without texts.
 
     One row's text at a time is in memory, not the whole run's: the grouper
     keeps the features it needs and nothing reads the texts again.
     """
-    cursor = db.execute(sql)
-    names = [d[0] for d in cursor.description]
     reports = []
-    for row in cursor:
-        report = _report_from_row(dict(zip(names, row)))
-        grouper.observe([report])
-        credits[report.id] = report_credit(report)
-        report.text = ""
-        reports.append(report)
+    for part in in_batches(ids, SEED_ROWS):
+        cursor = db.execute(f"SELECT {_scored_columns(grouper.settings)} FROM entries e "
+                            f"LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.id IN ({sql_marks(part)}) ORDER BY e.id",
+                            part)
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            report = _report_from_row(dict(zip(names, row)))
+            grouper.observe([report])
+            credits[report.id] = report_credit(report)
+            report.text = ""
+            reports.append(report)
     return reports
 
 

@@ -45,6 +45,9 @@ MAX_WAKE_SECONDS = 3600.0
 MISFIRE_GRACE_SECONDS = 3600
 CONFIG_POLL_SECONDS = 2.0
 MAINTENANCE_HOUR = 4  # local time: when servers and people are quiet
+# The grouping session the runs share is renewed once its stories span this many windows: the new
+# entries' window and the one each side of it, and as much again for the runs to come.
+KEPT_WINDOWS = 4
 
 
 @dataclass
@@ -139,9 +142,11 @@ class Daemon:
             self._reschedule()
 
     def _grouping_session(self) -> dedup.GroupingSession:
-        """The session the runs share; a new one when the config's grouping settings changed."""
+        """The session the runs share; a new one when the grouping settings changed, or when the stories it
+        holds span ``KEPT_WINDOWS`` windows (those behind the window only cost memory)."""
         settings = self.config.settings.dedup
-        if self._grouping is None or self._grouping.settings != settings:
+        if self._grouping is None or self._grouping.settings != settings or \
+                self._grouping.span() > KEPT_WINDOWS * timedelta(hours=settings.window_hours):
             self._grouping = dedup.GroupingSession(self.store.db, settings)
         return self._grouping
 

@@ -313,7 +313,9 @@ GROUPING_NICENESS = 10
 # background `agg group`: more than a run of a thousand feeds takes to fetch.
 BACKGROUND_GROUPING_MIN = 2000
 # What loading one stored report costs, as a share of placing a fresh one: its features are
-# rebuilt from its text (bench/dedup_scale.py --steady: about 0.2 ms against 1 ms).
+# rebuilt from its text (bench/dedup_scale.py --steady: about 0.2 ms against 1 ms). Reports
+# grouped since migration 7 load from their stored features instead, about half that
+# (bench/README.md, speed round 7); kept at the cost of the older ones, which still read texts.
 STORED_REPORT_COST = 0.2
 
 

@@ -427,13 +427,14 @@ def main() -> None:
                 for engine, root in engines:
                     # Each engine groups its own copy of the same entries (the builder is seeded).
                     path = Path(tmp) / f"bench-{size}-{engine}.db"
-                    origin = run_child("build-db", str(path), str(size), str(args.steady))["origin"]
+                    # Built by the engine's own code: its schema (a base before migration 7 refuses a newer file).
+                    origin = run_child("build-db", str(path), str(size), str(args.steady), root=root)["origin"]
                     if size == args.db_sizes[0] and engine == engines[0][0]:
                         print(f"\nDB step group_new_entries, fresh entries in one 72 h window: {origin}\n{HEADER}")
                     fresh[engine][size] = run_child("db", str(path), root=root)
                     print(row(engine, size, fresh[engine][size], fresh_targets(size, fresh[engine][size])), flush=True)
                     if args.steady:
-                        run_child("release", str(path))
+                        run_child("release", str(path), root=root)
                         steady.append((engine, size, run_child("db", str(path), root=root)))
                     path.unlink()
                 if args.steady and args.kept:

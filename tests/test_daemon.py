@@ -299,6 +299,28 @@ def test_the_daemons_runs_share_the_stories_they_loaded(tmp_path, server, caplog
     store.close()
 
 
+def test_the_daemons_grouping_session_is_renewed_once_its_stories_span_four_windows(tmp_path, server):
+    def outlet(name: str, published: str) -> str:
+        items = [{"guid": f"{name}-1", "title": f"Harbour authority reopens the north bridge ({name})",
+                  "link": f"http://example.test/{name}/1", "pubDate": published}]
+        return server.route(f"/{name}.xml", Reply(body=rss_document(items, title=name)))
+
+    early, late = outlet("early", "Sun, 01 Mar 2026 10:00:00 GMT"), outlet("late", "Sat, 21 Mar 2026 10:00:00 GMT")
+    cfg = write_config(tmp_path / "feeds.yaml", [(early, False)])
+    store = Store.open(tmp_path / "agg.db")
+    keeper = Daemon(load_config(cfg), store)
+    keeper.add_jobs()
+    keeper.fetch_due()
+    session = keeper._grouping_session()
+    assert session.span() == timedelta(days=6)  # the window each side of its one report
+    keeper.config = load_config(write_config(cfg, [(early, False), (late, False)]))
+    keeper.fetch_due()  # twenty days later: the session now covers 26 days
+    assert session.span() == timedelta(days=26)
+    assert keeper._grouping_session() is not session
+    assert store.db.execute("SELECT count(*) FROM entries WHERE story_id IS NULL").fetchone()[0] == 0
+    store.close()
+
+
 def _insert_rewrite(store: Store, headline: str) -> None:
     """One more report of a story, stored as another process's run would store it."""
     feed_id = store.db.execute("SELECT min(id) FROM feeds").fetchone()[0]

@@ -21,7 +21,14 @@ from aggregator.dedup import features as features_module
 from aggregator.dedup import scoring
 from aggregator.dedup.features import PRIOR_MIN_FREQUENCY, PRIOR_TEXT_WORDS, Frequencies, Vector, make_features
 from aggregator.dedup.text import fold_normalised, lead_of, normalise_numbers, token_counts, tokens
+from aggregator.dedup.vectors import TOKENS
 from tests.test_dedup import fixture_reports
+
+
+def plain_count(freq: Frequencies, token: str) -> int:
+    """Reports in the window carrying the token, through the token table and the counts array one token at a time."""
+    found = TOKENS.ids.get(token)
+    return int(freq.df[found]) if found is not None and found < len(freq.df) else 0
 
 
 def plain_idf(freq: Frequencies, token: str) -> float:
@@ -30,13 +37,13 @@ def plain_idf(freq: Frequencies, token: str) -> float:
     expected = 0.0
     if settings.prior_weight and (p := features_module.language_frequencies().get(token)) is not None:
         expected = settings.prior_weight * freq.n * -math.expm1(-p * PRIOR_TEXT_WORDS)
-    rarity = math.log((freq.n + 1) / (freq.df.get(token, 0) + 0.5 + expected)) + 1.0
+    rarity = math.log((freq.n + 1) / (plain_count(freq, token) + 0.5 + expected)) + 1.0
     return max(rarity, 0.01) ** settings.idf_power
 
 
 def plain_vector(freq: Frequencies, counts: Counter, limit: int) -> Vector:
     unique = freq.settings.unique_word_weight
-    return Vector.of({t: (1.0 + math.log(c)) * plain_idf(freq, t) * (unique if freq.df.get(t, 0) < 2 else 1.0)
+    return Vector.of({t: (1.0 + math.log(c)) * plain_idf(freq, t) * (unique if plain_count(freq, t) < 2 else 1.0)
                       for t, c in counts.items()}, limit)
 
 
@@ -45,21 +52,24 @@ def plain_weigh(freq: Frequencies, doc) -> None:
     doc.title_weights = {t: plain_idf(freq, t) for t in doc.title_tokens}
     doc.title_mass = sum(doc.title_weights.values())
     if doc.has_body:
-        doc.text = plain_vector(freq, doc.text_counts or Counter(), settings.max_vector_terms)
-        doc.lead = plain_vector(freq, doc.lead_counts or Counter(), settings.max_vector_terms)
-        doc.names = plain_vector(freq, doc.name_counts or Counter(), settings.max_names)
+        doc.text = plain_vector(freq, Counter(dict(doc.text_counts.items())), settings.max_vector_terms)
+        doc.lead = plain_vector(freq, Counter(dict(doc.lead_counts.items())), settings.max_vector_terms)
+        doc.names = plain_vector(freq, Counter(dict(doc.name_counts.items())), settings.max_names)
     doc.text_counts = doc.lead_counts = doc.name_counts = None
 
 
 def plain_cosine(a: Vector, b: Vector) -> float:
+    """The cosine over the shared terms by name, as the dict-based vectors computed it."""
     if not a.norm or not b.norm:
         return 0.0
-    return math.fsum(a.weight(t) * b.weight(t) for t in a.places.keys() & b.places.keys()) / (a.norm * b.norm)
+    mine, theirs = a.terms(), b.terms()
+    return math.fsum(mine[t] * theirs[t] for t in mine.keys() & theirs.keys()) / (a.norm * b.norm)
 
 
 def plain_containment(a: Vector, b: Vector) -> float:
-    total = math.fsum(a.weights)
-    return math.fsum(a.weight(t) for t in a.places if t in b.places) / total if total else 0.0
+    mine, theirs = a.terms(), b.terms()
+    total = math.fsum(mine.values())
+    return math.fsum(w for t, w in mine.items() if t in theirs) / total if total else 0.0
 
 
 def rewritten_reports() -> list[Report]:
@@ -99,7 +109,7 @@ def weighed_window() -> tuple[Frequencies, list, list]:
     plain = [make_features(report, settings) for report in reports]
     for doc in fast:
         freq.add(doc.vocabulary)
-    heavy_counts = sum(any(c >= 64 for c in (doc.text_counts or {}).values()) for doc in fast)
+    heavy_counts = sum(any(c >= 64 for _, c in doc.text_counts.items()) for doc in fast)
     assert heavy_counts, "no text counts a word 64 times: the fallback past the table would go untested"
     for fast_doc, plain_doc in zip(fast, plain):
         freq.weigh(fast_doc)
@@ -109,14 +119,17 @@ def weighed_window() -> tuple[Frequencies, list, list]:
 
 def test_idfs_and_vectors_equal_the_plain_formulas_exactly():
     freq, fast, plain = weighed_window()
-    tokens = sorted({t for doc in fast for t in doc.vocabulary} | {"zzunseen", "the", "said"})
+    tokens = sorted({t for doc in fast for t in TOKENS.tokens_of(doc.vocabulary)} | {"zzunseen", "the", "said"})
     idfs = freq.idfs(tokens)
     assert [idfs[t] for t in tokens] == [plain_idf(freq, t) for t in tokens]
     assert all(freq.idf(t) == plain_idf(freq, t) for t in tokens[:50])
+    assert freq.counts(tokens) == [plain_count(freq, t) for t in tokens]
     for fast_doc, plain_doc in zip(fast, plain):
         assert fast_doc.title_weights == plain_doc.title_weights and fast_doc.title_mass == plain_doc.title_mass
         for part in ("text", "lead", "names"):
-            assert getattr(fast_doc, part) == getattr(plain_doc, part), (fast_doc.report.id, part)
+            vector = getattr(fast_doc, part)
+            assert vector == getattr(plain_doc, part), (fast_doc.report.id, part)
+            assert len(set(vector.ids.tolist())) == len(vector.ids) == len(vector.weights)
 
 
 def test_cosine_containment_and_sort_ratio_equal_the_plain_versions_exactly():
@@ -126,7 +139,10 @@ def test_cosine_containment_and_sort_ratio_equal_the_plain_versions_exactly():
     for a, b in combinations(with_bodies[:120], 2):
         for part in ("text", "lead", "names"):
             va, vb = getattr(a, part), getattr(b, part)
-            assert va.cosine(vb) == plain_cosine(va, vb)
+            # Both ways round: the dense scatter is of the first, whichever report it is.
+            assert va.cosine(vb) == plain_cosine(va, vb) == vb.cosine(va)
+        # Containment both ways: each scatters the other vector.
+        assert b.text.containment(a.text) == plain_containment(b.text, a.text)
         assert a.text.containment(b.text) == plain_containment(a.text, b.text)
         alike += a.text.cosine(b.text) > 0.2
     assert alike > 50

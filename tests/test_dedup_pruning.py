@@ -24,7 +24,7 @@ def plain_candidates(grouper: StoryGrouper, doc) -> list[int]:
         (len(stories), token, stories)
         for token in doc.key_tokens
         if (stories := grouper._postings.get(token)) and len(stories) <= settings.max_posting_stories
-        and freq.df.get(token, 0) <= cap
+        and freq.count(token) <= cap
     )
     weight: dict[int, float] = defaultdict(float)
     budget = settings.max_candidate_postings

@@ -17,12 +17,12 @@ import pytest
 
 from aggregator import dedup, pipeline
 from aggregator.config import load_config
-from aggregator.dedup import WRITE_CHUNK, DedupSettings, GroupingSession, group_new_entries
+from aggregator.dedup import WRITE_CHUNK, DedupSettings, GroupingSession, Report, group_new_entries
 from aggregator.pipeline import GroupingWorker, run
 from aggregator.store import Store
 from tests.conftest import rss_document
 from tests.server import Reply
-from tests.test_dedup import _feeds, _insert_entries, fixture_reports
+from tests.test_dedup import T0, _feeds, _insert_entries, fixture_reports
 from tests.test_pipeline import items, query, write_config
 
 FIRST = ("hf1", "hf2", "hf3", "no1", "no2", "no3")
@@ -160,6 +160,23 @@ def test_a_session_places_at_most_so_many_at_a_time_oldest_first(store):
     counts = db.execute("SELECT n_reports, (SELECT count(*) FROM story_members m WHERE m.story_id = s.id) "
                         "FROM stories s WHERE merged_into IS NULL").fetchall()
     assert all(n_reports == members for n_reports, members in counts) and sum(n for n, _ in counts) == 10
+
+
+def test_batches_of_feeds_spanning_more_than_the_window_load_no_stored_story_again(store, monkeypatch):
+    """A first import stores feed after feed, each over many days: batches go by publication, not by id."""
+    db = store.db
+    reports = [Report(f"f{feed}-{day}", f"{made_up_word(day)} {made_up_word(day, 1)} {made_up_word(2, day)} {made_up_word(3, day)}",
+                      "", f"https://{feed}.example.com/{day}", f"Feed {feed}", T0 + timedelta(days=day))
+               for feed in range(4) for day in range(12)]  # stored feed by feed, each spanning 12 days
+    _insert_entries(db, reports, _feeds(db, reports))
+    seeded = []
+    real_seed = dedup.StoryGrouper.seed
+    monkeypatch.setattr(dedup.StoryGrouper, "seed", lambda self, story_id, members, links=(): (
+        seeded.extend(members), real_seed(self, story_id, members, links)))
+    session = GroupingSession(db, DedupSettings())
+    assert [session.place_ready(at_most=12).placed for _ in range(5)] == [12, 12, 12, 12, 0]
+    assert seeded == []  # every batch found the stories it needed in the grouper
+    assert sorted(n for (n,) in db.execute("SELECT n_reports FROM stories WHERE merged_into IS NULL")) == [4] * 12
 
 
 STORIES = ["Harbour authority reopens the north bridge after three weeks of storm repairs",

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import math
 import sys
-from array import array
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
-from operator import itemgetter
 from typing import Any
+
+import numpy as np
 
 from aggregator.dedup.settings import DedupSettings
 from aggregator.dedup.text import (
@@ -41,7 +41,10 @@ from aggregator.dedup.text import (
     tokens,
     years,
 )
+from aggregator.dedup.vectors import NO_COUNTS, NO_IDS, NO_VECTOR, TOKENS, Counts, Vector, heaviest
 from aggregator.urls import canonical_url
+
+__all__ = ["Features", "Frequencies", "Report", "Vector", "NO_VECTOR", "heaviest", "make_features"]
 
 # A word of frequency p turns up in a text of this many words with probability 1 - exp(-p * words).
 PRIOR_TEXT_WORDS = 300
@@ -63,43 +66,6 @@ class Report:
     canonical_url: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
-class Vector:
-    """A text's heaviest weighted terms, and the norm of all its terms (left-out terms still make texts less alike).
-
-    Each term maps to its place in ``weights``: 8 bytes a weight in an array
-    instead of a 24-byte float object, and places below 257 are shared ints.
-    """
-
-    places: dict[str, int] = field(default_factory=dict)
-    weights: array = field(default_factory=lambda: array("d"))
-    norm: float = 0.0
-
-    @classmethod
-    def of(cls, weighted: dict[str, float], limit: int) -> Vector:
-        norm = math.sqrt(math.fsum(w * w for w in weighted.values()))
-        kept = heaviest(weighted, limit)
-        return cls(dict(zip(kept, range(len(kept)))), array("d", kept.values()), norm)
-
-    def cosine(self, other: Vector) -> float:
-        if not self.norm or not other.norm:
-            return 0.0
-        mine, my_places, theirs, their_places = self.weights, self.places, other.weights, other.places
-        # A list, not a generator calling weight() twice a term: 7% less time (bench/README.md); fsum is
-        # exactly rounded, so the order of the terms cannot change the result.
-        products = [mine[my_places[t]] * theirs[their_places[t]] for t in my_places.keys() & their_places.keys()]
-        return math.fsum(products) / (self.norm * other.norm)
-
-    def containment(self, other: Vector) -> float:
-        """Share of this vector's weight on terms the other carries too."""
-        total = math.fsum(self.weights)
-        return math.fsum(self.weight(t) for t in self.places if t in other.places) / total if total else 0.0
-
-    def weight(self, term: str) -> float:
-        return self.weights[self.places[term]]
-
-
-NO_VECTOR = Vector()
 
 
 @dataclass(slots=True)
@@ -114,11 +80,11 @@ class Features:
     has_body: bool
     # Title and lead tokens and the heaviest names: what the inverted index holds to find candidates.
     key_tokens: tuple[str, ...]
-    vocabulary: tuple[str, ...]  # distinct tokens of title and body: what the window's frequencies count
+    vocabulary: np.ndarray  # ids of the distinct tokens of title and body: what the window's frequencies count
     # Counts of the three texts, dropped once weighted.
-    text_counts: Counter[str] | None
-    lead_counts: Counter[str] | None
-    name_counts: Counter[str] | None
+    text_counts: Counts | None
+    lead_counts: Counts | None
+    name_counts: Counts | None
     title_numbers: frozenset[str]
     figures: frozenset[str]  # figures of title and body
     years: frozenset[str]  # years named in title and body
@@ -136,7 +102,8 @@ class Features:
 
     def release(self) -> None:
         """Drop what only comparisons need, once the report has left the window for good."""
-        self.vocabulary = self.key_tokens = ()
+        self.key_tokens = ()
+        self.vocabulary = NO_IDS
         self.sorted_title = ""
         self.title_weights = {}
         self.text = self.lead = self.names = NO_VECTOR
@@ -165,6 +132,7 @@ def make_features(report: Report, settings: DedupSettings) -> Features:
     name_counts = entities_normalised(f"{title_text}.\n{body if has_body else ''}")
     # Sorted: a Counter's order follows the text, but ties in weight must break the same way in every run.
     key_names = [name for name, _ in sorted(name_counts.items(), key=lambda kv: (-kv[1], kv[0]))[: settings.key_names]]
+    text = Counts.of(text_counts)
     return Features(
         report=replace(report, text=""),  # the features are all the engine reads of the text
         title=title,
@@ -173,10 +141,10 @@ def make_features(report: Report, settings: DedupSettings) -> Features:
         title_tokens=title_tokens,
         has_body=has_body,
         key_tokens=tuple(map(sys.intern, dict.fromkeys(title_tokens + tuple(lead) + tuple(key_names)))),
-        vocabulary=tuple(map(sys.intern, text_counts)),
-        text_counts=text_counts,
-        lead_counts=lead_counts,
-        name_counts=name_counts,
+        vocabulary=text.ids,
+        text_counts=text,
+        lead_counts=Counts.of(lead_counts),
+        name_counts=Counts.of(name_counts),
         title_numbers=frozenset(t for t in title_tokens if NUMBER.match(t)) or NO_TOKENS,
         figures=figures(name_counts),
         years=years(name_counts),
@@ -185,14 +153,6 @@ def make_features(report: Report, settings: DedupSettings) -> Features:
         canonical=canonical_url(report.url, report.canonical_url) if (report.url or report.canonical_url) else "",
         fingerprint=body_fingerprint(folded_body) if len(folded_body) >= settings.min_fingerprint_chars else None,
     )
-
-
-def heaviest(weights: dict[str, float], limit: int) -> dict[str, float]:
-    """The ``limit`` heaviest entries, heaviest first (ties in their order), or all of them in their order."""
-    if len(weights) <= limit:
-        return weights
-    # A stable C-level sort: the same entries, in the same order, as heapq.nlargest, several times faster.
-    return dict(sorted(weights.items(), key=itemgetter(1), reverse=True)[:limit])
 
 
 @cache
@@ -228,43 +188,65 @@ SUBLINEAR_TF = [0.0] + [1.0 + math.log(count) for count in range(1, 64)]
 
 
 class Frequencies:
-    """How many reports in the window carry each token (title and body), and the weights they give."""
+    """How many reports in the window carry each token (title and body), and the weights they give.
+
+    The counts are an array indexed by token id (:data:`TOKENS`): a report's vocabulary is added or
+    removed in one numpy step, and a report's tokens are looked up in one gather.
+    """
 
     def __init__(self, settings: DedupSettings) -> None:
         self.settings = settings
-        self.df: Counter[str] = Counter()
+        self.df = np.zeros(1024, dtype=np.int32)  # by token id
         self.n = 0
         self._prior_share = prior_shares() if settings.prior_weight else {}
 
-    def add(self, doc_tokens: Iterable[str]) -> None:
-        self.df.update(doc_tokens)
+    def _make_room(self) -> None:
+        if len(self.df) < len(TOKENS):
+            grown = np.zeros(max(2 * len(self.df), len(TOKENS)), dtype=np.int32)
+            grown[: len(self.df)] = self.df
+            self.df = grown
+
+    def add(self, doc_tokens: np.ndarray) -> None:
+        """Count one report's distinct token ids."""
+        self._make_room()
+        self.df[doc_tokens] += 1
         self.n += 1
 
-    def remove(self, doc_tokens: Iterable[str]) -> None:
-        for token in doc_tokens:
-            left = self.df[token] - 1
-            if left > 0:
-                self.df[token] = left
-            else:
-                del self.df[token]
+    def remove(self, doc_tokens: np.ndarray) -> None:
+        self.df[doc_tokens] -= 1
         self.n -= 1
+
+    def count(self, token: str) -> int:
+        """How many reports in the window carry the token."""
+        found = TOKENS.known(token)
+        return int(self.df[found]) if found is not None and found < len(self.df) else 0
+
+    def counts(self, tokens: list[str]) -> list[int]:
+        """:meth:`count` of each token, in one gather."""
+        ids = TOKENS.ids_of(tokens)
+        self._make_room()
+        return self.df[ids].tolist()
 
     def idf(self, token: str) -> float:
         """Inverse document frequency, sharpened by ``idf_power``; the language's frequency counts as documents too."""
+        return self._idf(token, self.count(token))
+
+    def _idf(self, token: str, count: int) -> float:
         n = self.n
         share = self._prior_share.get(token)
         expected = 0.0 if share is None else self.settings.prior_weight * n * share
-        rarity = math.log((n + 1) / (self.df.get(token, 0) + 0.5 + expected)) + 1.0
+        rarity = math.log((n + 1) / (count + 0.5 + expected)) + 1.0
         return max(rarity, 0.01) ** self.settings.idf_power
 
     def idfs(self, tokens: Iterable[str]) -> dict[str, float]:
         """:meth:`idf` of each token."""
-        idf = self.idf
-        return {token: idf(token) for token in tokens}
+        tokens = list(tokens)
+        idf = self._idf
+        return {token: idf(token, count) for token, count in zip(tokens, self.counts(tokens))}
 
-    def vector(self, counts: Counter[str], idfs: dict[str, float], limit: int) -> Vector:
-        """Sublinear TF-IDF of the counts (``idfs`` holds their tokens' idfs); a word no other report in the window
-        carries weighs less.
+    def vector(self, counts: Counts, idfs: dict[int, float], dfs: dict[int, int], limit: int) -> Vector:
+        """Sublinear TF-IDF of the counts (``idfs`` and ``dfs`` hold their token ids' idfs and document counts); a
+        word no other report in the window carries weighs less.
 
         Such a word matches nothing yet; at full weight it would only make a
         long text less alike every other, and leave a text whose only shared
@@ -272,23 +254,28 @@ class Frequencies:
         It keeps ``unique_word_weight`` of its weight, not none, so a report
         placed before the others that share its words still meets them.
         """
-        df, unique, tf, log = self.df, self.settings.unique_word_weight, SUBLINEAR_TF, math.log
-        return Vector.of({t: (tf[c] if c < 64 else 1.0 + log(c)) * idfs[t] * (unique if df.get(t, 0) < 2 else 1.0)
-                          for t, c in counts.items()}, limit)
+        unique, tf, log = self.settings.unique_word_weight, SUBLINEAR_TF, math.log
+        return Vector.of_ids({t: (tf[c] if c < 64 else 1.0 + log(c)) * idfs[t] * (unique if dfs[t] < 2 else 1.0)
+                              for t, c in zip(counts.ids.tolist(), counts.counts.tolist())}, limit)
 
     def weigh(self, doc: Features) -> None:
         """Freeze the report's weights from the window's frequencies now; its counts are dropped."""
         settings = self.settings
-        # Each distinct token's idf once: the lead's tokens are the text's, and most names are too.
-        idfs = self.idfs(doc.title_tokens)
-        doc.title_weights = idfs.copy()
+        title_ids = TOKENS.ids_of(doc.title_tokens)
+        parts = [counts or NO_COUNTS for counts in (doc.text_counts, doc.lead_counts, doc.name_counts)] \
+            if doc.has_body else []
+        # Each distinct token's count and idf once: the lead's tokens are the text's, and most names are too.
+        distinct = np.unique(np.concatenate([title_ids, *(part.ids for part in parts)])) if parts else title_ids
+        self._make_room()
+        dfs = dict(zip(distinct.tolist(), self.df[distinct].tolist()))
+        words, idf = TOKENS.words, self._idf
+        idfs = {token: idf(words[token], count) for token, count in dfs.items()}
+        doc.title_weights = {token: idfs[i] for token, i in zip(doc.title_tokens, title_ids.tolist())}
         doc.title_mass = sum(doc.title_weights.values())
         if doc.has_body:
-            counts = [doc.text_counts or Counter(), doc.lead_counts or Counter(), doc.name_counts or Counter()]
-            idfs.update(self.idfs(t for part in counts for t in part if t not in idfs))
-            doc.text = self.vector(counts[0], idfs, settings.max_vector_terms)
-            doc.lead = self.vector(counts[1], idfs, settings.max_vector_terms)
-            doc.names = self.vector(counts[2], idfs, settings.max_names)
+            doc.text = self.vector(parts[0], idfs, dfs, settings.max_vector_terms)
+            doc.lead = self.vector(parts[1], idfs, dfs, settings.max_vector_terms)
+            doc.names = self.vector(parts[2], idfs, dfs, settings.max_names)
         doc.text_counts = doc.lead_counts = doc.name_counts = None
 
 

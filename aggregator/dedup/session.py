@@ -19,9 +19,10 @@ from typing import Any
 import sqlite_utils
 
 from aggregator.dedup.credit import original_source, report_credit
-from aggregator.dedup.features import Report
+from aggregator.dedup.features import Features, Report
 from aggregator.dedup.grouper import Merge, StoryGrouper
 from aggregator.dedup.settings import DedupSettings
+from aggregator.dedup.stored import StoredTokens, decode, encode_all, snapshot
 from aggregator.dedup.text import fold
 from aggregator.store import READY_FOR_STORY, from_db_time, in_batches, sql_marks, to_db_time, write_transaction
 from aggregator.urls import host_of
@@ -49,6 +50,7 @@ ENTRY_COLUMNS = """
     e.id, e.guid, e.link, e.canonical_url, e.title, e.summary, e.text, e.published, e.first_seen,
     e.story_id, f.title AS feed_title
 """
+TEXTLESS_COLUMNS = ENTRY_COLUMNS.replace("e.summary,", "'' AS summary,").replace("e.text,", "'' AS text,")
 
 
 def _scored_columns(settings: DedupSettings) -> str:
@@ -93,10 +95,6 @@ SEED_ROWS = 500
 LINK_RULES = ("similar", "merge")
 """Memberships that a story's link scores come from (the rest are seeds and identical reports)."""
 
-KEPT_WINDOWS = 4
-"""How many windows of time a session kept between runs (``agg daemon``) spans before it starts afresh: the
-new entries' window and the one each side of it, and as much again for the runs to come. What it holds
-behind the window only costs memory."""
 
 
 class GroupingSession:
@@ -109,16 +107,16 @@ class GroupingSession:
     between two loses nothing that the next run does not redo. Between calls
     the grouper keeps the stories it has placed, so a run that groups while
     it fetches reads each text once, and ``agg daemon``, which keeps one
-    session from run to run, loads the window's stored stories once, not
-    every run. A session that finds story memberships changed by another
-    writer since its last write (another ``agg`` process, or pruning) starts
-    afresh from the database; so does one that has loaded ``KEPT_WINDOWS``
-    windows of stories. Ids once given never change.
+    session from run to run (a new one once :meth:`span` grows long), loads
+    the window's stored stories once, not every run. A session that finds
+    story memberships changed by another writer since its last write
+    (another ``agg`` process, or pruning) starts afresh from the database.
+    Ids once given never change.
     """
 
     def __init__(self, db: sqlite_utils.Database, settings: DedupSettings, now: datetime | None = None,
                  *, chunk: int = WRITE_CHUNK, keep_writing: Callable[[], bool] = lambda: True,
-                 on_written: Callable[[GroupingSummary], None] | None = None) -> None:
+                 on_written: Callable[[GroupingSummary], None] | None = None, stored_features: bool = True) -> None:
         self.db = db
         self.settings = settings
         self.now = now or datetime.now(UTC)
@@ -128,6 +126,10 @@ class GroupingSession:
         # Told the session's summary after each written chunk (a worker reports its progress).
         self.on_written = on_written
         self.summary = GroupingSummary()
+        # Placed reports' features written to entry_features, and stored reports seeded from them
+        # (aggregator.dedup.stored); False reads and weighs every stored text, as before migration 7.
+        self.stored_features = stored_features
+        self.tokens = StoredTokens()
         self._start_afresh()
         self._unwritten = False
 
@@ -151,6 +153,12 @@ class GroupingSession:
         count, last = self.db.execute("SELECT count(*), coalesce(max(rowid), 0) FROM story_members").fetchone()
         return count, last
 
+    def span(self) -> timedelta:
+        """The time the stories it has loaded or placed cover: what it holds behind the window only costs memory."""
+        if self._seeded is None:
+            return timedelta(0)
+        return from_db_time(self._seeded[1]) - from_db_time(self._seeded[0])
+
     @property
     def loaded(self) -> int:
         """Reports the grouper holds (stored ones loaded and new ones placed) since it last started afresh."""
@@ -162,19 +170,26 @@ class GroupingSession:
         With fewer than ``at_least`` such entries, nothing is placed yet: a
         report's word weights are frozen when it is placed, and weights from
         a handful of reports say little about which words are rare. With
-        ``at_most``, only the oldest that many are placed, so that what a
+        ``at_most``, only the oldest that many (by publication) are placed, so that what a
         batch holds until it is written (its reports, placements and
         evidence) stays small however many entries wait.
         """
         if self._unwritten:
             raise RuntimeError("a grouping session that left placements unwritten cannot place more: start a new one")
-        batch = f"WHERE {READY_FOR_STORY} ORDER BY e.id LIMIT {-1 if at_most is None else int(at_most)}"
-        waiting, earliest, latest = self.db.execute(
-            "SELECT count(*), min(coalesce(published, first_seen)), max(coalesce(published, first_seen)) "
-            f"FROM (SELECT e.published, e.first_seen FROM entries e {batch})"
-        ).fetchone()
-        if waiting < at_least:
+        # Oldest published first, not first stored: a first import stores feed after feed, each spanning days,
+        # and batches in id order each reached back past what the grouper had let go, so that each began
+        # afresh and loaded every stored story again.
+        # Which entries first, their rows (texts and all) after by id: sorting whole rows by time read every
+        # waiting text into the sorter, batch after batch.
+        chosen = self.db.execute(
+            "SELECT e.id, coalesce(e.published, e.first_seen) AS at FROM entries e "
+            f"WHERE {READY_FOR_STORY} ORDER BY at, e.id LIMIT {-1 if at_most is None else int(at_most)}"
+        ).fetchall()
+        if len(chosen) < at_least or not chosen:
             return GroupingSummary()
+        earliest = chosen[0][1]
+        ids = sorted(entry_id for entry_id, _ in chosen)
+        del chosen
         forgotten = self.grouper.forgotten_through
         window = timedelta(hours=self.settings.window_hours)
         if self._membership_mark() != self._memberships:
@@ -183,15 +198,7 @@ class GroupingSession:
             # The batch reaches back past what the grouper has let go (entries arrive in any order of
             # publication): group it as a first batch would, from the stories stored so far.
             self._start_afresh()
-        elif self._seeded and latest and from_db_time(latest) + window - from_db_time(self._seeded[0]) > \
-                KEPT_WINDOWS * window:
-            self._start_afresh()  # a session kept from run to run: let go of the stories behind the window
-        new_reports = _observed_reports(
-            self.db,
-            self.grouper,
-            self.credits,
-            f"SELECT {_scored_columns(self.settings)} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id {batch}",
-        )
+        new_reports = _observed_reports(self.db, self.grouper, self.credits, ids)
         if not new_reports:
             return GroupingSummary()
         times = [r.published for r in new_reports if r.published]
@@ -200,11 +207,12 @@ class GroupingSession:
             done.loaded = self._seed_window(to_db_time(min(times) - window), to_db_time(max(times) + window))
             self.summary.loaded += done.loaded
         # Placements as rows, evidence already serialised: a few hundred bytes per entry however long its text.
-        placed = [
-            (report.id, placement.story_id, placement.rule, placement.score,
-             json.dumps(placement.evidence, default=str))
-            for report, placement in self.grouper.place_many(new_reports)
-        ]
+        placed, snapshots = [], []
+        for report, placement in self.grouper.place_many(new_reports):
+            placed.append((report.id, placement.story_id, placement.rule, placement.score,
+                           json.dumps(placement.evidence, default=str)))
+            if self.stored_features:
+                snapshots.append(snapshot(self.grouper.last_placed))
         del new_reports
         merges = self.grouper.merges[self._merges_written:]
         self._merges_written = len(self.grouper.merges)
@@ -216,7 +224,7 @@ class GroupingSession:
                 if not self.keep_writing():
                     break
                 # The merges go with the first chunk: later chunks already point at the stories kept.
-                self._write(chunk, merges if start == 0 else [])
+                self._write(chunk, merges if start == 0 else [], snapshots[start:start + self.chunk])
             new_stories = sum(rule == "seed" for _, _, rule, _, _ in chunk)
             written = GroupingSummary(len(chunk), new_stories, len(chunk) - new_stories, len(merges) if start == 0 else 0)
             done.add(written)
@@ -230,19 +238,22 @@ class GroupingSession:
 
     def _seed_window(self, start: str, end: str) -> int:
         """Load the stored stories around the new entries that the grouper does not hold yet; how many reports."""
+        tokens = self.tokens if self.stored_features else None
+        if tokens is not None:
+            tokens.refresh(self.db.conn)
         if self._seeded is None:
             self._seeded = (start, end)
-            return _seed_existing(self.db, self.grouper, self.credits, start, end)
+            return _seed_existing(self.db, self.grouper, self.credits, start, end, tokens)
         seeded_start, seeded_end = self._seeded
         loaded = 0
         if start < seeded_start:
-            loaded += _seed_existing(self.db, self.grouper, self.credits, start, seeded_start)
+            loaded += _seed_existing(self.db, self.grouper, self.credits, start, seeded_start, tokens)
         if end > seeded_end:
-            loaded += _seed_existing(self.db, self.grouper, self.credits, seeded_end, end)
+            loaded += _seed_existing(self.db, self.grouper, self.credits, seeded_end, end, tokens)
         self._seeded = (min(start, seeded_start), max(end, seeded_end))
         return loaded
 
-    def _write(self, chunk: list[tuple], merges: list[Merge]) -> None:
+    def _write(self, chunk: list[tuple], merges: list[Merge], snapshots: list[tuple]) -> None:
         db, grouper = self.db, self.grouper
         stamp = to_db_time(self.now)
         touched = {grouper.resolve(story_id) for _, story_id, *_ in chunk}
@@ -266,6 +277,12 @@ class GroupingSession:
             "UPDATE entries SET story_id = ? WHERE id = ?",
             [(grouper.resolve(story_id), entry_id) for entry_id, story_id, *_ in chunk],
         )
+        if snapshots:
+            db.conn.executemany(
+                "INSERT OR REPLACE INTO entry_features (entry_id, features, credit) VALUES (?, ?, ?)",
+                [(entry_id, blob, self.credits.get(entry_id))
+                 for (entry_id, *_), blob in zip(chunk, encode_all(snapshots, self.tokens, db.conn))],
+            )
         for story_id in sorted(touched):
             _write_story(db, grouper, self.credits, story_id)
 
@@ -282,69 +299,96 @@ def group_new_entries(
 
 
 def _observed_reports(
-    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], sql: str
+    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], ids: list[int]
 ) -> list[Report]:
-    """The rows' reports, observed by the grouper as they are read and kept without their texts.
+    """The entries' reports (``ids`` ascending), observed by the grouper as they are read and kept without texts.
 
     One row's text at a time is in memory, not the whole run's: the grouper
     keeps the features it needs and nothing reads the texts again.
     """
-    cursor = db.execute(sql)
-    names = [d[0] for d in cursor.description]
     reports = []
-    for row in cursor:
-        report = _report_from_row(dict(zip(names, row)))
-        grouper.observe([report])
-        credits[report.id] = report_credit(report)
-        report.text = ""
-        reports.append(report)
+    for part in in_batches(ids, SEED_ROWS):
+        cursor = db.execute(f"SELECT {_scored_columns(grouper.settings)} FROM entries e "
+                            f"LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.id IN ({sql_marks(part)}) ORDER BY e.id",
+                            part)
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            report = _report_from_row(dict(zip(names, row)))
+            grouper.observe([report])
+            credits[report.id] = report_credit(report)
+            report.text = ""
+            reports.append(report)
     return reports
 
 
 def _seed_existing(
-    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], start: str, end: str
+    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], start: str, end: str,
+    tokens: StoredTokens | None = None,
 ) -> int:
     """Load the stories that have members published inside [start, end], with all their members in the window.
 
-    Which entries those are is read first, without texts; then their rows, texts and all,
-    ``SEED_ROWS`` at a time, so that one batch's texts are in memory and not the window's:
-    placing a later run's 300 reports among 50,000 stored ones peaked 100 MB higher when
-    every row was read before the first story was seeded. Returns how many reports it loaded.
+    Which entries those are is read first, without texts; then their rows ``SEED_ROWS`` at a
+    time. With ``tokens``, a member whose features were stored when it was placed is loaded from
+    them (no text read); the others' texts are read, so that one batch's texts are in memory and
+    not the window's: placing a later run's 300 reports among 50,000 stored ones peaked 100 MB
+    higher when every row was read before the first story was seeded. Each story comes with the
+    scores of the links that made it (its cohesion). Returns how many reports it loaded.
     """
     window = "e.story_id IS NOT NULL AND coalesce(e.published, e.first_seen) BETWEEN ? AND ?"
     members_of: dict[int, list[int]] = defaultdict(list)  # in the window's order: oldest first
+    resolved: dict[int, int] = {}  # one lookup a story, not one a member
     for entry_id, story_id in db.execute(
         f"SELECT e.id, e.story_id FROM entries e WHERE {window} ORDER BY coalesce(e.published, e.first_seen), e.id",
         [start, end],
     ):
-        members_of[resolve_story_id(db, story_id)].append(entry_id)
+        if story_id not in resolved:
+            resolved[story_id] = resolve_story_id(db, story_id)
+        members_of[resolved[story_id]].append(entry_id)
     stories = [(story_id, members) for story_id, members in sorted(members_of.items())
                if story_id not in grouper.stories]  # loaded already, or placed by this session
-    loaded = 0
+    count = 0
     for batch in _batches_of_rows(stories, SEED_ROWS):
         ids = [entry_id for _, members in batch for entry_id in members]
-        rows: dict[int, dict[str, Any]] = {}
+        read: dict[int, Report | Features] = {}
+        representative: dict[int, Any] = {}
+        links: dict[int, float] = {}  # the score by which each member joined its story
         for part in in_batches(ids, SEED_ROWS):  # a story larger than a batch is read in parts
-            rows.update((row["id"], row) for row in db.query(
-                f"SELECT {_scored_columns(grouper.settings)}, s.representative_id, m.rule AS link_rule, "
-                "m.score AS link_score FROM entries e "
+            links.update(db.execute(
+                f"SELECT entry_id, score FROM story_members WHERE entry_id IN ({sql_marks(part)}) "
+                f"AND rule IN ({sql_marks(LINK_RULES)}) AND score IS NOT NULL", [*part, *LINK_RULES]))
+            unread = part
+            if tokens is not None:
+                unread = []
+                for row in db.query(
+                    f"SELECT {TEXTLESS_COLUMNS}, s.representative_id, ef.features, ef.credit FROM entries e "
+                    "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
+                    f"LEFT JOIN entry_features ef ON ef.entry_id = e.id WHERE e.id IN ({sql_marks(part)})",
+                    part,
+                ):
+                    representative[row["id"]] = row["representative_id"]
+                    doc = decode(row["features"], _report_from_row(row), tokens) if row["features"] else None
+                    if doc is None:
+                        unread.append(row["id"])
+                    else:
+                        read[row["id"]] = doc
+                        credits[row["id"]] = row["credit"]
+            for row in db.query(
+                f"SELECT {_scored_columns(grouper.settings)}, s.representative_id FROM entries e "
                 "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
-                "LEFT JOIN story_members m ON m.entry_id = e.id "
-                f"WHERE e.id IN ({sql_marks(part)})",
-                part,
-            ))
+                f"WHERE e.id IN ({sql_marks(unread)})",
+                unread,
+            ) if unread else ():
+                representative[row["id"]] = row["representative_id"]
+                report = read[row["id"]] = _report_from_row(row)
+                credits[report.id] = report_credit(report)
         for story_id, members in batch:
-            story_rows = [rows[entry_id] for entry_id in members if entry_id in rows]
             # The representative goes first so that the grouper keeps it as the story's face.
-            story_rows.sort(key=lambda row: row["id"] != row["representative_id"])
-            reports = [_report_from_row(row) for row in story_rows]
-            credits.update((report.id, report_credit(report)) for report in reports)
-            # The links that made the story: how close a newcomer must be (DedupSettings.cohesion_share).
-            links = [row["link_score"] for row in story_rows
-                     if row["link_rule"] in LINK_RULES and row["link_score"] is not None]
-            grouper.seed(story_id, reports, links)
-            loaded += len(reports)
-    return loaded
+            story_members = sorted((entry_id for entry_id in members if entry_id in read),
+                                   key=lambda entry_id: entry_id != representative[entry_id])
+            grouper.seed(story_id, [read[entry_id] for entry_id in story_members],
+                         [links[entry_id] for entry_id in story_members if entry_id in links])
+            count += len(story_members)
+    return count
 
 
 def _batches_of_rows(stories: list[tuple[int, list[int]]], rows: int) -> Iterator[list[tuple[int, list[int]]]]:
@@ -382,11 +426,10 @@ def _write_story(
     Texts are read only for members whose credited outlet is not in ``credits`` (members older
     than the window around this run's entries).
     """
-    textless = ENTRY_COLUMNS.replace("e.summary,", "'' AS summary,").replace("e.text,", "'' AS text,")
     reports = [
         _report_from_row(row)
         for row in db.query(
-            f"SELECT {textless} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
+            f"SELECT {TEXTLESS_COLUMNS} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
             [story_id],
         )
     ]

@@ -1,0 +1,208 @@
+"""A placed report's features as a row of the database, so that a later run seeds it without reading its text.
+
+When the database step places a report it stores, in ``entry_features``
+(migration 7), what the grouper compares it by: its frozen weighted vectors,
+vocabulary, key tokens, title weights, figures, years, length and
+fingerprint, as one compact blob; tokens are written as ids of the
+``tokens`` table, which a :class:`StoredTokens` maps to the process's ids
+(:data:`~aggregator.dedup.vectors.TOKENS`) with one numpy gather a report.
+Loading such a row replaces reading the text into counts and weighing them:
+the vectors keep the weights they were given when the report was placed, as
+the in-memory engine's do.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from aggregator.dedup.features import Features, Report
+from aggregator.dedup.text import NO_TOKENS
+from aggregator.dedup.vectors import NO_VECTOR, TOKENS, Vector
+
+FORMAT_VERSION = 1
+# version, flags (1: has a body, 2: generic title), length, title mass, then each vector's norm and mass,
+# then the sizes of the id arrays and of the three strings.
+_HEADER = struct.Struct("<BBxxi7d12I")
+# The id arrays, in this order: title tokens, key tokens, vocabulary, title numbers, figures, years, then the
+# text's, lead's and names' vector ids; the weights: the title's, then the three vectors'.
+
+
+class StoredTokens:
+    """The ``tokens`` table of one database, mapped to and from this process's token ids."""
+
+    def __init__(self) -> None:
+        self.process_of = np.zeros(0, dtype=np.int32)  # by database id; -1 where none
+        self.database_of = np.zeros(0, dtype=np.int32)  # by process id; -1 where none
+        self.newest = 0  # the largest database id read
+
+    def _fit(self, process_size: int, database_size: int) -> None:
+        if len(self.database_of) < process_size:
+            self.database_of = _grown(self.database_of, process_size)
+        if len(self.process_of) < database_size:
+            self.process_of = _grown(self.process_of, database_size)
+
+    def refresh(self, conn: Any) -> None:
+        """Read the tokens other runs (or this one) added since the last read."""
+        rows = conn.execute("SELECT id, token FROM tokens WHERE id > ? ORDER BY id", [self.newest]).fetchall()
+        if not rows:
+            return
+        db_ids = np.array([row[0] for row in rows], dtype=np.int32)
+        ids = TOKENS.ids_of([row[1] for row in rows])
+        self._fit(len(TOKENS), int(db_ids[-1]) + 1)
+        self.process_of[db_ids] = ids
+        self.database_of[ids] = db_ids
+        self.newest = int(db_ids[-1])
+
+    def to_database(self, conn: Any, ids: np.ndarray) -> np.ndarray:
+        """The database ids of these process ids, adding the tokens the table lacks (inside a write transaction)."""
+        self._fit(len(TOKENS), self.newest + 1)
+        found = self.database_of[ids]
+        if (found < 0).any():
+            self.refresh(conn)  # another process may have added some of them
+            self._fit(len(TOKENS), self.newest + 1)
+            missing = np.unique(ids[self.database_of[ids] < 0])
+            if len(missing):
+                first = (conn.execute("SELECT max(id) FROM tokens").fetchone()[0] or 0) + 1
+                new_ids = np.arange(first, first + len(missing), dtype=np.int32)
+                conn.executemany("INSERT INTO tokens (id, token) VALUES (?, ?)",
+                                 zip(new_ids.tolist(), TOKENS.tokens_of(missing.tolist())))
+                self._fit(len(TOKENS), int(new_ids[-1]) + 1)
+                self.process_of[new_ids] = missing
+                self.database_of[missing] = new_ids
+                self.newest = int(new_ids[-1])
+            found = self.database_of[ids]
+        return found
+
+    def to_process(self, db_ids: np.ndarray) -> np.ndarray | None:
+        """This process's ids of database ids, or None if one is newer than the last :meth:`refresh`."""
+        if len(db_ids) and db_ids.max() >= len(self.process_of):
+            return None
+        ids = self.process_of[db_ids]
+        return None if len(ids) and ids.min() < 0 else ids
+
+
+def _grown(array: np.ndarray, size: int) -> np.ndarray:
+    grown = np.full(max(size, 2 * len(array), 1024), -1, dtype=np.int32)
+    grown[: len(array)] = array
+    return grown
+
+
+def snapshot(doc: Features) -> tuple:
+    """What :func:`encode` needs of a placed report, taken at once: the grouper may release it later (which
+    rebinds its fields, and leaves these objects as they are). References only: nothing is copied until written."""
+    return (doc.title, doc.generic_title, doc.has_body, doc.length, doc.title_mass, doc.canonical, doc.fingerprint,
+            doc.title_tokens, doc.key_tokens, doc.vocabulary, doc.title_numbers, doc.figures, doc.years,
+            doc.title_weights, doc.text, doc.lead, doc.names)
+
+
+def _arrays(snap: tuple) -> tuple:
+    """A snapshot's header fields, weights, process token ids (in the blob's order) and strings."""
+    (title, generic, has_body, length, title_mass, canonical, fingerprint, title_tokens, key_tokens, vocabulary,
+     numbers, figures, years, title_weights, *vectors) = snap
+    token_parts = (title_tokens, key_tokens, (), tuple(numbers), tuple(figures), tuple(years))
+    ids = TOKENS.ids_of([t for part in token_parts for t in part])
+    sizes = [len(part) for part in token_parts]
+    sizes[2] = len(vocabulary)
+    at = len(title_tokens) + len(key_tokens)
+    ids = np.concatenate([ids[:at], vocabulary, ids[at:], *(v.ids for v in vectors)])
+    header = (FORMAT_VERSION, has_body | generic << 1, length, title_mass,
+              *(x for v in vectors for x in (v.norm, v.mass)), *sizes, *(len(v.ids) for v in vectors))
+    weights = np.concatenate([np.fromiter(map(title_weights.__getitem__, title_tokens), dtype=np.float64,
+                                          count=len(title_tokens)), *(v.weights for v in vectors)])
+    return header, weights, ids, [s.encode() for s in (title, canonical, fingerprint or "")]
+
+
+def encode_all(snapshots: Sequence[tuple], tokens: StoredTokens, conn: Any) -> list[bytes]:
+    """The reports' features as blobs, tokens as database ids: the tokens ``tokens`` lacks are added first, at once
+    (inside a write transaction)."""
+    arrays = [_arrays(snap) for snap in snapshots]
+    if arrays:
+        tokens.to_database(conn, np.concatenate([ids for _, _, ids, _ in arrays]))
+    return [_pack(parts, tokens, conn) for parts in arrays]
+
+
+def encode(snap: tuple, tokens: StoredTokens, conn: Any) -> bytes:
+    """One report's features as a blob, tokens as database ids (new ones added to ``tokens``)."""
+    return _pack(_arrays(snap), tokens, conn)
+
+
+def _pack(parts: tuple, tokens: StoredTokens, conn: Any) -> bytes:
+    header, weights, ids, strings = parts
+    db_ids = tokens.to_database(conn, ids)
+    packed = _HEADER.pack(*header, *(len(s) for s in strings))
+    # Native order is little-endian on every platform numpy ships wheels for that runs agg; astype is then free.
+    return b"".join([packed, weights.astype("<f8", copy=False).tobytes(), db_ids.astype("<i4", copy=False).tobytes(),
+                     *strings])
+
+
+def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None:
+    """The features stored for ``report`` (its row's fields, texts left out), or None for a format not known."""
+    if not blob or blob[0] != FORMAT_VERSION:
+        return None
+    (_, flags, length, title_mass, *figures_of_vectors) = _HEADER.unpack_from(blob)
+    norms, sizes, string_sizes = figures_of_vectors[:6], figures_of_vectors[6:15], figures_of_vectors[15:]
+    n_ids = sum(sizes)
+    n_title, n_vectors = sizes[0], sizes[6:]
+    n_weights = n_title + sum(n_vectors)
+    at = _HEADER.size
+    # Copied: views would keep the whole blob (database token ids and all) alive beside the features.
+    weights = np.frombuffer(blob, dtype="<f8", count=n_weights, offset=at).copy()
+    at += 8 * n_weights
+    ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=n_ids, offset=at))
+    if ids is None:  # written by another process since the tokens were read: the text is read instead
+        return None
+    at += 4 * n_ids
+    n_title_chars, n_canonical_chars, n_fingerprint_chars = string_sizes
+    title = blob[at:(at := at + n_title_chars)].decode()
+    canonical = blob[at:(at := at + n_canonical_chars)].decode()
+    fingerprint = blob[at:at + n_fingerprint_chars].decode()
+    # The token parts as strings (title, key tokens, numbers, figures, years) in one conversion; the rest stay ids.
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+    word = TOKENS.words.__getitem__
+    title_tokens = tuple(map(word, ids[: bounds[2]].tolist()))  # title tokens, then key tokens
+    key_tokens = title_tokens[n_title:]
+    title_tokens = title_tokens[:n_title]
+    numbers, figures, years = map(word, ids[bounds[3]:bounds[4]].tolist()), \
+        map(word, ids[bounds[4]:bounds[5]].tolist()), map(word, ids[bounds[5]:bounds[6]].tolist())
+    title_weights = dict(zip(title_tokens, weights[:n_title].tolist()))
+    vectors = []
+    start = n_title
+    for n in range(3):
+        size, at_ids = n_vectors[n], bounds[6 + n]
+        vectors.append(Vector(ids[at_ids:at_ids + size], weights[start:start + size], norms[2 * n], norms[2 * n + 1])
+                       if size else NO_VECTOR)
+        start += size
+    has_body, generic = bool(flags & 1), bool(flags & 2)
+    return Features(
+        report=report,
+        title=title,
+        sorted_title=" ".join(sorted(title.split())),
+        generic_title=generic,
+        title_tokens=title_tokens,
+        has_body=has_body,
+        key_tokens=key_tokens,
+        vocabulary=ids[bounds[2]:bounds[3]],  # views of one array of this process's ids
+        text_counts=None,
+        lead_counts=None,
+        name_counts=None,
+        # The shared empty set where there are none: an empty frozenset of its own takes 216 bytes.
+        title_numbers=frozenset(numbers) or NO_TOKENS,
+        figures=frozenset(figures) or NO_TOKENS,
+        years=frozenset(years) or NO_TOKENS,
+        length=length,
+        hour=report.published.timestamp() / 3600 if report.published else None,
+        canonical=canonical,
+        fingerprint=fingerprint or None,
+        title_weights=title_weights,
+        title_mass=title_mass,
+        text=vectors[0],
+        lead=vectors[1],
+        names=vectors[2],
+    )
+

@@ -1,0 +1,168 @@
+"""Placed reports' features stored in SQLite (migration 7, dedup.stored): written once, loaded instead of texts."""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+from itertools import combinations
+
+import pytest
+
+from aggregator import store as store_module
+from aggregator.dedup import DedupSettings, GroupingSession, StoryGrouper, group_new_entries, score_pair
+from aggregator.dedup import grouper as grouper_module
+from aggregator.dedup.stored import StoredTokens, decode, encode, snapshot
+from aggregator.dedup.vectors import TOKENS
+from aggregator.store import SCHEMA_VERSION, Store
+from tests.test_dedup import _feeds, _insert_entries, fixture_reports
+from tests.test_grouping_session import FIRST, SECOND, stories_by_title
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store.open(tmp_path / "agg.db")
+    yield store
+    store.close()
+
+
+def counting_make_features(monkeypatch) -> list:
+    """Every report the grouper reads from its text, by id, from now on."""
+    read: list = []
+    real = grouper_module.make_features
+
+    def make_features(report, settings):
+        read.append(report.id)
+        return real(report, settings)
+
+    monkeypatch.setattr(grouper_module, "make_features", make_features)
+    return read
+
+
+def test_placed_reports_store_their_features_and_a_later_run_reads_no_stored_text(store, monkeypatch):
+    db = store.db
+    feed_ids = _feeds(db, fixture_reports(*FIRST, *SECOND))
+    _insert_entries(db, fixture_reports(*FIRST), feed_ids)
+    assert group_new_entries(db, DedupSettings()).placed == 6
+    assert db.execute("SELECT count(*) FROM entry_features").fetchone()[0] == 6
+    assert db.execute("SELECT count(*) FROM tokens").fetchone()[0] > 100
+
+    read = counting_make_features(monkeypatch)
+    _insert_entries(db, fixture_reports(*SECOND), feed_ids)
+    assert group_new_entries(db, DedupSettings()).placed == 4
+    new_ids = {row[0] for row in db.execute(f"SELECT id FROM entries WHERE guid IN ({','.join('?' * 4)})",
+                                            [f"guid-{r}" for r in SECOND])}
+    assert set(read) == new_ids  # the six stored reports came from their rows
+    assert db.execute("SELECT count(*) FROM entry_features").fetchone()[0] == 10
+    stories = stories_by_title(db)
+    assert len(stories) == 3 and max(len(s) for s in stories) >= 4  # the later reports joined stored stories
+
+
+def test_stored_features_score_exactly_as_the_placed_ones(store):
+    """Encoded, written and decoded with a fresh token map, a report compares with every other as before."""
+    grouper = StoryGrouper(DedupSettings(window_hours=24 * 3650))  # every report stays in the window
+    docs, snapshots = [], []
+    for report in fixture_reports():
+        grouper.add(report)
+        docs.append(grouper.last_placed)
+        snapshots.append(snapshot(grouper.last_placed))  # at once: a report that leaves the window is released
+    grouper_docs = list(docs)
+    docs = [doc for doc in docs if doc.key_tokens]  # the ones still in the window, to compare with
+    conn = store.db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    written = StoredTokens()
+    blobs = {snap_doc.report.id: encode(snap, written, conn) for snap_doc, snap in zip(grouper_docs, snapshots)}
+    conn.execute("COMMIT")
+    tokens = StoredTokens()
+    tokens.refresh(conn)
+    loaded = [decode(blobs[doc.report.id], doc.report, tokens) for doc in docs]
+    assert len(loaded) > 20
+    settings = DedupSettings()
+    for doc, again in zip(docs, loaded):
+        for name in ("title", "sorted_title", "generic_title", "title_tokens", "has_body", "key_tokens",
+                     "title_numbers", "figures", "years", "length", "hour", "canonical", "fingerprint",
+                     "title_weights", "title_mass", "text", "lead", "names"):
+            assert getattr(again, name) == getattr(doc, name), (doc.report.id, name)
+        assert sorted(again.vocabulary.tolist()) == sorted(doc.vocabulary.tolist())
+    for (a, a_again), (b, b_again) in combinations(list(zip(docs, loaded))[:30], 2):
+        assert score_pair(a, b_again, settings) == score_pair(a, b, settings) == score_pair(a_again, b, settings)
+    blob = blobs[docs[0].report.id]
+    assert decode(b"\x63" + blob[1:], docs[0].report, tokens) is None  # a format it does not know
+    assert decode(blob, docs[0].report, StoredTokens()) is None  # tokens not read yet: the text is read instead
+
+
+def test_entries_grouped_before_migration_7_are_read_from_their_texts(tmp_path, monkeypatch):
+    path = tmp_path / "agg.db"
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 6)
+    old = Store.open(path)
+    feed_ids = _feeds(old.db, fixture_reports(*FIRST, *SECOND))
+    _insert_entries(old.db, fixture_reports(*FIRST), feed_ids)
+    # Grouped by an agg of schema 6: nothing stored.
+    assert GroupingSession(old.db, DedupSettings(), stored_features=False).place_ready().placed == 6
+    old.close()
+    monkeypatch.undo()
+
+    store = Store.open(path)
+    db = store.db
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert db.execute("SELECT count(*) FROM entry_features").fetchone()[0] == 0
+    read = counting_make_features(monkeypatch)
+    _insert_entries(db, fixture_reports(*SECOND), feed_ids)
+    assert group_new_entries(db, DedupSettings()).placed == 4
+    assert len(read) == 10  # the six stored ones from their texts, then the four new ones
+    assert db.execute("SELECT count(*) FROM entry_features").fetchone()[0] == 4
+    store.close()
+
+    # The same entries grouped by this agg throughout: the same stories.
+    again = Store.open(tmp_path / "again.db")
+    feed_ids = _feeds(again.db, fixture_reports(*FIRST, *SECOND))
+    _insert_entries(again.db, fixture_reports(*FIRST), feed_ids)
+    group_new_entries(again.db, DedupSettings())
+    _insert_entries(again.db, fixture_reports(*SECOND), feed_ids)
+    group_new_entries(again.db, DedupSettings())
+    with sqlite3.connect(path) as conn:
+        assert stories_by_title(again.db) == stories_by_title(conn)
+    again.close()
+
+
+def test_an_edited_entry_loses_its_stored_features_and_a_deleted_one_its_row(store):
+    db = store.db
+    feed_ids = _feeds(db, fixture_reports(*FIRST))
+    _insert_entries(db, fixture_reports(*FIRST), feed_ids)
+    group_new_entries(db, DedupSettings())
+    first, second, third = (row[0] for row in db.execute("SELECT id FROM entries ORDER BY id LIMIT 3"))
+    db.execute("UPDATE entries SET extract_status = 'done', changed_at = 'x' WHERE id = ?", [first])
+    db.execute("UPDATE entries SET title = title WHERE id = ?", [first])  # the same title: still valid
+    db.execute("UPDATE entries SET title = 'A corrected headline' WHERE id = ?", [second])
+    db.execute("DELETE FROM story_members WHERE entry_id = ?", [third])
+    db.execute("DELETE FROM entries WHERE id = ?", [third])
+    stored = {row[0] for row in db.execute("SELECT entry_id FROM entry_features")}
+    assert first in stored and second not in stored and third not in stored
+    assert len(stored) == 4
+
+
+def test_the_token_table_gives_each_token_one_id_across_sessions(store):
+    db = store.db
+    feed_ids = _feeds(db, fixture_reports(*FIRST, *SECOND))
+    _insert_entries(db, fixture_reports(*FIRST), feed_ids)
+    group_new_entries(db, DedupSettings())
+    _insert_entries(db, fixture_reports(*SECOND), feed_ids)
+    group_new_entries(db, DedupSettings())
+    rows = db.execute("SELECT id, token FROM tokens").fetchall()
+    assert len({token for _, token in rows}) == len(rows)
+    assert all(TOKENS.known(token) is not None for _, token in rows)
+
+
+def test_the_token_table_starts_afresh_past_its_limit_only_while_no_grouper_is_alive(monkeypatch):
+    """A daemon groups run after run in one process: the table of tokens must not grow for ever."""
+    monkeypatch.setattr(grouper_module, "TOKEN_TABLE_LIMIT", 10)
+    gc.collect()  # groupers of earlier tests
+    first = StoryGrouper()
+    placed = first.add_many(fixture_reports())
+    assert len(TOKENS) > 10
+    second = StoryGrouper()  # the first is alive: its features hold ids
+    assert len(TOKENS) > 10 and second.add_many(fixture_reports()) == placed
+    del first, second
+    gc.collect()
+    third = StoryGrouper()
+    assert len(TOKENS) == 0  # nothing held ids: the table started afresh
+    assert third.add_many(fixture_reports()) == placed

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -22,6 +24,23 @@ from aggregator.cli.app import (
 from aggregator.config import ConfigError
 from aggregator.store import to_db_time
 from aggregator.times import time_ago
+
+
+@contextmanager
+def _editing_config(ctx: Context, problems: str) -> Iterator[None]:
+    """An edit of feeds.yaml, whose failures are said one way: ``problems`` opens the message of a config with
+    problems (``{path}`` is its path)."""
+    from aggregator.feeds import FeedsError
+
+    try:
+        yield
+    except FeedsError as exc:
+        fail(terminal_safe(exc))
+    except ConfigError as exc:
+        lines = "\n".join(f"  {p}" for p in exc.problems)
+        fail(f"{problems.format(path=exc.path)}, so nothing was done:\n{lines}")
+    except OSError as exc:
+        fail(f"cannot write {ctx.config_path}: {exc.strerror or exc}")
 
 
 @cli.group(name="import")
@@ -53,19 +72,12 @@ def import_opml_command(ctx: Context, file: Any, dry_run: bool) -> None:
       agg --config my.yaml import opml - < export.opml
     """
     from aggregator.export import OpmlError, import_opml
-    from aggregator.feeds import FeedsError
 
-    try:
-        plan = import_opml(ctx.config_path, file.read(), dry_run=dry_run)
-    except OpmlError as exc:
-        fail(f"{file.name} cannot be imported: {terminal_safe(exc)}; {ctx.config_path} was not changed")
-    except FeedsError as exc:
-        fail(terminal_safe(exc))
-    except ConfigError as exc:
-        lines = "\n".join(f"  {p}" for p in exc.problems)
-        fail(f"cannot add feeds to {exc.path}, so nothing was done:\n{lines}")
-    except OSError as exc:
-        fail(f"cannot write {ctx.config_path}: {exc.strerror or exc}")
+    with _editing_config(ctx, "cannot add feeds to {path}"):
+        try:
+            plan = import_opml(ctx.config_path, file.read(), dry_run=dry_run)
+        except OpmlError as exc:
+            fail(f"{file.name} cannot be imported: {terminal_safe(exc)}; {ctx.config_path} was not changed")
     verb = "would add" if dry_run else "added"
     for feed in plan.added:
         tags = f"\t[{', '.join(terminal_safe(t) for t in feed.tags)}]" if feed.tags else ""
@@ -222,15 +234,8 @@ def feeds_remove(ctx: Context, url: str) -> None:
     """
     from aggregator import feeds
 
-    try:
+    with _editing_config(ctx, "the config {path} has problems"):
         removed = feeds.remove_subscription(ctx.config_path, url)
-    except feeds.FeedsError as exc:
-        fail(terminal_safe(exc))
-    except ConfigError as exc:
-        lines = "\n".join(f"  {p}" for p in exc.problems)
-        fail(f"the config {exc.path} has problems, so nothing was done:\n{lines}")
-    except OSError as exc:
-        fail(f"cannot write {ctx.config_path}: {exc.strerror or exc}")
     click.echo(f"removed\t{terminal_safe(removed.url)}\t{terminal_safe(removed.title or '')}")
     if not ctx.quiet:
         click.echo(f"agg: removed from {ctx.config_path}; its stored entries stay in {ctx.db_path}", err=True)

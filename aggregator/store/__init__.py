@@ -1,8 +1,8 @@
 """The SQLite store: one file holding feeds, entries, stories and the fetch log.
 
-This module owns the schema (with migrations applied on open), the
+This package owns the schema (``schema``: migrations applied on open), the
 connection settings (WAL, busy timeout) and every read and write the
-other stages need. Times are stored as ISO 8601 UTC strings of fixed width
+other stages need (here; ``sql`` holds what they share). Times are stored as ISO 8601 UTC strings of fixed width
 (``2026-11-28T18:07:16+00:00``) so that they sort as text.
 """
 
@@ -16,13 +16,43 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager, suppress
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aggregator.models import FetchResult, ParsedEntry, ParsedFeed
+from aggregator.store.listing import (
+    StoryListing,
+    StoryRow,
+    _feed_filter,
+    _in_reporting_order,
+    _outlet_name,
+    _stories_filter,
+)
+from aggregator.store.rows import (
+    _INSERT_ENTRY,
+    _UPDATE_ENTRY,
+    _entry_values,
+    _feed_row_differs,
+    _record_fetch,
+    _update,
+    feed_text_of,
+)
+from aggregator.store.schema import MIGRATIONS, _split_sql
+from aggregator.store.sql import (
+    StoreError,
+    _database,
+    describe_sqlite_error,
+    from_db_time,
+    in_batches,
+    json_value,
+    sql_marks,
+    to_db_time,
+    utc_now,
+    write_transaction,
+)
 
 BUSY_TIMEOUT_MS = 30_000
 # How often the background checkpointer of a busy run copies the WAL into the database.
@@ -36,262 +66,6 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     import sqlite_utils
 
-
-class StoreError(Exception):
-    """The database could not be opened or written; the message says what to do."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def to_db_time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def from_db_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-@contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction, taken before reading so that no other writer slips in between.
-
-    Inside a transaction the caller already opened on ``conn``, it joins that
-    one, and the caller commits or rolls back.
-    """
-    if conn.in_transaction:
-        yield conn
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        if conn.in_transaction:  # SQLite has already rolled back after some errors, a full disk among them
-            conn.execute("ROLLBACK")
-        raise
-    else:
-        conn.execute("COMMIT")
-
-
-# Each migration takes the schema from version N-1 to N. Never edit one that
-# has shipped: append a new one.
-MIGRATIONS: list[str] = [
-    # 1: the initial schema.
-    """
-    CREATE TABLE feeds (
-        id INTEGER PRIMARY KEY,
-        url TEXT NOT NULL UNIQUE,
-        title TEXT,
-        site_url TEXT,
-        tags TEXT NOT NULL DEFAULT '[]',           -- from feeds.yaml
-        format TEXT,
-        etag TEXT,
-        last_modified TEXT,
-        last_fetch_at TEXT,
-        last_status INTEGER,
-        last_error TEXT,
-        problem TEXT,
-        error_count INTEGER NOT NULL DEFAULT 0,
-        state TEXT NOT NULL DEFAULT 'ok',          -- ok | failing | disabled
-        next_check_at TEXT,
-        ttl_seconds INTEGER,
-        redirect_to TEXT,                          -- last permanent redirect target
-        redirect_count INTEGER NOT NULL DEFAULT 0, -- consecutive fetches that saw it
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE entries (
-        id INTEGER PRIMARY KEY,
-        feed_id INTEGER NOT NULL REFERENCES feeds(id),
-        guid TEXT NOT NULL,
-        link TEXT,
-        canonical_url TEXT,
-        title TEXT NOT NULL DEFAULT '',
-        summary TEXT NOT NULL DEFAULT '',
-        content TEXT NOT NULL DEFAULT '',
-        author TEXT,
-        published TEXT,
-        updated TEXT,
-        tags TEXT NOT NULL DEFAULT '[]',
-        enclosures TEXT NOT NULL DEFAULT '[]',
-        first_seen TEXT NOT NULL,
-        changed_at TEXT NOT NULL,
-        content_hash TEXT NOT NULL,
-        text TEXT NOT NULL DEFAULT '',
-        text_source TEXT,                          -- page | feed-content | feed-summary
-        extract_status TEXT NOT NULL DEFAULT 'pending',
-        extract_error TEXT,
-        extracted_at TEXT,
-        language TEXT,
-        story_id INTEGER REFERENCES stories(id),
-        UNIQUE (feed_id, guid)
-    );
-    CREATE INDEX entries_published ON entries(published);
-    CREATE INDEX entries_first_seen ON entries(first_seen);
-    CREATE INDEX entries_story ON entries(story_id);
-    CREATE INDEX entries_extract_status ON entries(extract_status);
-    CREATE TABLE fetch_log (
-        id INTEGER PRIMARY KEY,
-        feed_id INTEGER REFERENCES feeds(id),
-        url TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        status INTEGER,
-        bytes INTEGER NOT NULL DEFAULT 0,
-        new_entries INTEGER NOT NULL DEFAULT 0,
-        updated_entries INTEGER NOT NULL DEFAULT 0,
-        duration_ms INTEGER NOT NULL DEFAULT 0,
-        error TEXT
-    );
-    CREATE INDEX fetch_log_feed ON fetch_log(feed_id, started_at);
-    CREATE TABLE stories (
-        id INTEGER PRIMARY KEY,
-        title TEXT NOT NULL DEFAULT '',
-        first_seen TEXT NOT NULL,
-        last_seen TEXT NOT NULL,
-        n_reports INTEGER NOT NULL DEFAULT 0,
-        n_outlets INTEGER NOT NULL DEFAULT 0,
-        representative_id INTEGER REFERENCES entries(id),
-        original_entry_id INTEGER REFERENCES entries(id),
-        credited_outlet TEXT,                      -- "…, the Financial Times reported"
-        merged_into INTEGER REFERENCES stories(id) -- set when this story was folded into an older one
-    );
-    CREATE INDEX stories_last_seen ON stories(last_seen);
-    CREATE TABLE story_members (
-        entry_id INTEGER PRIMARY KEY REFERENCES entries(id),
-        story_id INTEGER NOT NULL REFERENCES stories(id),
-        rule TEXT NOT NULL,                        -- what joined it: seed, same-url, same-guid, same-body, similar, merge
-        score REAL,
-        evidence TEXT NOT NULL DEFAULT '{}',       -- JSON: the scores that decided
-        joined_at TEXT NOT NULL
-    );
-    CREATE INDEX story_members_story ON story_members(story_id);
-    """,
-    # 2: scheduling. ``url`` stays the feed's identity in feeds.yaml; ``fetch_url``
-    # is where it is fetched from once a permanent redirect has been confirmed.
-    # ``entry_gap_seconds`` is the feed's rhythm (average gap between entries).
-    """
-    ALTER TABLE feeds ADD COLUMN fetch_url TEXT;
-    ALTER TABLE feeds ADD COLUMN entry_gap_seconds REAL;
-    """,
-    # 3: full-text search and Datasette views.
-    # ``entries_fts`` has the shape sqlite-utils' enable_fts gives (content=[entries]),
-    # so sqlite-utils and Datasette find it. It has no INSERT trigger: indexing on
-    # the insert path made inserts ~12x slower, so new entries are indexed in one
-    # batch by Store.refresh_search_index after each run, up to the watermark
-    # ``search_index_state.indexed_through``. Entries at or below the watermark are
-    # kept in step by the UPDATE and DELETE triggers; a delete of the newest entries
-    # lowers the watermark, as SQLite may hand their ids to the next inserts.
-    """
-    CREATE VIRTUAL TABLE [entries_fts] USING FTS5 (
-        [title], [text],
-        tokenize='porter unicode61 remove_diacritics 2',
-        content=[entries]
-    );
-    CREATE TABLE search_index_state (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        indexed_through INTEGER NOT NULL
-    );
-    INSERT INTO search_index_state (id, indexed_through) VALUES (1, 0);
-    CREATE TRIGGER entries_fts_update AFTER UPDATE OF title, text ON entries
-    WHEN old.id <= (SELECT indexed_through FROM search_index_state)
-         AND (old.title IS NOT new.title OR old.text IS NOT new.text)
-    BEGIN
-        INSERT INTO entries_fts (entries_fts, rowid, title, text) VALUES ('delete', old.id, old.title, old.text);
-        INSERT INTO entries_fts (rowid, title, text) VALUES (new.id, new.title, new.text);
-    END;
-    CREATE TRIGGER entries_fts_delete AFTER DELETE ON entries
-    WHEN old.id <= (SELECT indexed_through FROM search_index_state)
-    BEGIN
-        INSERT INTO entries_fts (entries_fts, rowid, title, text) VALUES ('delete', old.id, old.title, old.text);
-        UPDATE search_index_state SET indexed_through = (SELECT COALESCE(max(id), 0) FROM entries)
-        WHERE indexed_through > (SELECT COALESCE(max(id), 0) FROM entries);
-    END;
-    CREATE VIEW story_reports AS
-    SELECT s.id AS story_id, s.title AS story_title, s.n_reports, s.n_outlets,
-           e.id AS entry_id, COALESCE(f.title, f.url) AS outlet, e.title, e.link,
-           e.published, e.first_seen, m.rule, m.score, e.id IS s.original_entry_id AS is_original,
-           e.extract_status, e.text_source, length(e.text) AS text_chars, f.url AS feed_url
-    FROM stories s
-    JOIN entries e ON e.story_id = s.id
-    JOIN feeds f ON f.id = e.feed_id
-    LEFT JOIN story_members m ON m.entry_id = e.id
-    WHERE s.merged_into IS NULL;
-    CREATE VIEW story_overview AS
-    SELECT s.id AS story_id, s.title, s.n_reports, s.n_outlets, s.first_seen, s.last_seen,
-           (SELECT group_concat(outlet, ', ') FROM (
-               SELECT COALESCE(f.title, f.url) AS outlet FROM entries e JOIN feeds f ON f.id = e.feed_id
-               WHERE e.story_id = s.id GROUP BY f.id ORDER BY min(COALESCE(e.published, e.first_seen)))
-           ) AS outlets,
-           (SELECT COALESCE(f.title, f.url) FROM entries e JOIN feeds f ON f.id = e.feed_id
-            WHERE e.id = s.original_entry_id) AS original_outlet,
-           (SELECT e.link FROM entries e WHERE e.id = s.original_entry_id) AS original_link
-    FROM stories s
-    WHERE s.merged_into IS NULL;
-    CREATE VIEW feed_health AS
-    SELECT f.id AS feed_id, f.url, f.title, f.tags, f.state, f.format, f.last_status, f.last_error, f.fetch_url AS moved_to,
-           f.error_count, f.last_fetch_at, f.next_check_at,
-           (SELECT count(*) FROM entries e WHERE e.feed_id = f.id) AS entries,
-           (SELECT max(COALESCE(e.published, e.first_seen)) FROM entries e WHERE e.feed_id = f.id) AS newest_entry,
-           (SELECT count(*) FROM entries e WHERE e.feed_id = f.id AND e.extract_status = 'ok') AS pages_extracted,
-           (SELECT count(*) FROM fetch_log l WHERE l.feed_id = f.id) AS fetches,
-           (SELECT count(*) FROM fetch_log l WHERE l.feed_id = f.id AND l.error IS NOT NULL) AS failed_fetches,
-           (SELECT CAST(avg(l.duration_ms) AS INTEGER) FROM fetch_log l WHERE l.feed_id = f.id) AS mean_fetch_ms
-    FROM feeds f;
-    """,
-    # 4: no query reads entries_published (they all filter and sort on
-    # COALESCE(published, first_seen), which it cannot serve), and it was the
-    # dearest index to write: feeds' dates interleave, so one feed's entries land
-    # on many of its pages (a quarter of the WAL pages written per 50-entry feed).
-    """
-    DROP INDEX IF EXISTS entries_published;
-    """,
-    # 5: a feed's state is ``error`` from its first failure (ok | error | failing | disabled),
-    # no longer ``ok`` until failure_threshold failures. ``document_error`` is what made the
-    # document whose validators are stored a failed fetch (not a feed, ...), which a 304 for
-    # it repeats (schedule.validator_columns); validators used to be stored for feeds only.
-    """
-    UPDATE feeds SET state = 'error' WHERE state = 'ok' AND error_count > 0;
-    ALTER TABLE feeds ADD COLUMN document_error TEXT;
-    """,
-    # 6: listing stories reads each one's outlets (which feeds, and when each first reported it)
-    # from this index alone: an entry's row holds its texts and spans several pages, and reading
-    # the rows took 2.8x as long (the outlets of 31,287 stories: 0.44 CPU-s, 0.16 from here). It
-    # serves every lookup by story_id that entries_story did (the grouping's, READY_FOR_STORY),
-    # so it replaces it.
-    """
-    CREATE INDEX entries_story_outlets ON entries(story_id, feed_id, published, first_seen);
-    DROP INDEX IF EXISTS entries_story;
-    """,
-    # 7: what grouping compares a placed report by (its frozen weighted vectors, vocabulary, key
-    # tokens, ...: aggregator.dedup.stored), so that a later run loads these rows instead of
-    # reading and weighing every stored text in the window again (89 % of a later run). Tokens are
-    # stored as ids of ``tokens``. A changed title, text or link makes the row stale: it goes, and
-    # the entry's text is read again as before; entries grouped before this migration have none.
-    """
-    CREATE TABLE tokens (
-        id INTEGER PRIMARY KEY,
-        token TEXT NOT NULL UNIQUE
-    );
-    CREATE TABLE entry_features (
-        entry_id INTEGER PRIMARY KEY REFERENCES entries(id) ON DELETE CASCADE,
-        features BLOB NOT NULL,
-        credit TEXT                                 -- the outlet the text credits (dedup.credit)
-    );
-    CREATE TRIGGER entry_features_stale AFTER UPDATE OF title, summary, text, link, canonical_url ON entries
-    WHEN old.title IS NOT new.title OR old.summary IS NOT new.summary OR old.text IS NOT new.text
-        OR old.link IS NOT new.link OR old.canonical_url IS NOT new.canonical_url
-    BEGIN
-        DELETE FROM entry_features WHERE entry_id = new.id;
-    END;
-    """,
-]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -891,196 +665,12 @@ class Store:
             "SELECT count(*) FROM entries WHERE id > (SELECT indexed_through FROM search_index_state)").fetchone()[0]
 
 
-@dataclass(frozen=True)
-class StoryListing:
-    """Which stories a listing shows, newest activity first: the filters and page of ``agg list``."""
-
-    since: datetime | None = None
-    feed: str | None = None
-    tag: str | None = None
-    min_outlets: int = 1
-    limit: int | None = None
-    offset: int = 0
-
-    def select(self, columns: str, *, by_index: bool = True) -> tuple[str, list[Any]]:
-        """The query of these stories' ``columns`` (of ``stories s``) and its parameters; ``by_index=False``
-        sorts them rather than following ``stories_last_seen``."""
-        where, params = _stories_filter(self.since, self.feed, self.tag, self.min_outlets)
-        last_seen = "s.last_seen" if by_index else "+s.last_seen"
-        sql = f"SELECT {columns} FROM stories s WHERE {where} ORDER BY {last_seen} DESC, s.id DESC"
-        if self.limit or self.offset:
-            sql += f" LIMIT {int(self.limit) if self.limit else -1} OFFSET {int(self.offset)}"
-        return sql, params
-
-
 STORY_BATCH = 200
 """Stories :meth:`Store.iter_stories` reads and completes at a time."""
 LISTING_BATCH = 500
 """Stories :meth:`Store.iter_story_rows` yields at a time (within the 999 parameters of SQLite before 3.32)."""
 OUTLETS_SCAN_AFTER = 5000
 """Stories :meth:`Store.iter_story_rows` looks up a batch at a time before reading every story's outlets at once."""
-StoryRow = tuple[int, int, int, str, str]
-"""A story as :meth:`Store.iter_story_rows` lists it: id, n_reports, n_outlets, last_seen, title."""
 
 READY_FOR_STORY = "e.story_id IS NULL AND e.extract_status != 'pending'"
 """Entries waiting for a story: none yet, and their text final (the page extracted, failed, or skipped)."""
-
-_ENTRY_COLUMNS = ("link", "title", "summary", "content", "author", "published", "updated", "tags", "enclosures")
-_INSERT_ENTRY = (
-    f"INSERT INTO entries (feed_id, guid, {', '.join(_ENTRY_COLUMNS)}, content_hash, first_seen, "
-    f"changed_at, text, text_source, extract_status) VALUES ({','.join('?' * (len(_ENTRY_COLUMNS) + 8))})"
-)
-_UPDATE_ENTRY = (
-    f"UPDATE entries SET {', '.join(f'{column} = ?' for column in _ENTRY_COLUMNS)}, content_hash = ?, changed_at = ?, "
-    "text = CASE WHEN text_source = 'page' THEN text ELSE ? END, "
-    "text_source = CASE WHEN text_source = 'page' THEN text_source ELSE ? END "
-    "WHERE feed_id = ? AND guid = ?"
-)
-
-
-def _database(conn: sqlite3.Connection) -> sqlite_utils.Database:
-    # sqlite-utils is imported once a database is opened: commands that open none (agg --help,
-    # agg feeds add) start without its 40-80 ms of imports.
-    import sqlite_utils
-
-    return sqlite_utils.Database(conn)
-
-
-def _entry_values(entry: ParsedEntry) -> tuple:
-    return (
-        entry.link, entry.title, entry.summary, entry.content, entry.author,
-        to_db_time(entry.published), to_db_time(entry.updated),
-        _json_list(entry.tags), _json_list([asdict(e) for e in entry.enclosures]),
-    )
-
-
-def _json_list(items: list) -> str:
-    """``json.dumps(items)``, faster: dumps builds an encoder for each list, but not for a string,
-    and most entries have no enclosures and a tag or two."""
-    if not items:
-        return "[]"
-    return "[" + ", ".join(map(json.dumps, items)) + "]"
-
-
-def json_value(text: str | None, default: Any) -> Any:
-    """A JSON column's value (``default`` when empty or unreadable): library callers and ``--json``
-    outputs get lists and objects, never JSON inside a string."""
-    if not text:
-        return default
-    try:
-        return json.loads(text)
-    except ValueError:
-        return default
-
-
-def feed_text_of(entry: ParsedEntry) -> tuple[str, str]:
-    """The best plain text the feed itself gives, and which field it came from."""
-    if entry.content_text:
-        return entry.content_text, "feed-content"
-    return entry.summary_text, "feed-summary"
-
-
-def _feed_filter(feed: str | None, tag: str | None) -> tuple[list[str], list[Any]]:
-    """SQL conditions on a joined ``feeds f`` for ``--feed URL|TITLE`` and ``--tag``, with their parameters."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if feed:
-        clauses.append("(f.url = ? OR f.title = ?)")
-        params += [feed, feed]
-    if tag:
-        clauses.append("EXISTS (SELECT 1 FROM json_each(f.tags) WHERE json_each.value = ?)")
-        params.append(tag)
-    return clauses, params
-
-
-def _stories_filter(since: datetime | None, feed: str | None, tag: str | None,
-                    min_outlets: int) -> tuple[str, list[Any]]:
-    """The WHERE clause on ``stories s`` of a listing, with its parameters."""
-    where = ["s.merged_into IS NULL", "s.n_outlets >= ?"]
-    params: list[Any] = [min_outlets]
-    if since is not None:
-        where.append("s.last_seen >= ?")
-        params.append(to_db_time(since))
-    member_filter, member_params = _feed_filter(feed, tag)
-    params += member_params
-    if member_filter:
-        where.append(
-            "s.id IN (SELECT e.story_id FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE "
-            + " AND ".join(member_filter) + ")"
-        )
-    return " AND ".join(where), params
-
-
-def _record_fetch(conn: sqlite3.Connection, record: FetchRecord, now_text: str, saved: SavedFetch) -> None:
-    """The feed row and the fetch_log line of one fetch, inside the caller's transaction."""
-    _update(conn, "feeds", record.feed_id, record.feed_columns)
-    conn.execute(
-        "INSERT INTO fetch_log (feed_id, url, started_at, status, bytes, new_entries, updated_entries, "
-        "duration_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (record.feed_id, record.url, now_text, record.status, record.body_bytes, len(saved.new_entry_ids),
-         saved.updated, int(record.elapsed * 1000), record.error),
-    )
-
-
-def _feed_row_differs(row: dict | None, feed: Any) -> bool:
-    """Whether :meth:`Store.sync_feeds` must write ``feed``'s row (``None``: there is none yet)."""
-    if row is None or row["tags"] != json.dumps(feed.tags):
-        return True
-    return feed.title is not None and feed.title != row["title"]
-
-
-def _update(conn: sqlite3.Connection, table: str, row_id: int, columns: dict[str, Any]) -> None:
-    if columns:
-        assignments = ", ".join(f"{name} = ?" for name in columns)
-        conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", [*columns.values(), row_id])
-
-
-def _outlet_name(outlets_by_feed: dict[int, tuple[str, str]], feed_id: int) -> str:
-    return outlets_by_feed.get(feed_id, ("?", ""))[0]
-
-
-def _in_reporting_order(reports: str) -> tuple[int, ...]:
-    """The feed ids of ``reports`` (``time feed_id`` items, the id in 20 digits, separated by U+001E), each
-    once, earliest first, then by feed id: sorted as text, as the times sort as text."""
-    return tuple(dict.fromkeys([int(report[-20:]) for report in sorted(reports.split("\x1e"))]))
-
-
-def sql_marks(items: Any) -> str:
-    """One ``?`` per item, comma-separated: the inside of ``IN (...)``."""
-    return ",".join("?" * len(items))
-
-
-def in_batches(items: list, size: int = 500) -> Iterator[list]:
-    """``items`` in lists of ``size`` at most, so that ``IN (...)`` stays under SQLite's limit on parameters."""
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def _split_sql(script: str) -> list[str]:
-    statements, current = [], ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            statements.append(current.strip())
-            current = ""
-    return statements
-
-
-def describe_sqlite_error(exc: sqlite3.Error, path: Path | None) -> str:
-    """A sqlite error in words that say what to do."""
-    message = str(exc)
-    lowered = message.lower()
-    # On a read-only disk SQLite cannot even open a WAL database (it needs the -shm file): "unable to open".
-    read_only_disk = "unable to open" in lowered and path is not None and path.exists() and not os.access(
-        path.parent, os.W_OK)
-    if "readonly" in lowered or "read-only" in lowered or read_only_disk:
-        return f"the database {path} is read-only: make it (and its folder) writable, or pass --db PATH"
-    if "disk is full" in lowered or "disk i/o" in lowered:
-        return f"cannot write the database {path}: {message} (free some disk space and run again)"
-    if "unable to open" in lowered:
-        return f"cannot open the database {path}: check the folder exists and is writable, or pass --db PATH"
-    if "locked" in lowered:
-        return f"the database {path} stayed locked by another process for {BUSY_TIMEOUT_MS // 1000}s: {message}"
-    if "not a database" in lowered or "malformed" in lowered:
-        return f"{path} is not a usable agg database ({message}): move it aside and run again"
-    return f"database error on {path}: {message}"

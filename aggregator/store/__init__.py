@@ -42,6 +42,7 @@ from aggregator.store.rows import (
 )
 from aggregator.store.schema import MIGRATIONS, _split_sql
 from aggregator.store.sql import (
+    BUSY_TIMEOUT_MS,
     StoreError,
     _database,
     describe_sqlite_error,
@@ -54,7 +55,6 @@ from aggregator.store.sql import (
     write_transaction,
 )
 
-BUSY_TIMEOUT_MS = 30_000
 # How often the background checkpointer of a busy run copies the WAL into the database.
 CHECKPOINT_INTERVAL_SECONDS = 0.25
 # Meanwhile commits checkpoint only past this many times the usual WAL size.

@@ -4,23 +4,16 @@ SQL placeholders and batches, JSON columns, and errors said plainly."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 BUSY_TIMEOUT_MS = 30_000
-# How often the background checkpointer of a busy run copies the WAL into the database.
-CHECKPOINT_INTERVAL_SECONDS = 0.25
-# Meanwhile commits checkpoint only past this many times the usual WAL size.
-WRITER_CHECKPOINT_FACTOR = 4
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
+"""How long a connection waits for another writer before it gives up."""
 
 if TYPE_CHECKING:
     import sqlite_utils

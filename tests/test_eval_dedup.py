@@ -81,12 +81,17 @@ def test_extra_fixtures_stay_above_floors():
         assert measured[name] >= floor, f"{name} fell to {measured[name]:.3f}"
 
 
-@pytest.mark.parametrize("name", sorted(STORIES_DEV_FLOORS))
-def test_real_reports_grouped_by_people_stay_above_floors(shared_data, name):
+def stories_dev_file(shared_data: Path, name: str) -> Path:
+    """One of the stories-dev files, or the test skipped when the shared data does not hold it."""
     path = shared_data / STORIES_DEV / name
     if not path.is_file():
         pytest.skip(f"{path} not found")
-    result = evaluate_file(path)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(STORIES_DEV_FLOORS))
+def test_real_reports_grouped_by_people_stay_above_floors(shared_data, name):
+    result = evaluate_file(stories_dev_file(shared_data, name))
     assert result.documents >= 400 and result.gold_clusters >= 40
     measured = result.to_dict()
     for metric, floor in STORIES_DEV_FLOORS[name].items():
@@ -95,10 +100,7 @@ def test_real_reports_grouped_by_people_stay_above_floors(shared_data, name):
 
 @pytest.mark.parametrize("name", sorted(STORIES_DEV_SHUFFLED_FLOORS))
 def test_real_reports_in_shuffled_orders_of_arrival_stay_above_floors(shared_data, name):
-    path = shared_data / STORIES_DEV / name
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    orders = evaluate_file(path, orders=SHUFFLED_ORDERS).orders
+    orders = evaluate_file(stories_dev_file(shared_data, name), orders=SHUFFLED_ORDERS).orders
     assert orders is not None and orders["count"] == SHUFFLED_ORDERS
     for metric, floor in STORIES_DEV_SHUFFLED_FLOORS[name].items():
         assert orders["mean"][metric] >= floor, f"mean {metric} over shuffled orders fell to {orders['mean'][metric]:.3f}"

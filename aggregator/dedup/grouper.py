@@ -155,8 +155,7 @@ class StoryGrouper:
             if report.id not in self._counted:
                 doc = make_features(report, self.settings)
                 self._unplaced[report.id] = doc
-                self._counted.add(report.id)
-                self._freq.add(doc.vocabulary)
+                self._count(doc)
 
     def seed(self, story_id: int, reports: Sequence[Report | Features], links: Sequence[float] = ()) -> None:
         """Load an existing story with its members (oldest first) and the scores of the links that made it.
@@ -173,10 +172,8 @@ class StoryGrouper:
             if isinstance(report, Features):
                 doc = report
                 if doc.report.id not in self._counted:
-                    self._counted.add(doc.report.id)
-                    self._freq.add(doc.vocabulary)
-                doc.seq = self._seq
-                self._seq += 1
+                    self._count(doc)
+                self._number(doc)
             else:
                 self.observe([report])
                 doc = self._new_doc(report)
@@ -257,10 +254,19 @@ class StoryGrouper:
 
     def _new_doc(self, report: Report) -> Features:
         doc = self._unplaced.pop(report.id, None) or make_features(report, self.settings)
-        doc.seq = self._seq
-        self._seq += 1
+        self._number(doc)
         self._freq.weigh(doc)
         return doc
+
+    def _count(self, doc: Features) -> None:
+        """The window's frequencies count the report's words (once a report: see ``_counted``)."""
+        self._counted.add(doc.report.id)
+        self._freq.add(doc.vocabulary)
+
+    def _number(self, doc: Features) -> None:
+        """The report's place in the order of arrival."""
+        doc.seq = self._seq
+        self._seq += 1
 
     def _attach(self, doc: Features, story: _Story, post: bool = True) -> None:
         story.members.append(doc)

@@ -96,7 +96,6 @@ LINK_RULES = ("similar", "merge")
 """Memberships that a story's link scores come from (the rest are seeds and identical reports)."""
 
 
-
 class GroupingSession:
     """Gives stored entries without a story one, batch after batch, keeping the window's stories in memory.
 
@@ -158,11 +157,6 @@ class GroupingSession:
         if self._seeded is None:
             return timedelta(0)
         return from_db_time(self._seeded[1]) - from_db_time(self._seeded[0])
-
-    @property
-    def loaded(self) -> int:
-        """Reports the grouper holds (stored ones loaded and new ones placed) since it last started afresh."""
-        return len(self.grouper.story_of)
 
     def place_ready(self, at_least: int = 1, at_most: int | None = None) -> GroupingSummary:
         """Place every entry that has no story and whose extraction is done; returns what this call did.

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from aggregator.models import FetchResult, ParsedEntry, ParsedFeed
-from aggregator.store import Store, to_db_time, utc_now
+from aggregator.store import Store, to_db_time, utc_now, write_outlet_feeds
 
 
 @dataclass
@@ -95,6 +95,8 @@ def _write_stories(store: Store, entry_ids: dict[str, int], now: datetime) -> No
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (entry_id, story_id, "seed" if number == 0 else "similar", None if number == 0 else 0.8,
                      json.dumps({}), to_db_time(now)))
+        if "outlet_feeds" in {row[1] for row in conn.execute("PRAGMA table_info(stories)")}:  # from migration 8 on
+            write_outlet_feeds(conn)  # as the grouping writes them with a story
 
 
 def write_config(path: Path) -> Path:

@@ -37,7 +37,7 @@ from aggregator.export import (
     plan_import,
     write_atomic,
 )
-from aggregator.store import Store, to_db_time
+from aggregator.store import Store, to_db_time, write_outlet_feeds
 from tests.conftest import PROJECT_ROOT, rss_document
 from tests.server import Reply
 
@@ -103,6 +103,7 @@ def add_story(store: Store, title: str, reports: list[Rep], representative: int 
             conn.execute("UPDATE entries SET story_id = ? WHERE id = ?", (story_id, entry_id))
             conn.execute("INSERT INTO story_members (entry_id, story_id, rule, joined_at) VALUES (?, ?, 'similar', ?)",
                          (entry_id, story_id, to_db_time(NOW)))
+    write_outlet_feeds(conn, [story_id])  # as the grouping writes them with a story
     return story_id
 
 

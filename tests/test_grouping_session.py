@@ -361,3 +361,27 @@ def test_a_batch_reaching_back_no_further_than_what_the_grouper_holds_loads_noth
     story_of = dict(db.execute("SELECT title, story_id FROM entries"))
     fired = story_of["Halvard Systems ousts CEO Dana Pryce"]
     assert story_of["Halvard shares slide 9% after CEO Pryce dismissed"] == fired
+
+
+def outlets_from_reports(db, story_id: int) -> str:
+    """A story's feeds in the order they first reported it, read from its reports: what listings showed."""
+    firsts = db.execute("SELECT MIN(COALESCE(published, first_seen)) AS at, feed_id FROM entries WHERE story_id = ? "
+                        "GROUP BY feed_id ORDER BY at, feed_id", [story_id]).fetchall()
+    return " ".join(str(feed_id) for _, feed_id in firsts)
+
+
+def test_each_story_row_keeps_its_outlets_in_reporting_order_as_it_grows_and_merges(store):
+    db = store.db
+    reports = fixture_reports()
+    random.Random(38).shuffle(reports)  # an order in which a later run merges two stored stories
+    feed_ids = _feeds(db, reports)
+    for start in range(0, len(reports), 5):  # later runs join and merge stored stories
+        _insert_entries(db, reports[start:start + 5], feed_ids)
+        group_new_entries(db, DedupSettings())
+    live = db.execute("SELECT id, outlet_feeds, n_outlets FROM stories WHERE merged_into IS NULL").fetchall()
+    assert len(live) > 5 and any(n > 2 for _, _, n in live)
+    for story_id, outlet_feeds, n_outlets in live:
+        assert outlet_feeds == outlets_from_reports(db, story_id)
+        assert len(outlet_feeds.split()) == n_outlets
+    merged = db.execute("SELECT outlet_feeds FROM stories WHERE merged_into IS NOT NULL").fetchall()
+    assert merged and all(outlet_feeds == "" for (outlet_feeds,) in merged)

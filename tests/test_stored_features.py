@@ -6,12 +6,14 @@ import gc
 import sqlite3
 from itertools import combinations
 
+import numpy as np
 import pytest
 
 from aggregator import store as store_module
 from aggregator.dedup import DedupSettings, GroupingSession, StoryGrouper, group_new_entries, score_pair
 from aggregator.dedup import grouper as grouper_module
-from aggregator.dedup.stored import StoredTokens, decode, encode, snapshot
+from aggregator.dedup import session as session_module
+from aggregator.dedup.stored import _HEADER, StoredTokens, decode, encode, snapshot
 from aggregator.dedup.vectors import TOKENS
 from aggregator.store import SCHEMA_VERSION, Store
 from tests.test_dedup import _feeds, _insert_entries, fixture_reports
@@ -90,9 +92,38 @@ def test_stored_features_score_exactly_as_the_placed_ones(store):
     assert decode(blob, docs[0].report, StoredTokens()) is None  # tokens not read yet: the text is read instead
 
 
+def as_format_1(blob: bytes) -> bytes:
+    """A version-2 blob as version 1 wrote it: the vectors' weights as float64."""
+    header = _HEADER.unpack_from(blob)
+    n_title, n_vectors = header[10], sum(header[16:19])
+    at = _HEADER.size + 8 * n_title
+    weights = np.frombuffer(blob, dtype="<f4", count=n_vectors, offset=at).astype("<f8")
+    return b"\x01" + blob[1:at] + weights.tobytes() + blob[at + 4 * n_vectors:]
+
+
+def test_features_stored_with_float64_weights_load_as_the_engine_keeps_them(store):
+    """Rows written before the weights were float32 (format 1) load with the same features and scores."""
+    grouper = StoryGrouper(DedupSettings(window_hours=24 * 3650))
+    docs = [grouper.last_placed for report in fixture_reports() if grouper.add(report)]
+    conn = store.db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    blobs = [encode(snapshot(doc), StoredTokens(), conn) for doc in docs]
+    conn.execute("COMMIT")
+    tokens = StoredTokens()
+    tokens.refresh(conn)
+    with_bodies = 0
+    for doc, blob in zip(docs, blobs):
+        old = decode(as_format_1(blob), doc.report, tokens)
+        assert old is not None and old.text.weights.dtype == np.float32
+        assert (old.text, old.lead, old.names, old.title_weights) == (doc.text, doc.lead, doc.names, doc.title_weights)
+        with_bodies += doc.has_body
+    assert with_bodies > 20
+
+
 def test_entries_grouped_before_migration_7_are_read_from_their_texts(tmp_path, monkeypatch):
     path = tmp_path / "agg.db"
     monkeypatch.setattr(store_module, "SCHEMA_VERSION", 6)
+    monkeypatch.setattr(session_module, "write_outlet_feeds", lambda conn, story_ids: None)  # no column before 8
     old = Store.open(path)
     feed_ids = _feeds(old.db, fixture_reports(*FIRST, *SECOND))
     _insert_entries(old.db, fixture_reports(*FIRST), feed_ids)
@@ -103,7 +134,7 @@ def test_entries_grouped_before_migration_7_are_read_from_their_texts(tmp_path, 
 
     store = Store.open(path)
     db = store.db
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
     assert db.execute("SELECT count(*) FROM entry_features").fetchone()[0] == 0
     read = counting_make_features(monkeypatch)
     _insert_entries(db, fixture_reports(*SECOND), feed_ids)

@@ -24,7 +24,7 @@ from aggregator.cli.app import (
     terminal_safe,
 )
 from aggregator.config import ConfigError, load_config
-from aggregator.store import Store, StoreError, StoryListing
+from aggregator.store import Store, StoreError, StoryListing, feed_ids
 from aggregator.times import time_ago
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 TERMINAL_PAGE = 40
 """Stories ``agg list`` shows on a terminal unless told otherwise (--limit, --no-limit)."""
 OUTLETS_TEXT_KEPT = 20_000
-"""Outlet texts piped ``agg list`` keeps made (one per tuple of feeds) before it starts over."""
+"""Outlet texts piped ``agg list`` keeps made (one per distinct list of feeds) before it starts over."""
 
 
 @cli.command(name="list")
@@ -117,14 +117,15 @@ def _story_json(story: dict) -> dict:
 
 
 class _OutletsText(dict):
-    """The outlets column of piped ``agg list`` for each tuple of feed ids, made once per tuple."""
+    """The outlets column of piped ``agg list`` for each story's ``outlet_feeds``, made once per distinct value."""
 
     def __init__(self, names: dict[int, str]):
         super().__init__()
         self.names = {feed_id: terminal_safe(name) for feed_id, name in names.items()}
 
-    def __missing__(self, feed_ids: tuple[int, ...]) -> str:
-        text = self[feed_ids] = _safe_outlets_line([self.names.get(f, "?") for f in feed_ids[:99]], len(feed_ids))
+    def __missing__(self, outlet_feeds: str) -> str:
+        ids = feed_ids(outlet_feeds)
+        text = self[outlet_feeds] = _safe_outlets_line([self.names.get(f, "?") for f in ids[:99]], len(ids))
         return text
 
 
@@ -136,11 +137,11 @@ def _print_story_lines(store: Store, listing: StoryListing) -> None:
     """
     outlets = _OutletsText(store.outlet_names())
     write = sys.stdout.write
-    with closing(store.iter_story_rows(listing, outlets.__getitem__)) as batches:
-        for rows, outlets_of in batches:
+    with closing(store.iter_story_rows(listing)) as batches:
+        for rows in batches:
             write("".join([f"{story_id}\t{reports}\t{n_outlets}\t{last_seen}\t"
-                           f"{title if title.isprintable() else terminal_safe(title)}\t{outlets_of.get(story_id, '')}\n"
-                           for story_id, reports, n_outlets, last_seen, title in rows]))
+                           f"{title if title.isprintable() else terminal_safe(title)}\t{outlets[outlet_feeds]}\n"
+                           for story_id, reports, n_outlets, last_seen, title, outlet_feeds in rows]))
             if len(outlets) > OUTLETS_TEXT_KEPT:
                 outlets.clear()
     sys.stdout.flush()

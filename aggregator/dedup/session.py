@@ -24,7 +24,15 @@ from aggregator.dedup.grouper import Merge, StoryGrouper
 from aggregator.dedup.settings import DedupSettings
 from aggregator.dedup.stored import StoredTokens, decode, encode_all, snapshot
 from aggregator.dedup.text import fold
-from aggregator.store import READY_FOR_STORY, from_db_time, in_batches, sql_marks, to_db_time, write_transaction
+from aggregator.store import (
+    READY_FOR_STORY,
+    from_db_time,
+    in_batches,
+    sql_marks,
+    to_db_time,
+    write_outlet_feeds,
+    write_transaction,
+)
 from aggregator.urls import host_of
 
 TAG = re.compile(r"<[^>]+>")
@@ -279,6 +287,7 @@ class GroupingSession:
             )
         for story_id in sorted(touched):
             _write_story(db, grouper, self.credits, story_id)
+        write_outlet_feeds(db.conn, sorted(touched))
 
 
 def group_new_entries(
@@ -408,7 +417,8 @@ def _fold_story(db: sqlite_utils.Database, merge: Merge, now: datetime) -> None:
     )
     db.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", [merge.into, merge.merged])
     db.execute(
-        "UPDATE stories SET merged_into = ?, n_reports = 0, n_outlets = 0 WHERE id = ?", [merge.into, merge.merged]
+        "UPDATE stories SET merged_into = ?, n_reports = 0, n_outlets = 0, outlet_feeds = '' WHERE id = ?",
+        [merge.into, merge.merged]
     )
 
 

@@ -21,14 +21,16 @@ import numpy as np
 
 from aggregator.dedup.features import Features, Report
 from aggregator.dedup.text import NO_TOKENS
-from aggregator.dedup.vectors import NO_VECTOR, TOKENS, Vector
+from aggregator.dedup.vectors import NO_VECTOR, NO_WEIGHTS, TOKENS, Vector
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 stored the vectors' weights as float64; the engine now keeps them as float32 (aggregator.dedup.vectors).
+READABLE_VERSIONS = (1, 2)
 # version, flags (1: has a body, 2: generic title), length, title mass, then each vector's norm and mass,
 # then the sizes of the id arrays and of the three strings.
 _HEADER = struct.Struct("<BBxxi7d12I")
-# The id arrays, in this order: title tokens, key tokens, vocabulary, title numbers, figures, years, then the
-# text's, lead's and names' vector ids; the weights: the title's, then the three vectors'.
+# Then the weights: the title's (float64), then the three vectors' (float32); then the id arrays, in this order:
+# title tokens, key tokens, vocabulary, title numbers, figures, years, then the text's, lead's and names' vector ids.
 
 
 class StoredTokens:
@@ -111,9 +113,10 @@ def _arrays(snap: tuple) -> tuple:
     ids = np.concatenate([ids[:at], vocabulary, ids[at:], *(v.ids for v in vectors)])
     header = (FORMAT_VERSION, has_body | generic << 1, length, title_mass,
               *(x for v in vectors for x in (v.norm, v.mass)), *sizes, *(len(v.ids) for v in vectors))
-    weights = np.concatenate([np.fromiter(map(title_weights.__getitem__, title_tokens), dtype=np.float64,
-                                          count=len(title_tokens)), *(v.weights for v in vectors)])
-    return header, weights, ids, [s.encode() for s in (title, canonical, fingerprint or "")]
+    title_weights = np.fromiter(map(title_weights.__getitem__, title_tokens), dtype=np.float64,
+                                count=len(title_tokens))
+    weights = np.concatenate([v.weights for v in vectors]) if vectors else NO_WEIGHTS
+    return header, (title_weights, weights), ids, [s.encode() for s in (title, canonical, fingerprint or "")]
 
 
 def encode_all(snapshots: Sequence[tuple], tokens: StoredTokens, conn: Any) -> list[bytes]:
@@ -131,27 +134,30 @@ def encode(snap: tuple, tokens: StoredTokens, conn: Any) -> bytes:
 
 
 def _pack(parts: tuple, tokens: StoredTokens, conn: Any) -> bytes:
-    header, weights, ids, strings = parts
+    header, (title_weights, weights), ids, strings = parts
     db_ids = tokens.to_database(conn, ids)
     packed = _HEADER.pack(*header, *(len(s) for s in strings))
     # Native order is little-endian on every platform numpy ships wheels for that runs agg; astype is then free.
-    return b"".join([packed, weights.astype("<f8", copy=False).tobytes(), db_ids.astype("<i4", copy=False).tobytes(),
-                     *strings])
+    return b"".join([packed, title_weights.astype("<f8", copy=False).tobytes(),
+                     weights.astype("<f4", copy=False).tobytes(), db_ids.astype("<i4", copy=False).tobytes(), *strings])
 
 
 def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None:
     """The features stored for ``report`` (its row's fields, texts left out), or None for a format not known."""
-    if not blob or blob[0] != FORMAT_VERSION:
+    if not blob or blob[0] not in READABLE_VERSIONS:
         return None
     (_, flags, length, title_mass, *figures_of_vectors) = _HEADER.unpack_from(blob)
     norms, sizes, string_sizes = figures_of_vectors[:6], figures_of_vectors[6:15], figures_of_vectors[15:]
     n_ids = sum(sizes)
     n_title, n_vectors = sizes[0], sizes[6:]
-    n_weights = n_title + sum(n_vectors)
+    n_weights = sum(n_vectors)
     at = _HEADER.size
-    # Copied: views would keep the whole blob (database token ids and all) alive beside the features.
-    weights = np.frombuffer(blob, dtype="<f8", count=n_weights, offset=at).copy()
-    at += 8 * n_weights
+    title_weights = np.frombuffer(blob, dtype="<f8", count=n_title, offset=at).tolist()
+    at += 8 * n_title
+    # Copied (astype copies): views would keep the whole blob (database token ids and all) alive beside the features.
+    width = "<f8" if blob[0] == 1 else "<f4"
+    weights = np.frombuffer(blob, dtype=width, count=n_weights, offset=at).astype(np.float32)
+    at += np.dtype(width).itemsize * n_weights
     ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=n_ids, offset=at))
     if ids is None:  # written by another process since the tokens were read: the text is read instead
         return None
@@ -170,9 +176,9 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None
     title_tokens = title_tokens[:n_title]
     numbers, figures, years = map(word, ids[bounds[3]:bounds[4]].tolist()), \
         map(word, ids[bounds[4]:bounds[5]].tolist()), map(word, ids[bounds[5]:bounds[6]].tolist())
-    title_weights = dict(zip(title_tokens, weights[:n_title].tolist()))
+    title_weights = dict(zip(title_tokens, title_weights))
     vectors = []
-    start = n_title
+    start = 0
     for n in range(3):
         size, at_ids = n_vectors[n], bounds[6 + n]
         vectors.append(Vector(ids[at_ids:at_ids + size], weights[start:start + size], norms[2 * n], norms[2 * n + 1])

@@ -14,22 +14,23 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from aggregator.models import FetchResult, ParsedEntry, ParsedFeed
 from aggregator.store.listing import (
     StoryListing,
     StoryRow,
     _feed_filter,
-    _in_reporting_order,
     _outlet_name,
     _stories_filter,
+    feed_ids,  # noqa: F401 (public: piped agg list reads outlet_feeds with it)
+    write_outlet_feeds,  # noqa: F401 (public: the grouping writes a story's outlets with its row)
 )
 from aggregator.store.rows import (
     _INSERT_ENTRY,
@@ -61,7 +62,6 @@ CHECKPOINT_INTERVAL_SECONDS = 0.25
 WRITER_CHECKPOINT_FACTOR = 4
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -149,7 +149,17 @@ class Store:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             store = cls(conn, path)
             if readonly:
-                conn.execute("SELECT count(*) FROM sqlite_master")  # opens the file: failures are reported here
+                # Reading opens the file: failures are reported here.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version < SCHEMA_VERSION:
+                    # Written by an earlier agg: the listings read what later migrations add.
+                    conn.close()
+                    if immutable or not os.access(path, os.W_OK):
+                        raise StoreError(
+                            f"the database {path} has schema version {version}, older than this agg reads "
+                            f"({SCHEMA_VERSION}), and cannot be upgraded here: run 'agg fetch' where it is writable")
+                    cls.open(path).close()
+                    return cls.open(path, readonly=True)
             else:
                 store._prepare()
             return store
@@ -184,8 +194,12 @@ class Store:
                 # Read again under the write lock: another process may have migrated meanwhile.
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version < SCHEMA_VERSION:
-                    for statement in _split_sql(MIGRATIONS[version]):
-                        conn.execute(statement)
+                    migration = MIGRATIONS[version]
+                    if callable(migration):
+                        migration(conn)
+                    else:
+                        for statement in _split_sql(migration):
+                            conn.execute(statement)
                     version += 1
                     conn.execute(f"PRAGMA user_version = {version}")
 
@@ -412,16 +426,14 @@ class Store:
             while rows := cursor.fetchmany(STORY_BATCH):
                 batch = {row[0]: dict(zip(names, row)) for row in rows}
                 ids = list(batch)
-                outlets, originals = self._story_outlets(
-                    ids, lambda feed_ids: [_outlet_name(outlets_by_feed, f) for f in feed_ids],
-                    [story["original_entry_id"] for story in batch.values() if story["original_entry_id"]])
+                originals = self._original_feeds(batch.values())
                 if reports:
                     for story_id, story_reports in self._reports_of(ids, outlets_by_feed).items():
                         batch[story_id]["reports"] = story_reports
                 if lead_text:
                     self._add_lead_texts(list(batch.values()))
                 for story_id, story in batch.items():
-                    story["outlets"] = outlets.get(story_id, [])
+                    story["outlets"] = [_outlet_name(outlets_by_feed, f) for f in feed_ids(story.pop("outlet_feeds"))]
                     original = originals.get(story_id)
                     story["original_outlet"] = None if original is None else _outlet_name(outlets_by_feed, original)
                     if reports:
@@ -430,33 +442,21 @@ class Store:
         finally:
             cursor.close()
 
-    def iter_story_rows(self, listing: StoryListing, outlets: Callable[[tuple[int, ...]], T]
-                        ) -> Iterator[tuple[list[StoryRow], dict[int, T]]]:
+    def iter_story_rows(self, listing: StoryListing) -> Iterator[list[StoryRow]]:
         """The stories :meth:`iter_stories` lists (the same ``listing``) as plain tuples, in batches:
-        ``(id, n_reports, n_outlets, last_seen, title)``, with a dictionary that gives each story
-        (by id) what ``outlets`` makes of its outlets' feed ids, in the order they first reported
-        it (a story with no reports may be missing from it). Names: :meth:`outlet_names`.
+        ``(id, n_reports, n_outlets, last_seen, title, outlet_feeds)``, where ``outlet_feeds`` is the
+        story's feed ids in the order they first reported it (:func:`feed_ids` reads it; names:
+        :meth:`outlet_names`).
 
-        For listings of many stories (piped ``agg list``), where a dictionary per story and a
-        lookup per story cost more than the rest: once :data:`OUTLETS_SCAN_AFTER` stories have
-        had their outlets looked up a batch at a time, the outlets of every story are read in
-        one pass over the index ``entries_story_outlets`` (half the cost of the lookups) and
-        held until the end. A listing without a limit reads the table and sorts it: cheaper than
+        For listings of many stories (piped ``agg list``), where a dictionary per story costs more
+        than the rest. A listing without a limit reads the table and sorts it: cheaper than
         walking ``stories_last_seen``, whose rows are scattered over the table.
         """
-        sql, params = listing.select("s.id, s.n_reports, s.n_outlets, s.last_seen, s.title",
+        sql, params = listing.select("s.id, s.n_reports, s.n_outlets, s.last_seen, s.title, s.outlet_feeds",
                                      by_index=bool(listing.limit))
-        every_story: dict[int, T] | None = None
-        looked_up = 0
         with closing(self.conn.execute(sql, params)) as cursor:
             while rows := cursor.fetchmany(LISTING_BATCH):
-                if every_story is None and looked_up >= OUTLETS_SCAN_AFTER:
-                    every_story = self._story_outlets(None, outlets)[0]
-                if every_story is None:
-                    looked_up += len(rows)
-                    yield rows, self._story_outlets([row[0] for row in rows], outlets)[0]
-                else:
-                    yield rows, every_story
+                yield rows
 
     def outlet_names(self) -> dict[int, str]:
         """Each feed's outlet name (its title, else its URL), by feed id."""
@@ -493,30 +493,14 @@ class Store:
         return {feed_id: (name, url) for feed_id, name, url in self.conn.execute(
             "SELECT id, COALESCE(title, url), url FROM feeds")}
 
-    def _story_outlets(self, story_ids: list[int] | None, outlets: Callable[[tuple[int, ...]], T],
-                       original_ids: list[int] | None = None) -> tuple[dict[int, T], dict[int, int]]:
-        """What ``outlets`` makes of each story's outlets: feed ids, one per feed, in the order they first
-        reported it (by their earliest report's time, then feed id); ``None``: every story's, in one pass.
-        With ``original_ids`` (the stories' original reports), also the feed of each story's original
-        report that is among its reports.
-
-        Read from the index ``entries_story_outlets`` alone (see migration 6), one row a story: a
-        story from one feed (most of them) is that feed's id; the others carry each report's feed
-        and time, put in order here (SQLite's ``group_concat`` has no order before 3.44).
-        """
-        where = "story_id IS NOT NULL" if story_ids is None else f"story_id IN ({sql_marks(story_ids)})"
-        original = f"MAX(CASE WHEN id IN ({sql_marks(original_ids)}) THEN feed_id END)" if original_ids else "NULL"
-        cursor = self.conn.execute(
-            "SELECT story_id, MIN(feed_id), CASE WHEN MIN(feed_id) != MAX(feed_id) THEN "
-            "group_concat(COALESCE(published, first_seen) || printf(' %020d', feed_id), char(30)) END, "
-            f"{original} FROM entries WHERE {where} GROUP BY story_id", [*(original_ids or ()), *(story_ids or ())])
-        story_outlets: dict[int, T] = {}
-        originals: dict[int, int] = {}
-        for story_id, only_feed, reports, original_feed in cursor:
-            story_outlets[story_id] = outlets((only_feed,) if reports is None else _in_reporting_order(reports))
-            if original_feed is not None:
-                originals[story_id] = original_feed
-        return story_outlets, originals
+    def _original_feeds(self, stories: Iterable[dict]) -> dict[int, int]:
+        """The feed of each story's original report, for the stories whose original is among their reports."""
+        wanted = {story["original_entry_id"]: story["id"] for story in stories if story["original_entry_id"]}
+        if not wanted:
+            return {}
+        return {story_id: feed_id for entry_id, story_id, feed_id in self.conn.execute(
+            f"SELECT id, story_id, feed_id FROM entries WHERE id IN ({sql_marks(wanted)})", list(wanted))
+            if wanted[entry_id] == story_id}
 
     def _reports_of(self, story_ids: list[int], outlets_by_feed: dict[int, tuple[str, str]],
                     details: bool = False) -> dict[int, list[dict]]:
@@ -669,8 +653,5 @@ STORY_BATCH = 200
 """Stories :meth:`Store.iter_stories` reads and completes at a time."""
 LISTING_BATCH = 500
 """Stories :meth:`Store.iter_story_rows` yields at a time (within the 999 parameters of SQLite before 3.32)."""
-OUTLETS_SCAN_AFTER = 5000
-"""Stories :meth:`Store.iter_story_rows` looks up a batch at a time before reading every story's outlets at once."""
-
 READY_FOR_STORY = "e.story_id IS NULL AND e.extract_status != 'pending'"
 """Entries waiting for a story: none yet, and their text final (the page extracted, failed, or skipped)."""

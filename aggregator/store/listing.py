@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aggregator.store.sql import to_db_time
-
-if TYPE_CHECKING:
-    pass
+from aggregator.store.sql import in_batches, sql_marks, to_db_time
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ class StoryListing:
         return sql, params
 
 
-StoryRow = tuple[int, int, int, str, str]
-"""A story as :meth:`Store.iter_story_rows` lists it: id, n_reports, n_outlets, last_seen, title."""
+StoryRow = tuple[int, int, int, str, str, str]
+"""A story as :meth:`Store.iter_story_rows` lists it: id, n_reports, n_outlets, last_seen, title, outlet_feeds."""
 
 
 def _feed_filter(feed: str | None, tag: str | None) -> tuple[list[str], list[Any]]:
@@ -73,7 +73,25 @@ def _outlet_name(outlets_by_feed: dict[int, tuple[str, str]], feed_id: int) -> s
     return outlets_by_feed.get(feed_id, ("?", ""))[0]
 
 
-def _in_reporting_order(reports: str) -> tuple[int, ...]:
-    """The feed ids of ``reports`` (``time feed_id`` items, the id in 20 digits, separated by U+001E), each
-    once, earliest first, then by feed id: sorted as text, as the times sort as text."""
-    return tuple(dict.fromkeys([int(report[-20:]) for report in sorted(reports.split("\x1e"))]))
+def feed_ids(outlet_feeds: str) -> tuple[int, ...]:
+    """The feed ids a story's ``outlet_feeds`` column lists, in the order they first reported it."""
+    return tuple(map(int, outlet_feeds.split()))
+
+
+def write_outlet_feeds(conn: sqlite3.Connection, story_ids: Sequence[int] | None = None) -> None:
+    """Set the stories' ``outlet_feeds`` (migration 8) from their reports: each feed once, by its first
+    report's time, then by feed id; ``None``: every story's, in one pass over ``entries_story_outlets``.
+
+    Written with the story's row (the grouping's :func:`~aggregator.dedup.session` writes), so that a
+    listing reads a story's outlets with it rather than from its reports.
+    """
+    firsts: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for part in [None] if story_ids is None else in_batches(list(story_ids), 500):
+        where = "story_id IS NOT NULL" if part is None else f"story_id IN ({sql_marks(part)})"
+        for story_id, feed_id, first in conn.execute(
+                "SELECT story_id, feed_id, MIN(COALESCE(published, first_seen)) FROM entries "
+                f"WHERE {where} GROUP BY story_id, feed_id", part or []):
+            firsts[story_id].append((first, feed_id))
+    conn.executemany("UPDATE stories SET outlet_feeds = ? WHERE id = ?",
+                     [(" ".join(str(feed_id) for _, feed_id in sorted(reports)), story_id)
+                      for story_id, reports in firsts.items()])

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+
+from aggregator.store.listing import write_outlet_feeds
 
 # Each migration takes the schema from version N-1 to N. Never edit one that
-# has shipped: append a new one.
-MIGRATIONS: list[str] = [
+# has shipped: append a new one. A migration is an SQL script, or a function of the connection where the
+# new rows need Python.
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], object]] = [
     # 1: the initial schema.
     """
     CREATE TABLE feeds (
@@ -214,6 +218,11 @@ MIGRATIONS: list[str] = [
         DELETE FROM entry_features WHERE entry_id = new.id;
     END;
     """,
+    # 8: each story's outlets (its feeds' ids, in the order they first reported it) kept in its row,
+    # written with it, so that a listing reads them with the story: computing them from the reports
+    # was two thirds of piped `agg list` over 126,000 stories. Filled in for the stories there are.
+    lambda conn: (conn.execute("ALTER TABLE stories ADD COLUMN outlet_feeds TEXT NOT NULL DEFAULT ''"),
+                  write_outlet_feeds(conn)),
 ]
 
 

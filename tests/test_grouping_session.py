@@ -207,7 +207,7 @@ ENTRIES = 2 * FEEDS + 3 * len(STORIES)
 def test_a_large_run_groups_in_the_worker(tmp_path, server, monkeypatch, caplog):
     config = many_feeds_reporting_three_stories(tmp_path, server)
     # Without pages to extract, the worker starts at the end, for a backlog of this many.
-    monkeypatch.setattr(pipeline, "GROUPING_MIN_BATCH", ENTRIES)
+    monkeypatch.setattr(pipeline.grouping, "GROUPING_MIN_BATCH", ENTRIES)
     started = []
     original_start = GroupingWorker.start
 
@@ -231,7 +231,7 @@ def test_a_large_run_groups_in_the_worker(tmp_path, server, monkeypatch, caplog)
 
 def test_a_worker_killed_mid_run_leaves_the_grouping_to_the_main_process(tmp_path, server, monkeypatch, caplog):
     config = many_feeds_reporting_three_stories(tmp_path, server)
-    monkeypatch.setattr(pipeline, "GROUPING_MIN_BATCH", ENTRIES)
+    monkeypatch.setattr(pipeline.grouping, "GROUPING_MIN_BATCH", ENTRIES)
     original_start = GroupingWorker.start
 
     def start_then_kill(self):

@@ -127,7 +127,7 @@ def test_a_database_that_refuses_fetch_records_stops_the_run_with_the_reason(tmp
 
     urls = [server.route(f"/gone{n}.xml", Reply(404)) for n in range(3)]
     config = load_config(write_config(tmp_path, [{"url": url} for url in urls]))
-    monkeypatch.setattr(pipeline, "RECORDS_PER_COMMIT", per_commit)
+    monkeypatch.setattr(pipeline.runner, "RECORDS_PER_COMMIT", per_commit)
 
     def disk_full(self, records, *, now=None):
         raise sqlite3.OperationalError("database or disk is full")

@@ -1,0 +1,83 @@
+"""One run of agg: fetch the feeds, parse them, extract their new articles, group stories, store.
+
+This is the library API the command line is a thin shell over::
+
+    from aggregator.config import load_config
+    from aggregator.store import Store
+    from aggregator.pipeline import run
+
+    summary = run(load_config("feeds.yaml"), Store.open("data/agg.db"))
+
+Every feed is handled on its own: one broken feed, page or entry never stops
+the others, and each feed's results are stored in one transaction, so a run
+killed half-way leaves a consistent database that the next run completes.
+
+The package's parts: ``runner`` (the run itself: which feeds, each feed's
+turn, its pages, its end), ``summary`` (what a run reports, and the clock of
+its stages), ``parsing`` (feed parsing in worker processes) and ``grouping``
+(story grouping during and after a run). Every name is importable from here;
+a tunable is read, and so patched, in the part that defines it. Every part
+logs as ``aggregator.pipeline``, so a log line names the run, not the file.
+"""
+
+from __future__ import annotations
+
+from aggregator.pipeline.grouping import (
+    BACKGROUND_GROUPING_MIN,
+    GROUPING_MAX_BATCH,
+    GROUPING_MIN_BATCH,
+    GROUPING_NICENESS,
+    GROUPING_POLL_SECONDS,
+    STORED_REPORT_COST,
+    GroupingWorker,
+    finish_grouping,
+    grouping_cost,
+    place_all,
+)
+from aggregator.pipeline.parsing import ParseWorkers
+from aggregator.pipeline.runner import (
+    PARSE_WORKERS_MIN_FEEDS,
+    RECORDS_PER_COMMIT,
+    STOP_POLL_SECONDS,
+    run,
+    run_async,
+    select_feeds,
+)
+from aggregator.pipeline.summary import (
+    FeedOutcome,
+    PageProgressCallback,
+    ProgressCallback,
+    RunSummary,
+    StageClock,
+    describe,
+    feed_problem,
+)
+from aggregator.store import StoreError
+
+__all__ = [
+    "BACKGROUND_GROUPING_MIN",
+    "GROUPING_MAX_BATCH",
+    "GROUPING_MIN_BATCH",
+    "GROUPING_NICENESS",
+    "GROUPING_POLL_SECONDS",
+    "PARSE_WORKERS_MIN_FEEDS",
+    "RECORDS_PER_COMMIT",
+    "STOP_POLL_SECONDS",
+    "STORED_REPORT_COST",
+    "FeedOutcome",
+    "GroupingWorker",
+    "PageProgressCallback",
+    "ParseWorkers",
+    "ProgressCallback",
+    "RunSummary",
+    "StageClock",
+    "StoreError",
+    "describe",
+    "feed_problem",
+    "finish_grouping",
+    "grouping_cost",
+    "place_all",
+    "run",
+    "run_async",
+    "select_feeds",
+]

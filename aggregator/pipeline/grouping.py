@@ -1,0 +1,258 @@
+"""Story grouping for a run: in a worker process while the run goes on, or at its end; and after it.
+
+:class:`GroupingWorker` places a run's entries while it still extracts pages
+(the worker process runs :func:`_group_while_running`) or in the run's own
+process at its end; :func:`grouping_cost` says how much grouping a run leaves,
+:func:`finish_grouping` does what a run deferred (``agg group``), and
+:func:`place_all` places every ready entry a batch at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime
+from multiprocessing.connection import Connection
+
+from aggregator import dedup
+from aggregator.pipeline.summary import StageClock
+from aggregator.store import Store
+
+log = logging.getLogger(__package__)
+
+
+class GroupingWorker:
+    """Story grouping in a worker process that places entries while the run is still extracting pages.
+
+    Grouping is pure Python and needs each entry's final text, so run after
+    the last page it would add its whole time to the end of a long run; in a
+    thread it would hold up the event loop. The worker reads the database
+    file on its own connection and places what is ready every
+    ``GROUPING_POLL_SECONDS`` (:class:`dedup.GroupingSession`), at a lower
+    priority than the run (``GROUPING_NICENESS``); :meth:`finish` has it
+    place the rest. It starts on the first extracted page of a run with a
+    database file and enough feeds, or at the end when the grouping left is
+    worth ``GROUPING_MIN_BATCH`` fresh reports (:func:`grouping_cost`: the
+    stored reports it loads count too), so that the grouper's memory goes
+    when it ends. It does not start while feeds are fetched without pages:
+    parsing them needs the cores more. Otherwise, or if it dies, the run
+    groups in its own process at the end, as small runs always do.
+    """
+
+    def __init__(self, store: Store, settings: dedup.DedupSettings, now: datetime, enabled: bool,
+                 session: dedup.GroupingSession | None = None):
+        self.store = store
+        self.settings = settings
+        self.now = now
+        # A session kept from run to run (agg daemon) holds the window's stories already: it groups here.
+        self.session = session
+        self.enabled = enabled and store.path is not None and session is None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._connection: Connection | None = None
+        self._stopped = False
+
+    def start(self) -> None:
+        """Start the worker, if this run uses one and it is not running yet."""
+        if not self.enabled or self._stopped or self._process is not None:
+            return
+        context = multiprocessing.get_context("forkserver")
+        self._connection, theirs = context.Pipe()
+        self._process = context.Process(target=_group_while_running, name="agg-grouping", daemon=True,
+                                        args=(str(self.store.path.resolve()), self.settings, self.now, theirs))
+        self._process.start()
+        theirs.close()
+
+    async def finish(self, clock: StageClock, cost: float) -> dedup.GroupingSummary:
+        """Every ready entry placed: by the worker if it runs, else here. Adds the worker's busy time to ``clock``.
+
+        ``cost`` is the grouping left (:func:`grouping_cost`).
+        """
+        if self._process is None and cost >= GROUPING_MIN_BATCH:
+            self.start()  # much to load or place: the grouper's memory goes with the worker
+        if self._process is not None and self._connection is not None:
+            try:
+                self._connection.send("finish")
+            except OSError:
+                reply = None
+            else:
+                reply = await asyncio.to_thread(self._last_reply, True)
+            if self._stopped:  # the run was stopped meanwhile: the rest is the next run's
+                return dedup.GroupingSummary()
+            self._shut_down()
+            if reply is not None and reply[0] == "done":
+                _, summary, busy_seconds = reply
+                clock.add("group", busy_seconds)
+                if summary is not None:
+                    return summary
+            log.warning("the story-grouping worker stopped before the end of the run; grouping here instead")
+        with clock("group"):
+            if self.session is not None:
+                self.session.now = self.now
+                return place_all(self.session)
+            return dedup.group_new_entries(self.store.db, self.settings, now=self.now)
+
+    def defer(self, clock: StageClock) -> dedup.GroupingSummary:
+        """Stop the worker where it is, for :func:`finish_grouping` to go on; what it has written so far.
+
+        What it wrote stays, in whole stories; the rest of the batch it was
+        placing is left waiting, its write in progress rolled back.
+        """
+        reply = self._last_reply(wait=False) if self._connection is not None else None
+        self.stop()
+        if reply is None:
+            return dedup.GroupingSummary()
+        _, done, busy_seconds = reply
+        clock.add("group", busy_seconds)
+        return done or dedup.GroupingSummary()
+
+    def _last_reply(self, wait: bool) -> tuple | None:
+        """The worker's newest message: ``("progress" | "done", summary so far, busy seconds)``.
+
+        With ``wait``, read until its "done"; without, take what has come. If
+        the worker is gone, the newest message read, if any.
+        """
+        connection = self._connection  # stop() may clear it meanwhile, from the run's thread
+        assert connection is not None
+        reply = None
+        try:
+            while wait or connection.poll():
+                reply = connection.recv()
+                if reply[0] == "done":
+                    break
+        except (EOFError, OSError):
+            if wait:
+                return None
+        return reply
+
+    def stop(self) -> None:
+        """Stop the worker now, for a run that was stopped: a write in progress is rolled back, never half done."""
+        self._stopped = True
+        self._shut_down()
+
+    def _shut_down(self) -> None:
+        if self._process is None:
+            return
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        if self._connection is not None:
+            self._connection.close()
+        self._process = self._connection = None
+
+    async def __aenter__(self) -> GroupingWorker:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._shut_down()
+
+
+# How often the grouping worker looks for entries ready to place, how many it waits for
+# before placing any before the end of the run, and how many it places at a time
+# (see GroupingSession.place_ready).
+GROUPING_POLL_SECONDS = 0.5
+GROUPING_MIN_BATCH = 1000
+GROUPING_MAX_BATCH = 5000
+# Grouping while the run extracts yields the cores to fetching, parsing and extraction,
+# which the end of the run waits for first.
+GROUPING_NICENESS = 10
+# Grouping work, in fresh reports (about 1 ms each), above which `agg fetch` leaves it to a
+# background `agg group`: more than a run of a thousand feeds takes to fetch.
+BACKGROUND_GROUPING_MIN = 2000
+# What loading one stored report costs, as a share of placing a fresh one: its features are
+# rebuilt from its text (bench/dedup_scale.py --steady: about 0.2 ms against 1 ms). Reports
+# grouped since migration 7 load from their stored features instead, about half that
+# (bench/README.md, speed round 7); kept at the cost of the older ones, which still read texts.
+STORED_REPORT_COST = 0.2
+
+
+def grouping_cost(waiting: int, stored: int) -> float:
+    """The work of placing ``waiting`` entries among ``stored`` reports, in fresh reports placed."""
+    return waiting + STORED_REPORT_COST * stored
+
+
+def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datetime, connection: Connection) -> None:
+    """The grouping worker: place what is ready until told to finish, then the rest.
+
+    After each chunk it writes it sends ``("progress", summary so far, busy
+    seconds)``, and at the end ``("done", ...)``; the summary is None if it failed.
+    """
+    try:
+        os.nice(GROUPING_NICENESS)
+    except OSError:
+        pass
+    parent = multiprocessing.parent_process()
+    store = Store.open(db_path)
+    busy = 0.0
+    started = time.perf_counter()
+
+    def tell_progress(so_far: dedup.GroupingSummary) -> None:
+        connection.send(("progress", so_far, busy + time.perf_counter() - started))
+
+    session = dedup.GroupingSession(store.db, settings, now, on_written=tell_progress,
+                                    keep_writing=lambda: parent is None or parent.is_alive())
+    summary: dedup.GroupingSummary | None = None
+    finishing = more_waiting = False
+    try:
+        while True:
+            if not finishing and connection.poll(0 if more_waiting else GROUPING_POLL_SECONDS):
+                connection.recv()
+                finishing = True
+            started = time.perf_counter()
+            placed = session.place_ready(at_least=1 if finishing else GROUPING_MIN_BATCH,
+                                         at_most=GROUPING_MAX_BATCH).placed
+            if placed:
+                busy += time.perf_counter() - started
+            more_waiting = placed == GROUPING_MAX_BATCH
+            if (finishing and not more_waiting) or not session.keep_writing():
+                break
+        summary = session.summary
+    except (EOFError, OSError):  # the run is gone: nobody to answer
+        return
+    except Exception:
+        log.exception("story grouping failed in the worker")
+    finally:
+        store.close()
+    try:
+        connection.send(("done", summary, busy))
+    except OSError:
+        pass
+
+
+def finish_grouping(store: Store, settings: dedup.DedupSettings, *, now: datetime | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> dedup.GroupingSummary:
+    """Place every stored report that has no story yet, then bring the search index up to date.
+
+    What a run that deferred its grouping leaves (``agg group``). Reports are
+    placed ``GROUPING_MAX_BATCH`` at a time, so that their texts are never
+    all in memory at once (the window's stories are: see
+    :class:`dedup.GroupingSession`); ``progress(placed, waiting)`` is called
+    after each batch (``agg group``'s bar).
+    Stopped or killed half-way, it leaves whole stories, and the next run or
+    ``agg group`` places the rest.
+    """
+    session = dedup.GroupingSession(store.db, settings, now)
+    waiting = store.count_ready_for_story()
+    place_all(session, progress and (lambda placed: progress(placed, max(waiting, placed))))
+    store.refresh_search_index()
+    return session.summary
+
+
+def place_all(session: dedup.GroupingSession,
+              progress: Callable[[int], None] | None = None) -> dedup.GroupingSummary:
+    """Every ready entry placed by ``session``, ``GROUPING_MAX_BATCH`` at a time; what this call placed.
+
+    ``progress`` is told how many the session has placed after each batch.
+    """
+    done = dedup.GroupingSummary()
+    while (batch := session.place_ready(at_most=GROUPING_MAX_BATCH)).placed:
+        done.add(batch)
+        if progress:
+            progress(session.summary.placed)
+    return done

@@ -13,10 +13,11 @@ from aggregator import store as store_module
 from aggregator.dedup import DedupSettings, GroupingSession, StoryGrouper, group_new_entries, score_pair
 from aggregator.dedup import grouper as grouper_module
 from aggregator.dedup import session as session_module
-from aggregator.dedup.stored import _HEADER, StoredTokens, decode, encode, snapshot
+from aggregator.dedup.stored import _HEADER, StoredTokens, complete, decode, encode, snapshot
 from aggregator.dedup.vectors import TOKENS
 from aggregator.store import SCHEMA_VERSION, Store
-from tests.test_dedup import _feeds, _insert_entries, fixture_reports
+from aggregator.dedup import Report
+from tests.test_dedup import _feeds, _insert_entries, article, fixture_reports
 from tests.test_grouping_session import FIRST, SECOND, stories_by_title
 
 
@@ -197,3 +198,60 @@ def test_the_token_table_starts_afresh_past_its_limit_only_while_no_grouper_is_a
     third = StoryGrouper()
     assert len(TOKENS) == 0  # nothing held ids: the table started afresh
     assert third.add_many(fixture_reports()) == placed
+
+
+def seeded_twice(store, settings: DedupSettings) -> tuple[StoryGrouper, StoryGrouper, int]:
+    """The rewritten fixture's first half grouped, stored, and seeded into two groupers: one reads every member
+    whole (as before), one defers what only comparisons need and posts nothing until a token is looked up."""
+    from tests.test_dedup_fastpaths import rewritten_reports
+
+    reports = sorted(rewritten_reports(), key=lambda r: r.published)
+    first, later = reports[: len(reports) // 2], reports[len(reports) // 2:]
+    # Stories of words no later report uses: nothing reaches them.
+    first += [Report(f"apart{n}", f"Qx{n}a Qx{n}b Qx{n}c Qx{n}d announced", article(n, 150), source="Elsewhere",
+                     published=later[-1].published) for n in range(5)]
+    placing = StoryGrouper(settings)
+    members: dict[int, list] = {}
+    snapshots = {}
+    for report in first:
+        placement = placing.add(report)
+        members.setdefault(placement.story_id, []).append(report)
+        snapshots[report.id] = snapshot(placing.last_placed)
+    conn = store.db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    written = StoredTokens()
+    blobs = {report_id: encode(snap, written, conn) for report_id, snap in snapshots.items()}
+    conn.execute("COMMIT")
+    tokens = StoredTokens()
+    tokens.refresh(conn)
+    whole, deferred = StoryGrouper(settings, first_new_id=10_000), StoryGrouper(settings, first_new_id=10_000)
+    deferred.complete = lambda doc: complete(doc, tokens)
+    for story_id in sorted(placing.stories):
+        story = [placing.resolve(story_id) == story_id and r for r in members.get(story_id, [])]
+        story = [r for r in story if r]
+        if story:
+            read = [decode(blobs[r.id], r, tokens) for r in story]
+            for doc in read:
+                doc.key_ids = None  # posted at once, as members read from their texts are
+            whole.seed(story_id, read)
+            deferred.seed(story_id, [decode(blobs[r.id], r, tokens, deferred=True) for r in story])
+    return whole, deferred, later
+
+
+def test_a_later_run_seeded_lazily_decides_as_one_that_read_every_stored_member(store):
+    """Deferred members and postings made on first look-up: the same placements, merges and postings, and most
+    stored members never read whole. A low max_posting_stories crowds some tokens."""
+    settings = DedupSettings(max_posting_stories=4)
+    whole, deferred, later = seeded_twice(store, settings)
+    assert deferred._unposted and not deferred._postings and whole._postings  # nothing posted yet
+    for report in later:
+        assert deferred.add(report) == whole.add(report), report.id
+    assert deferred.merges == whole.merges and deferred.clusters() == whole.clusters()
+    apart = [m for s in deferred.stories.values() for m in s.members if str(m.report.id).startswith("apart")]
+    assert len(apart) == 5 and all(m.deferred is not None for m in apart)  # never compared, never read whole
+    assert any(m.deferred is None and m.report.id in whole.story_of for s in deferred.stories.values()
+               for m in s.members if not str(m.report.id).startswith("apart"))
+    for token in list(deferred._unposted_tokens):
+        deferred._ensure_posted(token)
+    assert deferred._postings == {t: s for t, s in whole._postings.items() if s} and deferred._crowded == whole._crowded
+    assert whole._crowded  # crowded tokens were exercised

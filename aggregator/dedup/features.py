@@ -93,6 +93,10 @@ class Features:
     canonical: str
     fingerprint: str | None
     seq: int = -1  # arrival order, given when the report is placed
+    # A stored member seeded without its title, weights and vectors: the blob they are still in
+    # (aggregator.dedup.stored.complete reads them when its story is first compared).
+    deferred: bytes | None = None
+    key_ids: np.ndarray | None = None  # the key tokens' ids, where they were read as ids (a deferred member's)
     # Frozen when the report is placed (see Frequencies.weigh).
     title_weights: dict[str, float] = field(default_factory=dict)
     title_mass: float = 0.0

@@ -34,12 +34,14 @@ from __future__ import annotations
 import heapq
 import weakref
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import chain, repeat
 from operator import add
 from typing import Any
+
+import numpy as np
 
 from aggregator.dedup.features import Features, Frequencies, Report, make_features, meaningful_guid
 from aggregator.dedup.scoring import score_pair
@@ -131,6 +133,14 @@ class StoryGrouper:
         # max_posting_stories stories: they find no candidates, so their story lists are dropped
         # (common words' lists were most of the grouper's memory) until few enough reports carry them.
         self._crowded: dict[str, int] = {}
+        # Stored stories seeded before anything was posted keep their members' key tokens here, as token
+        # ids and story ids, until a token is first looked up (_ensure_posted): a later run reaches a
+        # small share of the window's tokens, and posting all of 50,000 reports' cost a second.
+        self._unposted: list[tuple[np.ndarray, int]] = []  # a story's members' key token ids, the story
+        # Sorted: token id << 32 | the story's place in _unposted_stories (one int64 a posting, sorted in place).
+        self._unposted_index: np.ndarray | None = None
+        self._unposted_stories = np.zeros(0, dtype=np.int64)  # story ids, by place
+        self._unposted_tokens: set[str] = set()
         self._docs: dict[int, Features] = {}
         self._doc_story: dict[int, int] = {}
         self._by_url: dict[str, int] = {}
@@ -141,6 +151,8 @@ class StoryGrouper:
         # less than a window after it would not find all its stories here.
         self.forgotten_through: datetime | None = None
         self.last_placed: Features | None = None  # the features of the report :meth:`add` placed last
+        # Reads the rest of a member seeded deferred (``Features.deferred``), before it is first compared.
+        self.complete: Callable[[Features], None] | None = None
         self._seq = 0
 
     # -- public ------------------------------------------------------------
@@ -179,9 +191,15 @@ class StoryGrouper:
                 doc = self._new_doc(report)
             self._attach(doc, story, post=False)
             docs.append(doc)
-        # The story's postings at once: its members share most of their key tokens (the same end state as
-        # posting each member in turn; seeding a window of 50,000 spent a third of its time posting).
-        self._post_counts(Counter(chain.from_iterable(doc.key_tokens for doc in docs)), story.id)
+        if self._postings or self._crowded or any(doc.key_ids is None for doc in docs):
+            # The story's postings at once: its members share most of their key tokens (the same end state as
+            # posting each member in turn; seeding a window of 50,000 spent a third of its time posting).
+            self._post_counts(Counter(chain.from_iterable(doc.key_tokens for doc in docs)), story.id)
+        else:  # nothing posted yet: the story's postings wait until their tokens are looked up
+            self._unposted.append((np.concatenate([doc.key_ids for doc in docs]), story.id))
+            for doc in docs:
+                self._unposted_tokens.update(doc.key_tokens)
+                doc.key_ids = None
 
     def add(self, report: Report) -> Placement:
         """Place one report: into the story it matches, else into a new story."""
@@ -299,16 +317,50 @@ class StoryGrouper:
             self.forgotten_through = max(published, self.forgotten_through or published)
             old = self._docs.pop(seq)
             self._unpost(old, self._doc_story[old.seq])
+            self._read_deferred([old])  # a released member keeps its title and figures: they must be read first
             if old.report.id in self._counted:
                 self._counted.discard(old.report.id)
                 self._freq.remove(old.vocabulary)
             # Nothing arriving from now on is close enough in time to be compared with it.
             old.release()
 
+    def _ensure_posted(self, token: str) -> None:
+        """Post the seeded stories that carry ``token`` and wait unposted (see ``_unposted``): before any use of its
+        postings, so that they are what posting every seeded story at once would have made them."""
+        if self._unposted:  # seeded since the last look-up: one sorted index of them all
+            old = self._unposted_index if self._unposted_index is not None else np.zeros(0, dtype=np.int64)
+            index = np.empty(len(old) + sum(len(ids) for ids, _ in self._unposted), dtype=np.int64)
+            index[:len(old)] = old
+            at, first_place = len(old), len(self._unposted_stories)
+            for place, (ids, _) in enumerate(self._unposted, start=first_place):
+                index[at:at + len(ids)] = ids
+                index[at:at + len(ids)] <<= 32
+                index[at:at + len(ids)] |= place
+                at += len(ids)
+            index.sort()
+            self._unposted_index = index
+            self._unposted_stories = np.concatenate(
+                [self._unposted_stories, np.array([story_id for _, story_id in self._unposted], dtype=np.int64)])
+            self._unposted = []
+        self._unposted_tokens.discard(token)
+        found = TOKENS.known(token)
+        index = self._unposted_index
+        start, end = index.searchsorted(np.array([found << 32, (found + 1) << 32], dtype=np.int64))
+        places, counts = np.unique(index[start:end] & 0xFFFFFFFF, return_counts=True)
+        stories = self._unposted_stories[places]
+        # The same end state as posting story after story: a token of more than max_posting_stories is crowded.
+        if len(stories) > self.settings.max_posting_stories:
+            self._crowded[token] = int(counts.sum())
+        else:
+            self._postings[token] = dict(zip(stories.tolist(), counts.tolist()))
+
     def _post_counts(self, counts: dict[str, int], story_id: int) -> None:
         """Post ``counts[token]`` reports of the story under each token."""
         crowded, limit, postings = self._crowded, self.settings.max_posting_stories, self._postings
+        unposted = self._unposted_tokens
         for token, n in counts.items():
+            if unposted and token in unposted:
+                self._ensure_posted(token)
             if token in crowded:
                 crowded[token] += n
                 continue
@@ -320,8 +372,10 @@ class StoryGrouper:
 
     def _unpost(self, doc: Features, story_id: int) -> None:
         """Take a report leaving the window out of the postings (its doc no longer in ``_docs``)."""
-        crowded, limit = self._crowded, self.settings.max_posting_stories
+        crowded, limit, unposted = self._crowded, self.settings.max_posting_stories, self._unposted_tokens
         for token in doc.key_tokens:
+            if unposted and token in unposted:
+                self._ensure_posted(token)
             carried = crowded.get(token)
             if carried is not None:
                 if carried - 1 > limit:
@@ -370,6 +424,9 @@ class StoryGrouper:
         settings = self.settings
         cap = max(20, settings.max_token_df * self._freq.n)
         count, postings = self._freq.count, self._postings
+        if self._unposted_tokens:
+            for token in self._unposted_tokens.intersection(doc.key_tokens):
+                self._ensure_posted(token)
         lists = sorted(
             (len(stories), token, stories)
             for token in doc.key_tokens
@@ -392,7 +449,17 @@ class StoryGrouper:
         # The largest of all, then the floor: the same stories as the largest of those above the floor,
         # without building the list of those first.
         best = heapq.nlargest(settings.max_candidate_stories, zip(weight.values(), weight.keys()))
-        return [self.stories[story_id] for shared, story_id in best if shared >= floor]
+        candidates = [self.stories[story_id] for shared, story_id in best if shared >= floor]
+        for story in candidates:
+            self._read_deferred(story.members)
+        return candidates
+
+    def _read_deferred(self, members: Iterable[Features]) -> None:
+        """Read what seeding left in the stored blob of these members: a story is compared only once they are whole."""
+        for member in members:
+            if member.deferred is not None:
+                assert self.complete is not None, "a member seeded deferred needs the grouper's complete"
+                self.complete(member)
 
     def _story_link(self, doc: Features, story: _Story) -> tuple[float, dict[str, Any]]:
         """Average link between the report and the story's sampled members."""
@@ -442,6 +509,8 @@ class StoryGrouper:
                 older.members.append(member)
                 if member.seq in self._docs:  # still in the window: move its postings (a crowded token has none)
                     for token in member.key_tokens:
+                        if self._unposted_tokens and token in self._unposted_tokens:
+                            self._ensure_posted(token)
                         if token not in self._crowded:
                             self._move_posting(token, younger.id, older.id)
                 self._doc_story[member.seq] = older.id

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import sqlite_utils
@@ -22,7 +23,7 @@ from aggregator.dedup.credit import original_source, report_credit
 from aggregator.dedup.features import Features, Report
 from aggregator.dedup.grouper import Merge, StoryGrouper
 from aggregator.dedup.settings import DedupSettings
-from aggregator.dedup.stored import StoredTokens, decode, encode_all, snapshot
+from aggregator.dedup.stored import StoredTokens, complete, decode, encode_all, snapshot
 from aggregator.dedup.text import fold
 from aggregator.store import (
     READY_FOR_STORY,
@@ -144,6 +145,7 @@ class GroupingSession:
         """A grouper that holds nothing yet: the stored stories around each batch are loaded into it."""
         first_new_id = (self.db.execute("SELECT max(id) FROM stories").fetchone()[0] or 0) + 1
         self.grouper = StoryGrouper(self.settings, first_new_id=first_new_id)
+        self.grouper.complete = partial(complete, tokens=self.tokens)
         # Credited outlets, found while each text is read for grouping, so writing stories reads no texts.
         self.credits: dict[Any, str | None] = {}
         self._seeded: tuple[str, str] | None = None
@@ -369,7 +371,8 @@ def _seed_existing(
                     part,
                 ):
                     representative[row["id"]] = row["representative_id"]
-                    doc = decode(row["features"], _report_from_row(row), tokens) if row["features"] else None
+                    doc = decode(row["features"], _report_from_row(row), tokens, deferred=True) \
+                        if row["features"] else None
                     if doc is None:
                         unread.append(row["id"])
                     else:

@@ -142,73 +142,97 @@ def _pack(parts: tuple, tokens: StoredTokens, conn: Any) -> bytes:
                      weights.astype("<f4", copy=False).tobytes(), db_ids.astype("<i4", copy=False).tobytes(), *strings])
 
 
-def decode(blob: bytes, report: Report, tokens: StoredTokens) -> Features | None:
-    """The features stored for ``report`` (its row's fields, texts left out), or None for a format not known."""
+def decode(blob: bytes, report: Report, tokens: StoredTokens, *, deferred: bool = False) -> Features | None:
+    """The features stored for ``report`` (its row's fields, texts left out), or None for a format not known.
+
+    With ``deferred``, only what seeding a story needs of a member (its vocabulary, key tokens, identity,
+    time) is read now; the rest waits in the blob until :func:`complete` reads it, which the grouper asks
+    for when the member's story first becomes a candidate: most stored stories never do in a later run.
+    """
     if not blob or blob[0] not in READABLE_VERSIONS:
         return None
     (_, flags, length, title_mass, *figures_of_vectors) = _HEADER.unpack_from(blob)
-    norms, sizes, string_sizes = figures_of_vectors[:6], figures_of_vectors[6:15], figures_of_vectors[15:]
-    n_ids = sum(sizes)
-    n_title, n_vectors = sizes[0], sizes[6:]
-    n_weights = sum(n_vectors)
-    at = _HEADER.size
-    title_weights = np.frombuffer(blob, dtype="<f8", count=n_title, offset=at).tolist()
-    at += 8 * n_title
-    # Copied (astype copies): views would keep the whole blob (database token ids and all) alive beside the features.
-    width = "<f8" if blob[0] == 1 else "<f4"
-    weights = np.frombuffer(blob, dtype=width, count=n_weights, offset=at).astype(np.float32)
-    at += np.dtype(width).itemsize * n_weights
-    ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=n_ids, offset=at))
+    sizes, string_sizes = figures_of_vectors[6:15], figures_of_vectors[15:]
+    n_title = sizes[0]
+    at = _HEADER.size + 8 * n_title + (8 if blob[0] == 1 else 4) * sum(sizes[6:])  # past the weights
+    # Title tokens, key tokens and the vocabulary: the ids seeding reads.
+    ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=sum(sizes[:3]), offset=at))
     if ids is None:  # written by another process since the tokens were read: the text is read instead
         return None
-    at += 4 * n_ids
+    at += 4 * sum(sizes)
     n_title_chars, n_canonical_chars, n_fingerprint_chars = string_sizes
-    title = blob[at:(at := at + n_title_chars)].decode()
+    at += n_title_chars
     canonical = blob[at:(at := at + n_canonical_chars)].decode()
     fingerprint = blob[at:at + n_fingerprint_chars].decode()
-    # The token parts as strings (title, key tokens, numbers, figures, years) in one conversion; the rest stay ids.
-    bounds = [0]
-    for size in sizes:
-        bounds.append(bounds[-1] + size)
     word = TOKENS.words.__getitem__
-    title_tokens = tuple(map(word, ids[: bounds[2]].tolist()))  # title tokens, then key tokens
-    key_tokens = title_tokens[n_title:]
-    title_tokens = title_tokens[:n_title]
-    numbers, figures, years = map(word, ids[bounds[3]:bounds[4]].tolist()), \
-        map(word, ids[bounds[4]:bounds[5]].tolist()), map(word, ids[bounds[5]:bounds[6]].tolist())
-    title_weights = dict(zip(title_tokens, title_weights))
-    vectors = []
-    start = 0
-    for n in range(3):
-        size, at_ids = n_vectors[n], bounds[6 + n]
-        vectors.append(Vector(ids[at_ids:at_ids + size], weights[start:start + size], norms[2 * n], norms[2 * n + 1])
-                       if size else NO_VECTOR)
-        start += size
-    has_body, generic = bool(flags & 1), bool(flags & 2)
-    return Features(
+    doc = Features(
         report=report,
-        title=title,
-        sorted_title=" ".join(sorted(title.split())),
-        generic_title=generic,
-        title_tokens=title_tokens,
-        has_body=has_body,
-        key_tokens=key_tokens,
-        vocabulary=ids[bounds[2]:bounds[3]],  # views of one array of this process's ids
+        title="",
+        sorted_title="",
+        generic_title=bool(flags & 2),
+        title_tokens=(),
+        has_body=bool(flags & 1),
+        key_tokens=tuple(map(word, ids[n_title:n_title + sizes[1]].tolist())),
+        vocabulary=ids[n_title + sizes[1]:],  # a view of this process's ids
         text_counts=None,
         lead_counts=None,
         name_counts=None,
-        # The shared empty set where there are none: an empty frozenset of its own takes 216 bytes.
-        title_numbers=frozenset(numbers) or NO_TOKENS,
-        figures=frozenset(figures) or NO_TOKENS,
-        years=frozenset(years) or NO_TOKENS,
+        title_numbers=NO_TOKENS,
+        figures=NO_TOKENS,
+        years=NO_TOKENS,
         length=length,
         hour=report.published.timestamp() / 3600 if report.published else None,
         canonical=canonical,
         fingerprint=fingerprint or None,
-        title_weights=title_weights,
         title_mass=title_mass,
-        text=vectors[0],
-        lead=vectors[1],
-        names=vectors[2],
+        deferred=blob,
+        key_ids=ids[n_title:n_title + sizes[1]],
     )
+    if not deferred:
+        complete(doc, tokens)
+    return doc
 
+
+def complete(doc: Features, tokens: StoredTokens) -> None:
+    """Read the rest of a member :func:`decode` deferred: its title, weights, vectors, figures and years."""
+    blob = doc.deferred
+    assert blob is not None
+    (version, _, _, _, *figures_of_vectors) = _HEADER.unpack_from(blob)
+    norms, sizes, string_sizes = figures_of_vectors[:6], figures_of_vectors[6:15], figures_of_vectors[15:]
+    n_title, n_vectors = sizes[0], sizes[6:]
+    at = _HEADER.size
+    title_weights = np.frombuffer(blob, dtype="<f8", count=n_title, offset=at).tolist()
+    at += 8 * n_title
+    # Copied (astype copies): views would keep the whole blob (database token ids and all) alive beside the features.
+    width = "<f8" if version == 1 else "<f4"
+    weights = np.frombuffer(blob, dtype=width, count=sum(n_vectors), offset=at).astype(np.float32)
+    at += np.dtype(width).itemsize * sum(n_vectors)
+    # The ids after the vocabulary: title numbers, figures, years, then the three vectors'. Read with the
+    # token map of the vocabulary's reading: a member's ids are all older than that reading.
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+    ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=bounds[9] - bounds[3], offset=at + 4 * bounds[3]))
+    assert ids is not None
+    at += 4 * bounds[9]
+    title = blob[at:at + string_sizes[0]].decode()
+    word = TOKENS.words.__getitem__
+    title_ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=n_title, offset=at - 4 * bounds[9]))
+    assert title_ids is not None
+    doc.title_tokens = tuple(map(word, title_ids.tolist()))
+    doc.title_weights = dict(zip(doc.title_tokens, title_weights))
+    doc.title = title
+    doc.sorted_title = " ".join(sorted(title.split()))
+    # The shared empty set where there are none: an empty frozenset of its own takes 216 bytes.
+    numbers, figures, years = (frozenset(map(word, ids[bounds[n] - bounds[3]:bounds[n + 1] - bounds[3]].tolist()))
+                               for n in (3, 4, 5))
+    doc.title_numbers, doc.figures, doc.years = numbers or NO_TOKENS, figures or NO_TOKENS, years or NO_TOKENS
+    vectors = []
+    start = 0
+    for n in range(3):
+        size, at_ids = n_vectors[n], bounds[6 + n] - bounds[3]
+        vectors.append(Vector(ids[at_ids:at_ids + size], weights[start:start + size], norms[2 * n], norms[2 * n + 1])
+                       if size else NO_VECTOR)
+        start += size
+    doc.text, doc.lead, doc.names = vectors
+    doc.deferred = None

@@ -220,7 +220,7 @@ def as_fetched(reports: list[Report]) -> list[Report]:
     dated = []
     for report, published in zip(reports, times):
         last = published or last
-        dated.append(report if published or last is None else replace(report, published=last))
+        dated.append(report if published or last is None else replace(report, published=last, time_estimated=True))
     return dated
 
 

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,7 +11,9 @@ from aggregator.dedup import (
     clean_title,
     credited_outlet,
     original_source,
+    score_pair,
 )
+from aggregator.dedup.features import make_features
 from aggregator.dedup.vectors import TOKENS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dedup" / "stories.jsonl"
@@ -186,6 +189,7 @@ def test_credited_outlet_and_original_source():
 import pytest  # noqa: E402
 
 from aggregator.dedup import group_new_entries, resolve_story_id  # noqa: E402
+from aggregator.dedup.session import _observed_reports  # noqa: E402
 from aggregator.store import Store  # noqa: E402
 
 
@@ -429,3 +433,28 @@ def test_cohesion_keeps_a_tight_story_from_taking_in_a_report_that_links_well_be
     assert placed["d"].rule == "seed"  # 0.27 clears the threshold (0.24) but not 0.8 x 0.55 = 0.44, capped to 0.35
     loose = StoryGrouper(DedupSettings(cohesion_share=0.0)).add_many(reports)
     assert loose["d"].story_id == loose["a"].story_id
+
+
+def test_years_named_tell_apart_reports_whose_time_is_only_when_they_were_fetched(store):
+    """An entry without a publication time is placed at the time it was fetched, which dates the fetch, not the
+    event: its years still count, in the database step as in `agg eval-dedup` (ECB+'s reports have no times)."""
+    body = ("The city council approved the new harbour bridge after a long debate, officials said on Tuesday. "
+            "Construction of the bridge is expected to take three years and cost the city a large sum. ")
+    first = Report("y1", "Council approves harbour bridge", body + "The plan was first proposed in 2008.",
+                   published=T0)
+    second = Report("y2", "Council backs harbour bridge plan", body + "The vote came in 2013 after delays.",
+                    published=T0)
+    settings = DedupSettings()
+    dated = score_pair(make_features(first, settings), make_features(second, settings), settings)[1]
+    assert "years_clash" not in dated  # their feeds gave the times: the years named are only mentions
+    fetched = [replace(r, time_estimated=True) for r in (first, second)]
+    evidence = score_pair(*(make_features(r, settings) for r in fetched), settings)[1]
+    assert evidence.get("years_clash") == 1.0
+    # Stored without a publication time, an entry's report is dated by its fetch, and says so.
+    feed_id = _feeds(store.db, [first])[first.source]
+    entry_id = store.db.execute(
+        "INSERT INTO entries (feed_id, guid, title, text, published, first_seen, changed_at, content_hash, "
+        "extract_status) VALUES (?, 'g', ?, ?, NULL, ?, ?, 'x', 'ok')",
+        [feed_id, first.title, first.text, T0.isoformat(), T0.isoformat()]).lastrowid
+    [report] = _observed_reports(store.db, StoryGrouper(settings), {}, [entry_id])
+    assert report.published == T0 and report.time_estimated and not make_features(report, settings).dated

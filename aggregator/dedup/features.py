@@ -64,6 +64,9 @@ class Report:
     published: datetime | None = None
     guid: str | None = None
     canonical_url: str | None = None
+    # ``published`` is when the report was fetched, not a time its feed gave (an entry without one): it places
+    # the report among the reports of its run, and says nothing of when its event happened.
+    time_estimated: bool = False
 
 
 
@@ -90,6 +93,7 @@ class Features:
     years: frozenset[str]  # years named in title and body
     length: int  # informative tokens of the body
     hour: float | None  # publication time in hours since the epoch
+    dated: bool  # the time is the report's own (its feed gave it), not the time it was fetched
     canonical: str
     fingerprint: str | None
     seq: int = -1  # arrival order, given when the report is placed
@@ -154,6 +158,7 @@ def make_features(report: Report, settings: DedupSettings) -> Features:
         years=years(name_counts),
         length=sum(body_counts.values()),
         hour=report.published.timestamp() / 3600 if report.published else None,
+        dated=report.published is not None and not report.time_estimated,
         canonical=canonical_url(report.url, report.canonical_url) if (report.url or report.canonical_url) else "",
         fingerprint=body_fingerprint(folded_body) if len(folded_body) >= settings.min_fingerprint_chars else None,
     )

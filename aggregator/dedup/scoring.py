@@ -8,8 +8,8 @@ rehab check-ins). A pair without two bodies has only its headlines: rapidfuzz
 ratios and the overlap of rare title words, weighed down since a headline
 alone proves less. Signs of two different events lower either score:
 disjoint figures ("kills 14" / "kills 6"), and time, since follow-up events
-come a day or more later; where a report has no time, disjoint years named
-in the texts.
+come a day or more later; where a report has no time of its own (none, or the
+time it was fetched), disjoint years named in the texts.
 """
 
 from __future__ import annotations
@@ -89,8 +89,9 @@ def score_pair(a: Features, b: Features, settings: DedupSettings) -> tuple[float
     if figures_clash(a, b):
         factor *= settings.clash_factor
         evidence["figures_clash"] = 1.0
-    if (a.hour is None or b.hour is None) and a.years and b.years and not a.years & b.years:
-        # Without publication times, the years the texts name are all that dates them.
+    if not (a.dated and b.dated) and a.years and b.years and not a.years & b.years:
+        # Without a publication time of its own (none, or the time it was fetched), the years a text names are
+        # all that dates it.
         factor *= settings.years_clash_factor
         evidence["years_clash"] = 1.0
     if a.has_body and b.has_body:

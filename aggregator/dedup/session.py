@@ -78,6 +78,7 @@ def _report_from_row(row: dict[str, Any]) -> Report:
         url=row["link"] or "",
         source=(row["feed_title"] or "").strip() or host_of(row["link"] or ""),
         published=from_db_time(row["published"]) or from_db_time(row["first_seen"]),
+        time_estimated=not row["published"],
         guid=row["guid"],
         canonical_url=row["canonical_url"],
     )

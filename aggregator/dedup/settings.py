@@ -88,6 +88,7 @@ class DedupSettings:
     title_only_weight: float = 0.75
     """Share of the title score that counts when a pair has no bodies to compare: a headline alone proves less."""
     years_clash_factor: float = 0.5
-    """Score kept when a report has no time and both name years but share none (one event's reports give its year)."""
+    """Score kept when a report has no time of its own (none, or when it was fetched) and both name years but share
+    none (one event's reports give its year)."""
     clash_factor: float = 0.75
     """Score kept when two reports' figures disagree (different events about the same subject)."""

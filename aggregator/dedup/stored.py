@@ -182,6 +182,7 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens, *, deferred: bool 
         years=NO_TOKENS,
         length=length,
         hour=report.published.timestamp() / 3600 if report.published else None,
+        dated=report.published is not None and not report.time_estimated,
         canonical=canonical,
         fingerprint=fingerprint or None,
         title_mass=title_mass,

@@ -449,13 +449,10 @@ class StoryGrouper:
         # The largest of all, then the floor: the same stories as the largest of those above the floor,
         # without building the list of those first.
         best = heapq.nlargest(settings.max_candidate_stories, zip(weight.values(), weight.keys()))
-        candidates = [self.stories[story_id] for shared, story_id in best if shared >= floor]
-        for story in candidates:
-            self._read_deferred(story.members)
-        return candidates
+        return [self.stories[story_id] for shared, story_id in best if shared >= floor]
 
     def _read_deferred(self, members: Iterable[Features]) -> None:
-        """Read what seeding left in the stored blob of these members: a story is compared only once they are whole."""
+        """Read what seeding left in the stored blob of these members: a member is compared only once it is whole."""
         for member in members:
             if member.deferred is not None:
                 assert self.complete is not None, "a member seeded deferred needs the grouper's complete"
@@ -464,11 +461,13 @@ class StoryGrouper:
     def _story_link(self, doc: Features, story: _Story) -> tuple[float, dict[str, Any]]:
         """Average link between the report and the story's sampled members."""
         settings = self.settings
+        self._read_deferred([story.first_compared])
         first = score_pair(doc, story.first_compared, settings)
         if first[0] < settings.min_representative_link:
             return first[0], {"representative_link": round(first[0], 3)}
         # Sampled only now: most stories end at the first comparison.
         sample = story.compared_members(settings.max_members_compared)
+        self._read_deferred(sample)
         scored = [first] + [score_pair(doc, member, settings) for member in sample[1:]]
         average = sum(s for s, _ in scored) / len(scored)
         best_index = max(range(len(scored)), key=lambda i: scored[i][0])
@@ -530,5 +529,6 @@ class StoryGrouper:
         limit = max(2, self.settings.max_members_compared // 2)
         a_members, b_members = ([m for m in s.compared_members(limit + 1) if m is not leaving_out][:limit]
                                 for s in (a, b))
+        self._read_deferred([*a_members, *b_members])
         pairs = [score_pair(x, y, self.settings)[0] for x in a_members for y in b_members]
         return sum(pairs) / len(pairs) if pairs else 0.0

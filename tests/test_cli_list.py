@@ -251,6 +251,8 @@ def test_every_json_output_carries_real_arrays_and_objects(db, tmp_path):
     assert entry["enclosures"] == [{"url": "http://ledger.test/a.mp3", "type": "audio/mpeg", "length": 3}]
     reports = {r["id"]: r for r in outputs["show 1 --json"][0]["reports"]}
     assert reports[3]["evidence"] == {"title": 0.7, "body": 0.9} and reports[1]["evidence"] == {}
+    # The stories' own outlets column stays inside: their outlets are given by name.
+    assert all("outlet_feeds" not in story for key in ("list --json", "show 1 --json") for story in outputs[key])
 
 
 def test_a_database_of_schema_4_lists_the_same_before_and_after_migrations_5_to_8(tmp_path, monkeypatch):
@@ -278,9 +280,39 @@ def test_a_database_of_an_earlier_schema_that_cannot_be_written_says_how_to_upgr
     monkeypatch.setattr(store_module.os, "access", lambda *args: False)  # a file this user cannot write
     result = agg(path, "list")
     assert result.exit_code != 0
-    assert "schema version 7, older than this agg reads (8)" in result.output and "agg fetch" in result.output
+    assert "written by an earlier agg (schema version 7; this agg reads 8)" in result.output
+    assert "cannot be upgraded here: run 'agg fetch' once where it is writable" in result.output
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 7  # left as it was
+
+
+def test_a_reading_command_upgrades_an_older_database_only_under_the_run_lock(tmp_path, monkeypatch):
+    from aggregator.lock import RunLock
+
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 7)
+    path = sample_db.build(tmp_path / "agg.db")
+    monkeypatch.undo()
+    with RunLock(path, purpose="agg daemon (an earlier version)"):
+        result = agg(path, "list")
+    assert result.exit_code != 0 and "another agg run holds its lock (" in result.output
+    assert "agg daemon (an earlier version)" in result.output
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 7  # not upgraded beneath it
+    assert agg(path, "list").exit_code == 0  # the lock free: upgraded, then read
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
+
+
+def test_a_file_that_is_not_an_agg_database_is_refused_by_a_reading_command_and_left_as_it_is(tmp_path):
+    empty, foreign = tmp_path / "empty.db", tmp_path / "other.db"
+    empty.touch()
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE feeds (x)")
+    for path in (empty, foreign):
+        before = path.read_bytes()
+        result = agg(path, "list")
+        assert result.exit_code != 0 and "is not an agg database" in result.output
+        assert path.read_bytes() == before
 
 
 # -- issue 17: piped `agg list` made in batches, byte for byte what it printed before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import sqlite3
+from datetime import timedelta
 from itertools import combinations
 
 import numpy as np
@@ -17,7 +18,7 @@ from aggregator.dedup.stored import _HEADER, StoredTokens, complete, decode, enc
 from aggregator.dedup.vectors import TOKENS
 from aggregator.store import SCHEMA_VERSION, Store
 from aggregator.dedup import Report
-from tests.test_dedup import _feeds, _insert_entries, article, fixture_reports
+from tests.test_dedup import T0, _feeds, _insert_entries, article, fixture_reports
 from tests.test_grouping_session import FIRST, SECOND, stories_by_title
 
 
@@ -255,3 +256,74 @@ def test_a_later_run_seeded_lazily_decides_as_one_that_read_every_stored_member(
         deferred._ensure_posted(token)
     assert deferred._postings == {t: s for t, s in whole._postings.items() if s} and deferred._crowded == whole._crowded
     assert whole._crowded  # crowded tokens were exercised
+
+
+def test_a_blob_naming_a_token_newer_than_the_sessions_token_map_is_read_from_its_text(store):
+    """Another process may store a report and its new tokens between a session's read of ``tokens`` and its
+    read of the report's blob: an id the map lacks, in any part of the blob, sends the report to its text."""
+    names = "Alvar Brisk, Cedric Dorn, Elsa Fenwick, Gustav Holm, Ingrid Jarl, Kasper Lund, Maja Norr, Olle Persson"
+    grouper = StoryGrouper(DedupSettings())
+    grouper.add(Report("x", "Harbour plan talks - Zorblatt Herald",
+                       f"{names} met on Monday to discuss the harbour plan, officials said. " * 3,
+                       source="Zorblatt Herald", published=T0))
+    doc = grouper.last_placed
+    read_by_seeding = np.unique(np.concatenate(
+        [doc.vocabulary, TOKENS.ids_of(list(doc.key_tokens)), TOKENS.ids_of(list(doc.title_tokens))]))
+    only_in_vectors = set(doc.names.ids.tolist()) - set(read_by_seeding.tolist())
+    assert only_in_vectors  # the case: ids only the vectors carry ("zorblatt", "herald")
+    conn = store.db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    StoredTokens().to_database(conn, read_by_seeding)  # stored earlier, with other reports
+    conn.execute("COMMIT")
+    session_tokens = StoredTokens()
+    session_tokens.refresh(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    blob = encode(snapshot(doc), StoredTokens(), conn)  # another process: this report and its last tokens
+    conn.execute("COMMIT")
+    assert decode(blob, doc.report, session_tokens) is None
+    assert decode(blob, doc.report, session_tokens, deferred=True) is None
+    session_tokens.refresh(conn)
+    again = decode(blob, doc.report, session_tokens, deferred=True)
+    complete(again, session_tokens)
+    assert again.names == doc.names and again.text == doc.text
+
+
+def test_stories_seeded_after_the_first_look_up_are_posted_at_once(store):
+    """Once postings were looked up, a story seeded later is posted at once: the index of unposted stories is
+    never read again, so a token emptied meanwhile does not bring back the postings of a report gone since."""
+    body = ("The city council approved the new harbour bridge after a long debate, officials said on Tuesday. "
+            "Construction of the bridge is expected to take three years and cost the city a large sum. ")
+    old = Report("old", "Council approves harbour bridge", body, source="A", published=T0)
+    later = Report("later", "Council approves harbour bridge again", body, source="B", published=T0 + timedelta(days=14))
+    untitled = Report("untitled", "", "", source="C", published=T0 + timedelta(days=7))
+    incoming = Report("new", "Council approves the harbour bridge", body, source="D",
+                      published=T0 + timedelta(days=14, hours=1))
+    placing = StoryGrouper(DedupSettings(window_hours=24 * 3650))
+    snapshots = {}
+    for report in (old, later):
+        placing.add(report)
+        snapshots[report.id] = snapshot(placing.last_placed)
+    conn = store.db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    blobs = {key: encode(snap, StoredTokens(), conn) for key, snap in snapshots.items()}
+    conn.execute("COMMIT")
+    tokens = StoredTokens()
+    tokens.refresh(conn)
+
+    def placed(lazy: bool) -> tuple:
+        grouper = StoryGrouper(DedupSettings(max_posting_stories=1), first_new_id=100)
+        grouper.complete = lambda doc: complete(doc, tokens)
+
+        def member(report):
+            doc = decode(blobs[report.id], report, tokens, deferred=lazy)
+            doc.key_ids = doc.key_ids if lazy else None  # posted at once, as members read from texts are
+            return doc
+
+        grouper.seed(1, [member(old)])
+        placements = [grouper.add(untitled)]  # "old" leaves the window: nothing stays posted
+        grouper.seed(2, [member(later)])
+        placements.append(grouper.add(incoming))
+        return placements, dict(grouper._postings), grouper._crowded
+
+    assert placed(lazy=True) == placed(lazy=False)
+    assert placed(lazy=True)[0][1].story_id == 2  # the later report's story, not a new one

@@ -191,10 +191,13 @@ class StoryGrouper:
                 doc = self._new_doc(report)
             self._attach(doc, story, post=False)
             docs.append(doc)
-        if self._postings or self._crowded or any(doc.key_ids is None for doc in docs):
+        if (self._postings or self._crowded or self._unposted_index is not None or not docs
+                or any(doc.key_ids is None for doc in docs)):
             # The story's postings at once: its members share most of their key tokens (the same end state as
             # posting each member in turn; seeding a window of 50,000 spent a third of its time posting).
             self._post_counts(Counter(chain.from_iterable(doc.key_tokens for doc in docs)), story.id)
+            for doc in docs:
+                doc.key_ids = None
         else:  # nothing posted yet: the story's postings wait until their tokens are looked up
             self._unposted.append((np.concatenate([doc.key_ids for doc in docs]), story.id))
             for doc in docs:
@@ -327,20 +330,18 @@ class StoryGrouper:
     def _ensure_posted(self, token: str) -> None:
         """Post the seeded stories that carry ``token`` and wait unposted (see ``_unposted``): before any use of its
         postings, so that they are what posting every seeded story at once would have made them."""
-        if self._unposted:  # seeded since the last look-up: one sorted index of them all
-            old = self._unposted_index if self._unposted_index is not None else np.zeros(0, dtype=np.int64)
-            index = np.empty(len(old) + sum(len(ids) for ids, _ in self._unposted), dtype=np.int64)
-            index[:len(old)] = old
-            at, first_place = len(old), len(self._unposted_stories)
-            for place, (ids, _) in enumerate(self._unposted, start=first_place):
+        if self._unposted_index is None:  # the first look-up: one sorted index of every story seeded so far
+            # (none is seeded this way after it: seed posts at once from then on)
+            index = np.empty(sum(len(ids) for ids, _ in self._unposted), dtype=np.int64)
+            at = 0
+            for place, (ids, _) in enumerate(self._unposted):
                 index[at:at + len(ids)] = ids
                 index[at:at + len(ids)] <<= 32
                 index[at:at + len(ids)] |= place
                 at += len(ids)
             index.sort()
             self._unposted_index = index
-            self._unposted_stories = np.concatenate(
-                [self._unposted_stories, np.array([story_id for _, story_id in self._unposted], dtype=np.int64)])
+            self._unposted_stories = np.array([story_id for _, story_id in self._unposted], dtype=np.int64)
             self._unposted = []
         self._unposted_tokens.discard(token)
         found = TOKENS.known(token)

@@ -155,9 +155,12 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens, *, deferred: bool 
     sizes, string_sizes = figures_of_vectors[6:15], figures_of_vectors[15:]
     n_title = sizes[0]
     at = _HEADER.size + 8 * n_title + (8 if blob[0] == 1 else 4) * sum(sizes[6:])  # past the weights
-    # Title tokens, key tokens and the vocabulary: the ids seeding reads.
-    ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=sum(sizes[:3]), offset=at))
-    if ids is None:  # written by another process since the tokens were read: the text is read instead
+    every_id = np.frombuffer(blob, dtype="<i4", count=sum(sizes), offset=at)
+    if len(every_id) and every_id.max() > tokens.newest:
+        return None  # written by another process since the tokens were read: the text is read instead
+    # Title tokens, key tokens and the vocabulary: the ids seeding reads (the rest wait for complete).
+    ids = tokens.to_process(every_id[:sum(sizes[:3])])
+    if ids is None:
         return None
     at += 4 * sum(sizes)
     n_title_chars, n_canonical_chars, n_fingerprint_chars = string_sizes
@@ -208,8 +211,8 @@ def complete(doc: Features, tokens: StoredTokens) -> None:
     width = "<f8" if version == 1 else "<f4"
     weights = np.frombuffer(blob, dtype=width, count=sum(n_vectors), offset=at).astype(np.float32)
     at += np.dtype(width).itemsize * sum(n_vectors)
-    # The ids after the vocabulary: title numbers, figures, years, then the three vectors'. Read with the
-    # token map of the vocabulary's reading: a member's ids are all older than that reading.
+    # The ids after the vocabulary: title numbers, figures, years, then the three vectors'. decode checked that
+    # every id of the blob was in the token map then, and the map only grows.
     bounds = [0]
     for size in sizes:
         bounds.append(bounds[-1] + size)

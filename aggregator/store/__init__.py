@@ -152,13 +152,8 @@ class Store:
                 # Reading opens the file: failures are reported here.
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version < SCHEMA_VERSION:
-                    # Written by an earlier agg: the listings read what later migrations add.
                     conn.close()
-                    if immutable or not os.access(path, os.W_OK):
-                        raise StoreError(
-                            f"the database {path} has schema version {version}, older than this agg reads "
-                            f"({SCHEMA_VERSION}), and cannot be upgraded here: run 'agg fetch' where it is writable")
-                    cls.open(path).close()
+                    cls._upgrade_to_read(path, version, writable=not immutable and os.access(path, os.W_OK))
                     return cls.open(path, readonly=True)
             else:
                 store._prepare()
@@ -167,6 +162,27 @@ class Store:
             raise StoreError(f"cannot create the database folder {path.parent}: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:
             raise StoreError(describe_sqlite_error(exc, path)) from None
+
+    @classmethod
+    def _upgrade_to_read(cls, path: Path, version: int, *, writable: bool) -> None:
+        """Migrate a database an earlier agg wrote, for a reading command: the listings read what later
+        migrations add. Under the run lock, so never beneath an earlier agg that is still running."""
+        from aggregator.lock import LockHeld, LockUnavailable, RunLock
+
+        if version == 0:
+            raise StoreError(f"{path} is not an agg database (it has no schema version): pass --db with the "
+                             "file 'agg fetch' made")
+        older = f"the database {path} was written by an earlier agg (schema version {version}; this agg reads {SCHEMA_VERSION})"
+        if not writable:
+            raise StoreError(f"{older} and cannot be upgraded here: run 'agg fetch' once where it is writable")
+        try:
+            with RunLock(path, purpose="agg: upgrading the database to read it"):
+                cls.open(path).close()
+        except LockHeld as held:
+            raise StoreError(f"{older}, and another agg run holds its lock ({held.holder or 'unknown'}): run this "
+                             "again once it ends (an earlier agg's daemon must be stopped first)") from None
+        except LockUnavailable as exc:
+            raise StoreError(f"{older}, and it cannot be upgraded now: {exc}") from None
 
     @classmethod
     def memory(cls) -> Store:
@@ -484,6 +500,7 @@ class Store:
             if story["merged_into"] is None:
                 break
             story_id = story["merged_into"]
+        del story["outlet_feeds"]  # the listings' own (they read the outlets' names from it)
         reports = self._reports_of([story["id"]], self._outlets_by_feed(), details=True)
         story["reports"] = reports.get(story["id"], [])
         return story

@@ -13,7 +13,7 @@ from aggregator.dedup import (
     original_source,
     score_pair,
 )
-from aggregator.dedup.features import make_features
+from aggregator.dedup.features import Features, make_features
 from aggregator.dedup.vectors import TOKENS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dedup" / "stories.jsonl"
@@ -458,3 +458,22 @@ def test_years_named_tell_apart_reports_whose_time_is_only_when_they_were_fetche
         [feed_id, first.title, first.text, T0.isoformat(), T0.isoformat()]).lastrowid
     [report] = _observed_reports(store.db, StoryGrouper(settings), {}, [entry_id])
     assert report.published == T0 and report.time_estimated and not make_features(report, settings).dated
+
+
+def test_a_story_keeps_vectors_only_for_the_members_comparisons_read_and_decides_as_if_it_kept_all(monkeypatch):
+    """Past its representative and newest members (the average link's sample), a member is never compared
+    again: its vectors go, so a story of hundreds of syndicated copies holds a dozen members' vectors."""
+    from tests.test_dedup_fastpaths import rewritten_reports
+
+    reports = rewritten_reports()
+    copies = [replace(reports[0], id=f"copy{n}", url=f"https://outlet{n}.example/story", source=f"Outlet {n}")
+              for n in range(40)]
+    settings = DedupSettings(window_hours=24 * 3650)
+    grouper = StoryGrouper(settings)
+    placed = grouper.add_many(reports + copies)
+    story = grouper.stories[grouper.resolve(placed["copy0"].story_id)]
+    kept = [m for m in story.members if len(m.text.ids)]
+    assert len(story.members) > 40 and len(kept) <= settings.max_members_compared + 1
+    assert story.representative in kept and story.members[-1] in kept
+    monkeypatch.setattr(Features, "retire", lambda self: None)
+    assert StoryGrouper(settings).add_many(reports + copies) == placed

@@ -108,6 +108,14 @@ class Features:
     lead: Vector = NO_VECTOR
     names: Vector = NO_VECTOR
 
+    def retire(self) -> None:
+        """Drop what comparisons read, once none can reach the report again (it is past its story's compared
+        members for good); what finding candidates and leaving the window read stays."""
+        self.sorted_title = ""
+        self.title_weights = {}
+        self.text = self.lead = self.names = NO_VECTOR
+        self.deferred = None
+
     def release(self) -> None:
         """Drop what only comparisons need, once the report has left the window for good."""
         self.key_tokens = ()

@@ -124,6 +124,10 @@ class StoryGrouper:
         self.merges: list[Merge] = []
         self._merged_into: dict[int, int] = {}
         self._freq = Frequencies(self.settings)
+        # A story's members that any comparison reads: its representative and its newest this many (the average
+        # link's sample, and a merge's); a member further back is retired (its vectors dropped) for good.
+        self._compared_span = max(self.settings.max_members_compared,
+                                  max(2, self.settings.max_members_compared // 2) + 1)
         self._unplaced: dict[Any, Features] = {}  # observed, not placed yet
         self._counted: set[Any] = set()  # report ids whose tokens the frequencies hold
         # token -> {story id: how many of its reports in the window carry the token}; plain dicts, not
@@ -293,6 +297,7 @@ class StoryGrouper:
         story.members.append(doc)
         if story.representative is None or (doc.has_body and not story.representative.has_body):
             story.representative = doc
+        self._retire_past_compared(story, len(story.members) - 1)
         self.story_of[doc.report.id] = story.id
         self._docs[doc.seq] = doc
         self._doc_story[doc.seq] = story.id
@@ -307,6 +312,18 @@ class StoryGrouper:
             self._by_fingerprint.setdefault(doc.fingerprint, doc.seq)
         if doc.report.published:
             heapq.heappush(self._timeline, (doc.report.published, doc.seq))
+
+    def _retire_past_compared(self, story: _Story, first_new: int) -> None:
+        """Retire the members that members from ``first_new`` on pushed past the story's compared span.
+
+        A story's members only grow at the end, so a member once past its newest ``_compared_span`` stays past
+        them, and no comparison reads it again unless it is the representative.
+        """
+        span, members = self._compared_span, story.members
+        for member in members[max(0, first_new - span):max(0, len(members) - span)]:
+            # The report being placed is read whole once more after its placement (the database step stores it).
+            if member is not story.representative and member is not self.last_placed:
+                member.retire()
 
     def _evict_old(self, incoming: Features) -> None:
         """Forget index entries too old to match anything arriving from now on."""
@@ -505,6 +522,7 @@ class StoryGrouper:
             if link < self.settings.merge_threshold:
                 continue
             older, younger = (current, other) if current.id < other.id else (other, current)
+            older_size = len(older.members)
             for member in younger.members:
                 older.members.append(member)
                 if member.seq in self._docs:  # still in the window: move its postings (a crowded token has none)
@@ -517,6 +535,7 @@ class StoryGrouper:
                 self.story_of[member.report.id] = older.id
             if older.representative is None:
                 older.representative = younger.representative
+            self._retire_past_compared(older, older_size)
             older.linked(younger.weakest_link, younger.links)
             older.linked(link)
             younger.members = []

@@ -124,10 +124,11 @@ class StoryGrouper:
         self.merges: list[Merge] = []
         self._merged_into: dict[int, int] = {}
         self._freq = Frequencies(self.settings)
+        # Members of each story a merge compares (see _stories_link).
+        self._merge_sample = max(2, self.settings.max_members_compared // 2)
         # A story's members that any comparison reads: its representative and its newest this many (the average
         # link's sample, and a merge's); a member further back is retired (its vectors dropped) for good.
-        self._compared_span = max(self.settings.max_members_compared,
-                                  max(2, self.settings.max_members_compared // 2) + 1)
+        self._compared_span = max(self.settings.max_members_compared, self._merge_sample + 1)
         self._unplaced: dict[Any, Features] = {}  # observed, not placed yet
         self._counted: set[Any] = set()  # report ids whose tokens the frequencies hold
         # token -> {story id: how many of its reports in the window carry the token}; plain dicts, not
@@ -200,13 +201,12 @@ class StoryGrouper:
             # The story's postings at once: its members share most of their key tokens (the same end state as
             # posting each member in turn; seeding a window of 50,000 spent a third of its time posting).
             self._post_counts(Counter(chain.from_iterable(doc.key_tokens for doc in docs)), story.id)
-            for doc in docs:
-                doc.key_ids = None
         else:  # nothing posted yet: the story's postings wait until their tokens are looked up
             self._unposted.append((np.concatenate([doc.key_ids for doc in docs]), story.id))
             for doc in docs:
                 self._unposted_tokens.update(doc.key_tokens)
-                doc.key_ids = None
+        for doc in docs:
+            doc.key_ids = None
 
     def add(self, report: Report) -> Placement:
         """Place one report: into the story it matches, else into a new story."""
@@ -546,7 +546,7 @@ class StoryGrouper:
 
     def _stories_link(self, a: _Story, b: _Story, leaving_out: Features) -> float:
         """Average link between two stories' compared members, the report that bridges them left out."""
-        limit = max(2, self.settings.max_members_compared // 2)
+        limit = self._merge_sample
         a_members, b_members = ([m for m in s.compared_members(limit + 1) if m is not leaving_out][:limit]
                                 for s in (a, b))
         self._read_deferred([*a_members, *b_members])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -142,55 +142,79 @@ def _pack(parts: tuple, tokens: StoredTokens, conn: Any) -> bytes:
                      weights.astype("<f4", copy=False).tobytes(), db_ids.astype("<i4", copy=False).tobytes(), *strings])
 
 
+class _Layout(NamedTuple):
+    """Where the parts of a stored blob are, from its header."""
+
+    flags: int
+    length: int
+    title_mass: float
+    norms: tuple[float, ...]  # each vector's norm and mass
+    bounds: list[int]  # where each id array starts among the ids, and the end of the last
+    string_sizes: tuple[int, ...]  # title, canonical URL, fingerprint
+    weights: np.dtype  # of the vectors' weights: float64 in format 1, float32 since
+    weights_at: int  # the vectors' weights (the title's, float64, come before)
+    ids_at: int
+    strings_at: int
+
+
+def _layout(blob: bytes) -> _Layout:
+    version, flags, length, title_mass, *figures = _HEADER.unpack_from(blob)
+    norms, sizes, string_sizes = tuple(figures[:6]), figures[6:15], tuple(figures[15:])
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+    weights = np.dtype("<f8" if version == 1 else "<f4")
+    weights_at = _HEADER.size + 8 * sizes[0]
+    ids_at = weights_at + weights.itemsize * (bounds[9] - bounds[6])
+    return _Layout(flags, length, title_mass, norms, bounds, string_sizes, weights, weights_at, ids_at,
+                   ids_at + 4 * bounds[9])
+
+
 def decode(blob: bytes, report: Report, tokens: StoredTokens, *, deferred: bool = False) -> Features | None:
     """The features stored for ``report`` (its row's fields, texts left out), or None for a format not known.
 
     With ``deferred``, only what seeding a story needs of a member (its vocabulary, key tokens, identity,
     time) is read now; the rest waits in the blob until :func:`complete` reads it, which the grouper asks
-    for when the member's story first becomes a candidate: most stored stories never do in a later run.
+    for when the member is first compared or leaves the window: most stored members never are in a later run.
     """
     if not blob or blob[0] not in READABLE_VERSIONS:
         return None
-    (_, flags, length, title_mass, *figures_of_vectors) = _HEADER.unpack_from(blob)
-    sizes, string_sizes = figures_of_vectors[6:15], figures_of_vectors[15:]
-    n_title = sizes[0]
-    at = _HEADER.size + 8 * n_title + (8 if blob[0] == 1 else 4) * sum(sizes[6:])  # past the weights
-    every_id = np.frombuffer(blob, dtype="<i4", count=sum(sizes), offset=at)
+    layout = _layout(blob)
+    bounds = layout.bounds
+    every_id = np.frombuffer(blob, dtype="<i4", count=bounds[9], offset=layout.ids_at)
     if len(every_id) and every_id.max() > tokens.newest:
         return None  # written by another process since the tokens were read: the text is read instead
     # Title tokens, key tokens and the vocabulary: the ids seeding reads (the rest wait for complete).
-    ids = tokens.to_process(every_id[:sum(sizes[:3])])
+    ids = tokens.to_process(every_id[:bounds[3]])
     if ids is None:
         return None
-    at += 4 * sum(sizes)
-    n_title_chars, n_canonical_chars, n_fingerprint_chars = string_sizes
-    at += n_title_chars
-    canonical = blob[at:(at := at + n_canonical_chars)].decode()
-    fingerprint = blob[at:at + n_fingerprint_chars].decode()
-    word = TOKENS.words.__getitem__
+    at = layout.strings_at + layout.string_sizes[0]
+    canonical = blob[at:(at := at + layout.string_sizes[1])].decode()
+    fingerprint = blob[at:at + layout.string_sizes[2]].decode()
+    key_ids = ids[bounds[1]:bounds[2]]
     doc = Features(
         report=report,
         title="",
         sorted_title="",
-        generic_title=bool(flags & 2),
+        generic_title=bool(layout.flags & 2),
         title_tokens=(),
-        has_body=bool(flags & 1),
-        key_tokens=tuple(map(word, ids[n_title:n_title + sizes[1]].tolist())),
-        vocabulary=ids[n_title + sizes[1]:],  # a view of this process's ids
+        has_body=bool(layout.flags & 1),
+        key_tokens=tuple(map(TOKENS.words.__getitem__, key_ids.tolist())),
+        vocabulary=ids[bounds[2]:],  # a view of this process's ids
         text_counts=None,
         lead_counts=None,
         name_counts=None,
         title_numbers=NO_TOKENS,
         figures=NO_TOKENS,
         years=NO_TOKENS,
-        length=length,
+        length=layout.length,
         hour=report.published.timestamp() / 3600 if report.published else None,
         dated=report.published is not None and not report.time_estimated,
         canonical=canonical,
         fingerprint=fingerprint or None,
-        title_mass=title_mass,
+        title_mass=layout.title_mass,
         deferred=blob,
-        key_ids=ids[n_title:n_title + sizes[1]],
+        key_ids=key_ids,
     )
     if not deferred:
         complete(doc, tokens)
@@ -201,42 +225,30 @@ def complete(doc: Features, tokens: StoredTokens) -> None:
     """Read the rest of a member :func:`decode` deferred: its title, weights, vectors, figures and years."""
     blob = doc.deferred
     assert blob is not None
-    (version, _, _, _, *figures_of_vectors) = _HEADER.unpack_from(blob)
-    norms, sizes, string_sizes = figures_of_vectors[:6], figures_of_vectors[6:15], figures_of_vectors[15:]
-    n_title, n_vectors = sizes[0], sizes[6:]
-    at = _HEADER.size
-    title_weights = np.frombuffer(blob, dtype="<f8", count=n_title, offset=at).tolist()
-    at += 8 * n_title
-    # Copied (astype copies): views would keep the whole blob (database token ids and all) alive beside the features.
-    width = "<f8" if version == 1 else "<f4"
-    weights = np.frombuffer(blob, dtype=width, count=sum(n_vectors), offset=at).astype(np.float32)
-    at += np.dtype(width).itemsize * sum(n_vectors)
-    # The ids after the vocabulary: title numbers, figures, years, then the three vectors'. decode checked that
-    # every id of the blob was in the token map then, and the map only grows.
-    bounds = [0]
-    for size in sizes:
-        bounds.append(bounds[-1] + size)
-    ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=bounds[9] - bounds[3], offset=at + 4 * bounds[3]))
-    assert ids is not None
-    at += 4 * bounds[9]
-    title = blob[at:at + string_sizes[0]].decode()
+    layout = _layout(blob)
+    bounds, norms = layout.bounds, layout.norms
+    # decode checked that every id of the blob was in the token map then, and the map only grows. The ids
+    # after the vocabulary are mapped apart: the vectors' ids are views of them (decode's hold the rest).
+    every_id = np.frombuffer(blob, dtype="<i4", count=bounds[9], offset=layout.ids_at)
+    title_ids, ids = tokens.to_process(every_id[:bounds[1]]), tokens.to_process(every_id[bounds[3]:])
+    assert title_ids is not None and ids is not None
     word = TOKENS.words.__getitem__
-    title_ids = tokens.to_process(np.frombuffer(blob, dtype="<i4", count=n_title, offset=at - 4 * bounds[9]))
-    assert title_ids is not None
     doc.title_tokens = tuple(map(word, title_ids.tolist()))
+    title_weights = np.frombuffer(blob, dtype="<f8", count=bounds[1], offset=_HEADER.size).tolist()
     doc.title_weights = dict(zip(doc.title_tokens, title_weights))
-    doc.title = title
-    doc.sorted_title = " ".join(sorted(title.split()))
+    doc.title = blob[layout.strings_at:layout.strings_at + layout.string_sizes[0]].decode()
+    doc.sorted_title = " ".join(sorted(doc.title.split()))
+    part = [end - bounds[3] for end in bounds[3:]]  # where each id array after the vocabulary starts in ids
     # The shared empty set where there are none: an empty frozenset of its own takes 216 bytes.
-    numbers, figures, years = (frozenset(map(word, ids[bounds[n] - bounds[3]:bounds[n + 1] - bounds[3]].tolist()))
-                               for n in (3, 4, 5))
+    numbers, figures, years = (frozenset(map(word, ids[part[n]:part[n + 1]].tolist())) for n in (0, 1, 2))
     doc.title_numbers, doc.figures, doc.years = numbers or NO_TOKENS, figures or NO_TOKENS, years or NO_TOKENS
+    # Copied (astype copies): views would keep the whole blob (database token ids and all) alive beside the features.
+    weights = np.frombuffer(blob, dtype=layout.weights, count=bounds[9] - bounds[6],
+                            offset=layout.weights_at).astype(np.float32)
     vectors = []
-    start = 0
     for n in range(3):
-        size, at_ids = n_vectors[n], bounds[6 + n] - bounds[3]
-        vectors.append(Vector(ids[at_ids:at_ids + size], weights[start:start + size], norms[2 * n], norms[2 * n + 1])
-                       if size else NO_VECTOR)
-        start += size
+        start, end = part[3 + n], part[4 + n]
+        vectors.append(Vector(ids[start:end], weights[start - part[3]:end - part[3]], norms[2 * n],
+                              norms[2 * n + 1]) if end > start else NO_VECTOR)
     doc.text, doc.lead, doc.names = vectors
     doc.deferred = None

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -595,3 +596,53 @@ def test_agg_status_counts_the_reports_waiting_for_a_story(deferred, agg):
     report = json.loads(agg("--config", cfg, "--db", path, "status", "--json").stdout)
     assert report["counts"]["reports_waiting_for_story"] == 0
     assert "waiting to be grouped" not in agg("--config", cfg, "--db", path, "status").stderr
+
+
+@pytest.mark.parametrize("warms", [True, False], ids=["warmed-up", "cold"])
+def test_a_later_run_loads_the_stored_stories_while_it_fetches_and_groups_its_few_reports_itself(
+        tmp_path, server, monkeypatch, warms):
+    """What makes a later run's grouping dear is loading the window: a worker warmed up during the fetch has done
+    that by the end, so the few new reports are placed by the run, not left to a background agg group."""
+    monkeypatch.setattr(pipeline.grouping, "WARM_MIN_STORED", 1 if warms else 10**9)
+    store = Store.open(tmp_path / "agg.db")
+    try:
+        stored = run(load_config(serve_feeds(tmp_path, server, FEEDS, SMALL_FEED)), store).grouping.placed
+        assert stored == FEEDS * SMALL_FEED
+        assert store.stored_near_newest(timedelta(hours=72)) == stored
+        later = load_config(serve_feeds(tmp_path, server, FEEDS, 1, batch=1))
+        assert len(later.feeds) >= pipeline.PARSE_WORKERS_MIN_FEEDS  # a run large enough for a worker
+        new = FEEDS
+        # Above the new reports alone, below them with the stored ones to load.
+        threshold = new
+        assert pipeline.grouping_cost(new, stored) > threshold
+        summary = run(later, store, defer_grouping_over=threshold)
+        if warms:
+            assert summary.grouping_deferred == 0
+            assert (summary.grouping.placed, summary.grouping.loaded) == (new, stored)
+        else:
+            assert summary.grouping_deferred == new
+            assert finish_grouping(store, later.settings.dedup).placed == new
+        assert store.count_ready_for_story() == 0
+        # Each shared story has three reports a batch: placed among the stored, the new ones join them.
+        assert query(tmp_path / "agg.db", "SELECT count(*) FROM stories WHERE n_reports = 6") == [(len(STORIES),)]
+        assert query(tmp_path / "agg.db", "SELECT count(*) FROM stories WHERE merged_into IS NULL") == \
+            [(FEEDS * SMALL_FEED + new - 2 * SHARING_FEEDS + len(STORIES),)]
+        assert store.db.execute(WHOLE).fetchone()[0] == 0
+        # Nothing new: a worker warmed up for nothing is stopped at the end of the run, and nothing is deferred.
+        again = run(later, store, defer_grouping_over=threshold)
+        assert (again.grouping.placed, again.grouping_deferred) == (0, 0)
+    finally:
+        store.close()
+
+
+def test_a_run_without_stored_stories_does_not_warm_up(tmp_path, server, monkeypatch):
+    """A first import has nothing to load: its worker waits for pages or the end, as parsing needs the cores."""
+    monkeypatch.setattr(pipeline.grouping, "WARM_MIN_STORED", 1)
+    started = []
+    monkeypatch.setattr(GroupingWorker, "start", lambda self, warm=False: started.append(warm))
+    store = Store.open(tmp_path / "agg.db")
+    try:
+        run(load_config(serve_feeds(tmp_path, server, FEEDS, SMALL_FEED)), store)
+        assert True not in started
+    finally:
+        store.close()

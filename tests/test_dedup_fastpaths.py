@@ -20,7 +20,7 @@ from aggregator.dedup import DedupSettings, Report, StoryGrouper
 from aggregator.dedup import features as features_module
 from aggregator.dedup import scoring
 from aggregator.dedup.features import PRIOR_MIN_FREQUENCY, PRIOR_TEXT_WORDS, Frequencies, Vector, make_features
-from aggregator.dedup.text import fold_normalised, lead_of, normalise_numbers, token_counts, tokens
+from aggregator.dedup.text import first_tokens, fold_normalised, lead_of, normalise_numbers, token_counts, tokens
 from aggregator.dedup.vectors import TOKENS
 from tests.test_dedup import fixture_reports
 
@@ -186,3 +186,16 @@ def test_counts_equal_counters_added_in_order():
         lead = tokens(fold_normalised(lead_of(body)))[: settings.lead_tokens] if has_body else []
         assert list(doc.text_counts.items()) == list((body_counts + Counter(title)).items())
         assert list(doc.lead_counts.items()) == list((Counter(lead) + Counter(title)).items())
+
+
+def test_the_first_tokens_of_a_text_are_those_of_folding_it_whole():
+    """The lead's tokens are read from as much of the body as they take: the same tokens as folding all of it."""
+    rng = random.Random(7)
+    words = ["Zürich", "naïve", "the", "said", "Ärzte", "1.100", "6.4", "a", "CEO", "ΟΔΟΣ", "ﬁnance", "x",
+             "state-run", "U.S.", "½", "\n", "\n\n", "  ", "São", "Paulo", "over", "Lumen-47c"]
+    for _ in range(300):
+        text = normalise_numbers(" ".join(rng.choice(words) for _ in range(rng.randrange(0, 400))))
+        for limit in (1, 5, 60):
+            assert first_tokens(text, limit) == tokens(fold_normalised(text))[:limit]
+    glued = "word" * 2000 + " tail words here"  # no space for the first cuts
+    assert first_tokens(glued, 2) == tokens(fold_normalised(glued))[:2]

@@ -307,26 +307,34 @@ def test_a_run_stopped_while_the_worker_groups_leaves_whole_stories_and_the_next
     assert query(db_path, whole) == [(0,)]
 
 
-def test_a_session_kept_between_runs_places_new_reports_without_loading_the_stored_ones_again(tmp_path):
-    """What ``agg daemon`` does: one session for every run; its stories are loaded once, and it decides as a new one."""
+def test_a_session_kept_between_runs_or_warmed_up_places_new_reports_without_loading_the_stored_ones_again(tmp_path):
+    """What ``agg daemon`` does (one session for every run) and a run's warmed-up worker (the stored stories
+    loaded before the new entries are stored): each loads the stories once, and decides as a new session."""
     first, second = ("hf1", "hf2", "hf3"), ("hf4", "hb1", "hb2")  # four days of one company's news
     decided = []
-    for kept in (True, False):
-        store = Store.open(tmp_path / f"kept-{kept}.db")
+    for how in ("kept", "warmed", "new"):
+        store = Store.open(tmp_path / f"{how}.db")
         db = store.db
         feed_ids = _feeds(db, fixture_reports(*first, *second))
         _insert_entries(db, fixture_reports(*first), feed_ids)
         session = GroupingSession(db, DedupSettings())
         assert session.place_ready().placed == 3
+        later_session = session if how == "kept" else GroupingSession(db, DedupSettings())
+        if how == "warmed":
+            assert later_session.warm() == 3
         _insert_entries(db, fixture_reports(*second), feed_ids)
-        later = (session if kept else GroupingSession(db, DedupSettings())).place_ready()
+        later = later_session.place_ready()
         assert later.placed == 3
-        # A new session loads the stored stories around the new entries; the kept one holds them already.
-        assert later.loaded == (0 if kept else 3)
+        # A new session loads the stored stories around the new entries; the others hold them already.
+        assert later.loaded == (3 if how == "new" else 0)
         decided.append((stories_by_title(db), db.execute("SELECT entry_id, story_id, rule FROM story_members "
                                                          "ORDER BY entry_id").fetchall()))
         store.close()
-    assert decided[0] == decided[1]
+    assert decided[0] == decided[1] == decided[2]
+
+
+def test_warming_up_an_empty_database_loads_nothing(store):
+    assert GroupingSession(store.db, DedupSettings()).warm() == 0
 
 
 def test_a_kept_session_starts_afresh_when_another_writer_grouped_meanwhile(store):

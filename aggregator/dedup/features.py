@@ -33,6 +33,7 @@ from aggregator.dedup.text import (
     clean_title,
     entities_normalised,
     figures,
+    first_tokens,
     fold_normalised,
     is_generic_title,
     lead_of,
@@ -41,10 +42,11 @@ from aggregator.dedup.text import (
     tokens,
     years,
 )
-from aggregator.dedup.vectors import NO_COUNTS, NO_IDS, NO_VECTOR, TOKENS, Counts, Vector, heaviest
+from aggregator.dedup.vectors import NO_COUNTS, NO_IDS, NO_VECTOR, TOKENS, Counts, Vector, distinct_ids, heaviest
 from aggregator.urls import canonical_url
 
-__all__ = ["Features", "Frequencies", "Report", "Vector", "NO_VECTOR", "heaviest", "make_features"]
+__all__ = ["Features", "Frequencies", "Report", "TextReading", "Vector", "NO_VECTOR", "heaviest", "make_features",
+           "read_text"]
 
 # A word of frequency p turns up in a text of this many words with probability 1 - exp(-p * words).
 PRIOR_TEXT_WORDS = 300
@@ -125,15 +127,36 @@ class Features:
         self.text = self.lead = self.names = NO_VECTOR
 
 
-def make_features(report: Report, settings: DedupSettings) -> Features:
+@dataclass(slots=True)
+class TextReading:
+    """What reading a report's text gives, its tokens as strings: a pure function of the report, so it can be
+    computed in another process (:class:`aggregator.dedup.session.ReadAhead`) and turned into features here."""
+
+    title: str
+    sorted_title: str
+    generic_title: bool
+    title_tokens: tuple[str, ...]
+    has_body: bool
+    key_tokens: tuple[str, ...]
+    text_counts: dict[str, int]
+    lead_counts: dict[str, int]
+    name_counts: dict[str, int]
+    title_numbers: frozenset[str]
+    figures: frozenset[str]
+    years: frozenset[str]
+    length: int
+    canonical: str
+    fingerprint: str | None
+
+
+def read_text(report: Report, settings: DedupSettings) -> TextReading:
     """Read a report's text once into the counts its vectors are built from."""
     title = clean_title(report.title, report.source)
     # Long bodies are cut: the first pages of an article say what it is about, and cost stays bounded.
     body = normalise_numbers((report.text or "")[: settings.max_body_chars].strip())
     has_body = len(body) >= settings.min_body_chars
     folded_body = fold_normalised(body) if has_body else ""
-    # Interned: the window holds each token once, however many reports carry it.
-    title_tokens = tuple(map(sys.intern, dict.fromkeys(tokens(title))))
+    title_tokens = tuple(dict.fromkeys(tokens(title)))
     generic_title = is_generic_title(title, settings.min_title_tokens)
     # A generic title ("Morning briefing") names no story: what the texts say is left to their bodies.
     telling_title = () if generic_title else title_tokens
@@ -141,34 +164,57 @@ def make_features(report: Report, settings: DedupSettings) -> Features:
     # The same counts in the same order as Counter's "+", 3.7x faster: no Counter of the title, no copy of both.
     text_counts = body_counts.copy()
     text_counts.update(telling_title)
-    lead = tokens(fold_normalised(lead_of(body)))[: settings.lead_tokens] if has_body else []
+    lead = first_tokens(lead_of(body), settings.lead_tokens) if has_body else []
     lead_counts = Counter(lead)
     lead_counts.update(telling_title)
     title_text = "" if generic_title else TITLE_PREFIX.sub("", normalise_numbers(report.title or ""))
     name_counts = entities_normalised(f"{title_text}.\n{body if has_body else ''}")
     # Sorted: a Counter's order follows the text, but ties in weight must break the same way in every run.
     key_names = [name for name, _ in sorted(name_counts.items(), key=lambda kv: (-kv[1], kv[0]))[: settings.key_names]]
-    text = Counts.of(text_counts)
-    return Features(
-        report=replace(report, text=""),  # the features are all the engine reads of the text
+    return TextReading(
         title=title,
         sorted_title=" ".join(sorted(title.split())),
         generic_title=generic_title,
         title_tokens=title_tokens,
         has_body=has_body,
-        key_tokens=tuple(map(sys.intern, dict.fromkeys(title_tokens + tuple(lead) + tuple(key_names)))),
-        vocabulary=text.ids,
-        text_counts=text,
-        lead_counts=Counts.of(lead_counts),
-        name_counts=Counts.of(name_counts),
+        key_tokens=tuple(dict.fromkeys(title_tokens + tuple(lead) + tuple(key_names))),
+        text_counts=text_counts,
+        lead_counts=lead_counts,
+        name_counts=name_counts,
         title_numbers=frozenset(t for t in title_tokens if NUMBER.match(t)) or NO_TOKENS,
         figures=figures(name_counts),
         years=years(name_counts),
         length=sum(body_counts.values()),
-        hour=report.published.timestamp() / 3600 if report.published else None,
-        dated=report.published is not None and not report.time_estimated,
         canonical=canonical_url(report.url, report.canonical_url) if (report.url or report.canonical_url) else "",
         fingerprint=body_fingerprint(folded_body) if len(folded_body) >= settings.min_fingerprint_chars else None,
+    )
+
+
+def make_features(report: Report, settings: DedupSettings, reading: TextReading | None = None) -> Features:
+    """A report's features, from its ``reading`` (:func:`read_text`, done here when not given)."""
+    reading = reading or read_text(report, settings)
+    text = Counts.of(reading.text_counts)
+    return Features(
+        report=replace(report, text=""),  # the features are all the engine reads of the text
+        title=reading.title,
+        sorted_title=reading.sorted_title,
+        generic_title=reading.generic_title,
+        # Interned: the window holds each token once, however many reports carry it.
+        title_tokens=tuple(map(sys.intern, reading.title_tokens)),
+        has_body=reading.has_body,
+        key_tokens=tuple(map(sys.intern, reading.key_tokens)),
+        vocabulary=text.ids,
+        text_counts=text,
+        lead_counts=Counts.of(reading.lead_counts),
+        name_counts=Counts.of(reading.name_counts),
+        title_numbers=reading.title_numbers,
+        figures=reading.figures,
+        years=reading.years,
+        length=reading.length,
+        hour=report.published.timestamp() / 3600 if report.published else None,
+        dated=report.published is not None and not report.time_estimated,
+        canonical=reading.canonical,
+        fingerprint=reading.fingerprint,
     )
 
 
@@ -282,7 +328,7 @@ class Frequencies:
         parts = [counts or NO_COUNTS for counts in (doc.text_counts, doc.lead_counts, doc.name_counts)] \
             if doc.has_body else []
         # Each distinct token's count and idf once: the lead's tokens are the text's, and most names are too.
-        distinct = np.unique(np.concatenate([title_ids, *(part.ids for part in parts)])) if parts else title_ids
+        distinct = distinct_ids(np.concatenate([title_ids, *(part.ids for part in parts)])) if parts else title_ids
         self._make_room()
         dfs = dict(zip(distinct.tolist(), self.df[distinct].tolist()))
         words, idf = TOKENS.words, self._idf

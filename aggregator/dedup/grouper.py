@@ -344,22 +344,28 @@ class StoryGrouper:
             # Nothing arriving from now on is close enough in time to be compared with it.
             old.release()
 
+    def index_unposted(self) -> None:
+        """Sort the key tokens of the stories seeded unposted into one index, as the first look-up of a token would:
+        no story is seeded unposted after it (seed posts at once from then on). A warmed session does it ahead."""
+        if self._unposted_index is not None:
+            return
+        index = np.empty(sum(len(ids) for ids, _ in self._unposted), dtype=np.int64)
+        at = 0
+        for place, (ids, _) in enumerate(self._unposted):
+            index[at:at + len(ids)] = ids
+            index[at:at + len(ids)] <<= 32
+            index[at:at + len(ids)] |= place
+            at += len(ids)
+        index.sort()
+        self._unposted_index = index
+        self._unposted_stories = np.array([story_id for _, story_id in self._unposted], dtype=np.int64)
+        self._unposted = []
+
     def _ensure_posted(self, token: str) -> None:
         """Post the seeded stories that carry ``token`` and wait unposted (see ``_unposted``): before any use of its
         postings, so that they are what posting every seeded story at once would have made them."""
-        if self._unposted_index is None:  # the first look-up: one sorted index of every story seeded so far
-            # (none is seeded this way after it: seed posts at once from then on)
-            index = np.empty(sum(len(ids) for ids, _ in self._unposted), dtype=np.int64)
-            at = 0
-            for place, (ids, _) in enumerate(self._unposted):
-                index[at:at + len(ids)] = ids
-                index[at:at + len(ids)] <<= 32
-                index[at:at + len(ids)] |= place
-                at += len(ids)
-            index.sort()
-            self._unposted_index = index
-            self._unposted_stories = np.array([story_id for _, story_id in self._unposted], dtype=np.int64)
-            self._unposted = []
+        if self._unposted_index is None:  # the first look-up
+            self.index_unposted()
         self._unposted_tokens.discard(token)
         found = TOKENS.known(token)
         index = self._unposted_index

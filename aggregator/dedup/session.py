@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import sqlite_utils
@@ -82,6 +82,13 @@ def _report_from_row(row: dict[str, Any]) -> Report:
         guid=row["guid"],
         canonical_url=row["canonical_url"],
     )
+
+
+@lru_cache(maxsize=8192)
+def outlet_key(source: str) -> str:
+    """The outlet a source names, folded: a story's outlets are counted by it (a run's stories hold tens of
+    thousands of members from a few thousand feeds, each folded once)."""
+    return fold(source)
 
 
 def resolve_story_id(db: sqlite_utils.Database, story_id: int) -> int:
@@ -240,6 +247,26 @@ class GroupingSession:
             self._unwritten = False
         self._memberships = self._membership_mark()
         return done
+
+    def warm(self) -> int:
+        """Load the stored stories within a window of the newest stored report, before the entries to place arrive.
+
+        What a run's grouping worker does while the run fetches: a later run's
+        new entries are mostly published after the last run's, so these are
+        the stories they meet, and :meth:`place_ready` then loads only what
+        its entries reach beyond them (as a session kept by ``agg daemon``
+        does). Returns how many reports it loaded.
+        """
+        newest = self.db.execute("SELECT max(last_seen) FROM stories WHERE merged_into IS NULL").fetchone()[0]
+        if newest is None:
+            return 0
+        window = timedelta(hours=self.settings.window_hours)
+        at = from_db_time(newest)
+        loaded = self._seed_window(to_db_time(at - window), to_db_time(at + window))
+        self.summary.loaded += loaded
+        if loaded:
+            self.grouper.index_unposted()  # what the first placement would do first
+        return loaded
 
     def _seed_window(self, start: str, end: str) -> int:
         """Load the stored stories around the new entries that the grouper does not hold yet; how many reports."""
@@ -466,7 +493,7 @@ def _write_story(
             first_seen,
             last_seen,
             len(reports),
-            len({fold(r.source) for r in reports}),
+            len({outlet_key(r.source) for r in reports}),
             representative.id if representative else None,
             earliest.id if earliest else None,
             credited,

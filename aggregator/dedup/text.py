@@ -119,6 +119,21 @@ def tokens(folded: str) -> list[str]:
     return [t for t in folded.split() if t not in STOPWORDS and (len(t) > 1 or t.isdigit())]
 
 
+def first_tokens(text: str, limit: int) -> list[str]:
+    """The first ``limit`` informative tokens of a normalised text: ``tokens(fold_normalised(text))[:limit]``,
+    folding only as much of the text as they take (a lead's 60 words, not the article)."""
+    size = 16 * limit
+    while size < len(text):
+        # Cut at a space: no token spans one, so the tokens before it are the text's first.
+        cut = text.rfind(" ", 0, size)
+        if cut > 0:
+            found = tokens(fold_normalised(text[:cut]))
+            if len(found) >= limit:
+                return found[:limit]
+        size *= 4
+    return tokens(fold_normalised(text))[:limit]
+
+
 def token_counts(folded: str) -> Counter[str]:
     """How often each informative token (see :func:`tokens`) occurs, in order of first occurrence."""
     # Counting runs in C; the filter then looks at each distinct word once, not at every occurrence.

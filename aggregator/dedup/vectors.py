@@ -172,6 +172,18 @@ def heaviest(weights: dict, limit: int) -> dict:
     return dict(sorted(weights.items(), key=itemgetter(1), reverse=True)[:limit])
 
 
+def distinct_ids(ids: np.ndarray) -> np.ndarray:
+    """The distinct ids, ascending: ``np.unique(ids)``, without the first call's import of ``numpy.ma``
+    (0.13 s, on the path of a later run's first placement)."""
+    ids = np.sort(ids)
+    if len(ids) < 2:
+        return ids
+    keep = np.empty(len(ids), dtype=bool)
+    keep[0] = True
+    np.not_equal(ids[1:], ids[:-1], out=keep[1:])
+    return ids[keep]
+
+
 class _Scatters(threading.local):
     """Per thread, the last few vectors scattered into dense arrays: a report's text, lead and names."""
 

@@ -20,7 +20,7 @@ from aggregator.extract import ExtractorPool, choose_text
 from aggregator.fetch import PAGE_ACCEPT, Fetcher
 from aggregator.models import FetchResult, ParsedFeed
 from aggregator.parse import html_to_text
-from aggregator.pipeline.grouping import GroupingWorker, grouping_cost
+from aggregator.pipeline.grouping import GroupingWorker
 from aggregator.pipeline.parsing import ParseWorkers
 from aggregator.pipeline.summary import (
     FeedOutcome,
@@ -86,8 +86,10 @@ def run(
     there, and leaves the waiting reports and the search index to
     :func:`finish_grouping` (``summary.grouping_deferred`` says how many):
     ``agg fetch`` runs it in the background, so that a first run over a
-    thousand feeds returns once they are stored, and so does a later run whose
-    few new reports must be placed among tens of thousands of stored ones.
+    thousand feeds returns once they are stored. A later run whose few new
+    reports are placed among tens of thousands of stored ones loads those in
+    its grouping worker while it fetches (``GroupingWorker.warm_up``), and
+    only the placing is left to count, so it groups them itself.
 
     With ``grouping_session`` (a :class:`dedup.GroupingSession` on ``store``'s
     database, kept from run to run by ``agg daemon``), the run places its
@@ -168,6 +170,8 @@ async def run_async(
                 task.cancel()
             await asyncio.gather(*feed_tasks, return_exceptions=True)
             raise
+        # With the first requests in flight: the stored stories load while the feeds come in.
+        grouping.warm_up()
         watcher = asyncio.create_task(runner.cancel_on_stop(feed_tasks)) if stop is not None else None
         with store.checkpoints_in_background() if large else nullcontext():
             await _settle(feed_tasks)
@@ -179,8 +183,11 @@ async def run_async(
         await _settle(runner.page_tasks)
         await asyncio.to_thread(pool.close)
         if not summary.stopped:  # grouping is incremental: a stopped run leaves the rest to the next one
-            cost = grouping_cost(*store.grouping_backlog(timedelta(hours=settings.dedup.window_hours)))
-            if defer_grouping_over is not None and cost > defer_grouping_over:
+            waiting, stored = store.grouping_backlog(timedelta(hours=settings.dedup.window_hours))
+            cost = grouping.cost(waiting, stored)
+            if not waiting:  # a worker warmed up for entries that never came (every feed unchanged, say)
+                summary.grouping = grouping.defer(clock)
+            elif defer_grouping_over is not None and cost > defer_grouping_over:
                 summary.grouping = grouping.defer(clock)
                 summary.grouping_deferred = store.count_ready_for_story()  # less what the worker wrote
             else:

@@ -660,6 +660,16 @@ class Store:
             "AND first_seen <= ?", [start, end]).fetchone()[0]
         return waiting, stored
 
+    def stored_near_newest(self, window: timedelta) -> int:
+        """The reports of the stored stories within ``window`` of the newest one: what a warmed grouping loads
+        (:meth:`dedup.GroupingSession.warm`)."""
+        newest = self.db.execute("SELECT max(last_seen) FROM stories WHERE merged_into IS NULL").fetchone()[0]
+        if newest is None:
+            return 0
+        return self.db.execute(
+            "SELECT coalesce(sum(n_reports), 0) FROM stories WHERE merged_into IS NULL AND last_seen >= ?",
+            [to_db_time(from_db_time(newest) - window)]).fetchone()[0]
+
     def entries_not_indexed(self) -> int:
         """How many entries the next :meth:`refresh_search_index` will index."""
         return self.db.execute(

@@ -393,3 +393,99 @@ def test_each_story_row_keeps_its_outlets_in_reporting_order_as_it_grows_and_mer
         assert len(outlet_feeds.split()) == n_outlets
     merged = db.execute("SELECT outlet_feeds FROM stories WHERE merged_into IS NOT NULL").fetchall()
     assert merged and all(outlet_feeds == "" for (outlet_feeds,) in merged)
+
+
+# --- reading the next batch ahead (dedup.readahead) ---------------------------------------------------
+
+
+def placements(db) -> list[tuple]:
+    return db.execute("SELECT entry_id, story_id, rule, score, evidence FROM story_members ORDER BY entry_id").fetchall()
+
+
+def group_in_batches(tmp_path, monkeypatch, name: str, read_ahead: bool, between=None,
+                     batch: int = 12) -> tuple[tuple, set]:
+    """Every fixture report placed ``batch`` at a time by one session; ``between(db, session)`` runs after the first.
+    The placements and stories, and the entries placed by their texts as read ahead."""
+    store = Store.open(tmp_path / f"{name}.db")
+    db = store.db
+    reports = fixture_reports()
+    _insert_entries(db, reports, _feeds(db, reports))
+    read_ahead_used: set = set()
+    real_observe = dedup.StoryGrouper.observe
+
+    def observe(self, observed, readings=None):
+        read_ahead_used.update(readings or ())
+        return real_observe(self, observed, readings)
+
+    monkeypatch.setattr(dedup.StoryGrouper, "observe", observe)
+    session = GroupingSession(db, DedupSettings(), read_ahead=read_ahead)
+    try:
+        placed = [session.place_ready(at_most=batch).placed]
+        if between is not None:
+            between(db, session)
+        while placed[-1]:
+            placed.append(session.place_ready(at_most=batch).placed)
+    finally:
+        session.close()
+    assert sum(placed) == len(reports)
+    result = placements(db), stories_by_title(db)
+    store.close()
+    return result, read_ahead_used
+
+
+def first_batches(db, batch: int = 12) -> list[list[int]]:
+    ids = [entry_id for entry_id, in db.execute("SELECT id FROM entries ORDER BY coalesce(published, first_seen), id")]
+    return [ids[start:start + batch] for start in range(0, len(ids), batch)]
+
+
+def test_texts_read_ahead_in_a_worker_decide_exactly_as_read_in_the_session(tmp_path, monkeypatch):
+    ahead, used = group_in_batches(tmp_path, monkeypatch, "ahead", read_ahead=True)
+    here, none_used = group_in_batches(tmp_path, monkeypatch, "here", read_ahead=False)
+    assert ahead == here
+    assert none_used == set()
+    store = Store.open(tmp_path / "ahead.db")
+    assert used == set().union(*first_batches(store.db)[1:])  # every batch but the first was read ahead
+    store.close()
+
+
+def test_an_entry_changed_after_it_was_read_ahead_is_read_again(tmp_path, monkeypatch):
+    """The second batch is read ahead while the first is placed; one of its entries is rewritten meanwhile."""
+    rewritten = []
+
+    def rewrite(db, session):
+        if session._read_ahead is not None:  # the worker has read the second batch
+            for _, reading in session._read_ahead._pending:
+                reading.result(timeout=60)
+        rewritten.append(first_batches(db)[1][0])
+        with db.conn:
+            db.execute("UPDATE entries SET title = 'Harbour authority reopens the north bridge after repairs', "
+                       "text = '' WHERE id = ?", rewritten[-1:])
+
+    ahead, used = group_in_batches(tmp_path, monkeypatch, "ahead", read_ahead=True, between=rewrite)
+    here, _ = group_in_batches(tmp_path, monkeypatch, "here", read_ahead=False, between=rewrite)
+    assert ahead == here  # the rewritten entry was placed by its new text
+    assert rewritten[0] not in used and len(used) == len(fixture_reports()) - 12 - 1
+
+
+def test_a_failed_read_ahead_worker_leaves_the_reading_to_the_session(tmp_path, caplog):
+    store = Store.open(tmp_path / "agg.db")
+    db = store.db
+    reports = fixture_reports()
+    _insert_entries(db, reports, _feeds(db, reports))
+    session = GroupingSession(db, DedupSettings(), read_ahead=True)
+    session._read_ahead.db_path = str(tmp_path / "missing" / "agg.db")  # the worker cannot open it
+    try:
+        with caplog.at_level(logging.WARNING):
+            while session.place_ready(at_most=12).placed:
+                pass
+    finally:
+        session.close()
+    assert session.summary.placed == len(reports) and store.count_ready_for_story() == 0
+    assert "reading texts ahead in a worker process failed" in caplog.text
+    store.close()
+
+
+def test_a_database_in_memory_reads_nothing_ahead():
+    store = Store.memory()
+    assert GroupingSession(store.db, DedupSettings(), read_ahead=True)._read_ahead is None
+    store.close()

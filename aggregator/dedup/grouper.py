@@ -34,7 +34,7 @@ from __future__ import annotations
 import heapq
 import weakref
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import chain, repeat
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.dedup.features import Features, Frequencies, Report, make_features, meaningful_guid
+from aggregator.dedup.features import Features, Frequencies, Report, TextReading, make_features, meaningful_guid
 from aggregator.dedup.scoring import score_pair
 from aggregator.dedup.settings import DedupSettings
 from aggregator.dedup.vectors import TOKENS
@@ -162,15 +162,16 @@ class StoryGrouper:
 
     # -- public ------------------------------------------------------------
 
-    def observe(self, reports: Iterable[Report]) -> None:
+    def observe(self, reports: Iterable[Report], readings: Mapping[Any, TextReading] | None = None) -> None:
         """Count the reports' tokens in the window's frequencies before placing them.
 
         Placing a batch after observing it all gives the first reports of the
         batch the same sense of which words are rare as the last ones.
+        ``readings`` holds reports' texts read already (:func:`read_text`), by id.
         """
         for report in reports:
             if report.id not in self._counted:
-                doc = make_features(report, self.settings)
+                doc = make_features(report, self.settings, readings.get(report.id) if readings else None)
                 self._unplaced[report.id] = doc
                 self._count(doc)
 

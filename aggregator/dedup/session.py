@@ -9,7 +9,6 @@ touches consistent.
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ import sqlite_utils
 from aggregator.dedup.credit import original_source, report_credit
 from aggregator.dedup.features import Features, Report
 from aggregator.dedup.grouper import Merge, StoryGrouper
+from aggregator.dedup.readahead import ReadAhead, Reading, reading_key
+from aggregator.dedup.rows import ENTRY_COLUMNS, TEXTLESS_COLUMNS, report_from_row, scored_columns
 from aggregator.dedup.settings import DedupSettings
 from aggregator.dedup.stored import StoredTokens, complete, decode, encode_all, snapshot
 from aggregator.dedup.text import fold
@@ -34,9 +35,6 @@ from aggregator.store import (
     write_outlet_feeds,
     write_transaction,
 )
-from aggregator.urls import host_of
-
-TAG = re.compile(r"<[^>]+>")
 
 
 @dataclass
@@ -53,35 +51,6 @@ class GroupingSummary:
         self.joined += other.joined
         self.merges += other.merges
         self.loaded += other.loaded
-
-
-ENTRY_COLUMNS = """
-    e.id, e.guid, e.link, e.canonical_url, e.title, e.summary, e.text, e.published, e.first_seen,
-    e.story_id, f.title AS feed_title
-"""
-TEXTLESS_COLUMNS = ENTRY_COLUMNS.replace("e.summary,", "'' AS summary,").replace("e.text,", "'' AS text,")
-
-
-def _scored_columns(settings: DedupSettings) -> str:
-    """ENTRY_COLUMNS with texts cut where scoring stops reading them, so long articles never load whole."""
-    cut = f"substr({{}}, 1, {int(settings.max_body_chars)})"
-    return ENTRY_COLUMNS.replace("e.summary,", f"{cut.format('e.summary')} AS summary,").replace(
-        "e.text,", f"{cut.format('e.text')} AS text,")
-
-
-def _report_from_row(row: dict[str, Any]) -> Report:
-    text = row["text"] or TAG.sub(" ", row["summary"] or "")
-    return Report(
-        id=row["id"],
-        title=row["title"] or "",
-        text=text,
-        url=row["link"] or "",
-        source=(row["feed_title"] or "").strip() or host_of(row["link"] or ""),
-        published=from_db_time(row["published"]) or from_db_time(row["first_seen"]),
-        time_estimated=not row["published"],
-        guid=row["guid"],
-        canonical_url=row["canonical_url"],
-    )
 
 
 @lru_cache(maxsize=8192)
@@ -127,12 +96,16 @@ class GroupingSession:
     the window's stored stories once, not every run. A session that finds
     story memberships changed by another writer since its last write
     (another ``agg`` process, or pruning) starts afresh from the database.
-    Ids once given never change.
+    Ids once given never change. With ``read_ahead``, a call that places at
+    most so many entries has a worker process read the next batch's texts
+    while it places its own (:mod:`aggregator.dedup.readahead`); :meth:`close`
+    stops the worker.
     """
 
     def __init__(self, db: sqlite_utils.Database, settings: DedupSettings, now: datetime | None = None,
                  *, chunk: int = WRITE_CHUNK, keep_writing: Callable[[], bool] = lambda: True,
-                 on_written: Callable[[GroupingSummary], None] | None = None, stored_features: bool = True) -> None:
+                 on_written: Callable[[GroupingSummary], None] | None = None, stored_features: bool = True,
+                 read_ahead: bool = False) -> None:
         self.db = db
         self.settings = settings
         self.now = now or datetime.now(UTC)
@@ -146,6 +119,10 @@ class GroupingSession:
         # (aggregator.dedup.stored); False reads and weighs every stored text, as before migration 7.
         self.stored_features = stored_features
         self.tokens = StoredTokens()
+        # With read_ahead, a call placing at most so many reads the next batch's texts in a worker process
+        # meanwhile (aggregator.dedup.readahead); a database in memory has no file for it to read.
+        path = _database_file(db) if read_ahead else None
+        self._read_ahead = ReadAhead(path, settings) if path else None
         self._start_afresh()
         self._unwritten = False
 
@@ -193,15 +170,23 @@ class GroupingSession:
         # afresh and loaded every stored story again.
         # Which entries first, their rows (texts and all) after by id: sorting whole rows by time read every
         # waiting text into the sorter, batch after batch.
+        # With read-ahead, the batch after this one too: its texts are read while this one is placed.
+        limit = -1 if at_most is None else int(at_most) * (2 if self._read_ahead else 1)
         chosen = self.db.execute(
             "SELECT e.id, coalesce(e.published, e.first_seen) AS at FROM entries e "
-            f"WHERE {READY_FOR_STORY} ORDER BY at, e.id LIMIT {-1 if at_most is None else int(at_most)}"
+            f"WHERE {READY_FOR_STORY} ORDER BY at, e.id LIMIT {limit}"
         ).fetchall()
+        upcoming = sorted(entry_id for entry_id, _ in chosen[at_most:]) if at_most is not None else []
+        chosen = chosen[:at_most] if at_most is not None else chosen
         if len(chosen) < at_least or not chosen:
             return GroupingSummary()
         earliest = chosen[0][1]
         ids = sorted(entry_id for entry_id, _ in chosen)
         del chosen
+        read_ahead: dict[int, Reading] = {}
+        if self._read_ahead is not None:
+            read_ahead = self._read_ahead.take(ids)
+            self._read_ahead.submit(upcoming)
         forgotten = self.grouper.forgotten_through
         window = timedelta(hours=self.settings.window_hours)
         if self._membership_mark() != self._memberships:
@@ -210,7 +195,7 @@ class GroupingSession:
             # The batch reaches back past what the grouper has let go (entries arrive in any order of
             # publication): group it as a first batch would, from the stories stored so far.
             self._start_afresh()
-        new_reports = _observed_reports(self.db, self.grouper, self.credits, ids)
+        new_reports = _observed_reports(self.db, self.grouper, self.credits, ids, read_ahead)
         if not new_reports:
             return GroupingSummary()
         times = [r.published for r in new_reports if r.published]
@@ -247,6 +232,12 @@ class GroupingSession:
             self._unwritten = False
         self._memberships = self._membership_mark()
         return done
+
+    def close(self) -> None:
+        """Stop the read-ahead worker, if one was started; the session can go on placing without it."""
+        if self._read_ahead is not None:
+            self._read_ahead.close()
+            self._read_ahead = None
 
     def warm(self) -> int:
         """Load the stored stories within a window of the newest stored report, before the entries to place arrive.
@@ -320,6 +311,14 @@ class GroupingSession:
         write_outlet_feeds(db.conn, sorted(touched))
 
 
+def _database_file(db: sqlite_utils.Database) -> str | None:
+    """The file of the database's main schema; None in memory."""
+    for _, name, file in db.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return file or None
+    return None
+
+
 def group_new_entries(
     db: sqlite_utils.Database, settings: DedupSettings, now: datetime | None = None
 ) -> GroupingSummary:
@@ -332,23 +331,30 @@ def group_new_entries(
 
 
 def _observed_reports(
-    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], ids: list[int]
+    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], ids: list[int],
+    read_ahead: dict[int, Reading] | None = None,
 ) -> list[Report]:
     """The entries' reports (``ids`` ascending), observed by the grouper as they are read and kept without texts.
 
     One row's text at a time is in memory, not the whole run's: the grouper
-    keeps the features it needs and nothing reads the texts again.
+    keeps the features it needs and nothing reads the texts again. An entry
+    in ``read_ahead`` whose row is as it was read there is not read again.
     """
     reports = []
     for part in in_batches(ids, SEED_ROWS):
-        cursor = db.execute(f"SELECT {_scored_columns(grouper.settings)} FROM entries e "
+        cursor = db.execute(f"SELECT {scored_columns(grouper.settings)} FROM entries e "
                             f"LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.id IN ({sql_marks(part)}) ORDER BY e.id",
                             part)
         names = [d[0] for d in cursor.description]
         for row in cursor:
-            report = _report_from_row(dict(zip(names, row)))
-            grouper.observe([report])
-            credits[report.id] = report_credit(report)
+            report = report_from_row(dict(zip(names, row)))
+            ahead = read_ahead.get(report.id) if read_ahead else None
+            if ahead is not None and ahead[0] == reading_key(report):
+                grouper.observe([report], {report.id: ahead[1]})
+                credits[report.id] = ahead[2]
+            else:
+                grouper.observe([report])
+                credits[report.id] = report_credit(report)
             report.text = ""
             reports.append(report)
     return reports
@@ -399,7 +405,7 @@ def _seed_existing(
                     part,
                 ):
                     representative[row["id"]] = row["representative_id"]
-                    doc = decode(row["features"], _report_from_row(row), tokens, deferred=True) \
+                    doc = decode(row["features"], report_from_row(row), tokens, deferred=True) \
                         if row["features"] else None
                     if doc is None:
                         unread.append(row["id"])
@@ -407,13 +413,13 @@ def _seed_existing(
                         read[row["id"]] = doc
                         credits[row["id"]] = row["credit"]
             for row in db.query(
-                f"SELECT {_scored_columns(grouper.settings)}, s.representative_id FROM entries e "
+                f"SELECT {scored_columns(grouper.settings)}, s.representative_id FROM entries e "
                 "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
                 f"WHERE e.id IN ({sql_marks(unread)})",
                 unread,
             ) if unread else ():
                 representative[row["id"]] = row["representative_id"]
-                report = read[row["id"]] = _report_from_row(row)
+                report = read[row["id"]] = report_from_row(row)
                 credits[report.id] = report_credit(report)
         for story_id, members in batch:
             # The representative goes first so that the grouper keeps it as the story's face.
@@ -462,7 +468,7 @@ def _write_story(
     than the window around this run's entries).
     """
     reports = [
-        _report_from_row(row)
+        report_from_row(row)
         for row in db.query(
             f"SELECT {TEXTLESS_COLUMNS} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
             [story_id],
@@ -473,7 +479,7 @@ def _write_story(
             f"SELECT {ENTRY_COLUMNS} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
             [story_id],
         )
-        credits.update((row["id"], report_credit(_report_from_row(row))) for row in rows if row["id"] not in credits)
+        credits.update((row["id"], report_credit(report_from_row(row))) for row in rows if row["id"] not in credits)
     times = [r.published for r in reports if r.published]
     earliest, credited = original_source(reports, credits)
     representative = grouper.representative(story_id) if story_id in grouper.stories else None

@@ -277,9 +277,13 @@ def finish_grouping(store: Store, settings: dedup.DedupSettings, *, now: datetim
     Stopped or killed half-way, it leaves whole stories, and the next run or
     ``agg group`` places the rest.
     """
-    session = dedup.GroupingSession(store.db, settings, now)
+    # A backlog of several batches: the next batch's texts are read on the other core while one is placed.
+    session = dedup.GroupingSession(store.db, settings, now, read_ahead=True)
     waiting = store.count_ready_for_story()
-    place_all(session, progress and (lambda placed: progress(placed, max(waiting, placed))))
+    try:
+        place_all(session, progress and (lambda placed: progress(placed, max(waiting, placed))))
+    finally:
+        session.close()
     store.refresh_search_index()
     return session.summary
 

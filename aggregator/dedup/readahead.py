@@ -1,0 +1,144 @@
+"""Reading the next batch's texts in a worker process while the grouper places this one.
+
+A first import places tens of thousands of entries a batch at a time, and a
+third of the work is reading each text into counts (:func:`read_text`: folding,
+tokens, names, the lead, the credited outlet), which depends on the text
+alone. While the grouper places one batch, a worker process reads the next
+batch's rows from the database file, and the session takes those readings
+instead of reading the texts again: the second core does that third.
+
+Nothing is decided differently: a reading is the same function's result, and
+is used only for a row whose fields it was read from (:func:`reading_key`);
+a row changed meanwhile, an entry not read ahead, or a worker that failed is
+read in the session's process, as without read-ahead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import pickle
+import sqlite3
+import tempfile
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from aggregator.dedup.credit import report_credit
+from aggregator.dedup.features import Report, TextReading, read_text
+from aggregator.dedup.rows import report_from_row, scored_columns
+from aggregator.dedup.settings import DedupSettings
+from aggregator.store import in_batches, sql_marks
+
+log = logging.getLogger(__name__)
+
+CHUNK = 500
+"""Entries a worker call reads: results come back a chunk at a time, the first while later ones are read."""
+
+WAIT_SECONDS = 120.0
+"""How long the session waits for a chunk still being read before reading its entries itself."""
+
+# An entry's reading as the session takes it: what it was read from, the reading, the outlet its text credits.
+Reading = tuple[bytes, TextReading, str | None]
+
+
+def reading_key(report: Report) -> bytes:
+    """A digest of what :func:`read_text` and :func:`report_credit` read of a report: a reading made from another
+    version of the row is not used."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (report.title, report.text, report.url, report.canonical_url or "", report.source):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.digest()
+
+
+def read_entries(db_path: str, ids: list[int], settings: DedupSettings, out: str) -> str:
+    """In the worker: read these entries' rows and texts, and pickle ``{id: Reading}`` into the file ``out``.
+
+    The readings go through a file, not the pool's pipe: the session's
+    process is busy placing, and a pipe's reader needs its interpreter lock
+    for every 64 KB, which held the worker up mid-reply.
+    """
+    connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        readings: dict[int, Reading] = {}
+        for part in in_batches(ids, CHUNK):
+            cursor = connection.execute(
+                f"SELECT {scored_columns(settings)} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id "
+                f"WHERE e.id IN ({sql_marks(part)})", part)
+            names = [d[0] for d in cursor.description]
+            for row in cursor:
+                report = report_from_row(dict(zip(names, row)))
+                readings[report.id] = (reading_key(report), read_text(report, settings), report_credit(report))
+    finally:
+        connection.close()
+    Path(out).write_bytes(pickle.dumps(readings, protocol=pickle.HIGHEST_PROTOCOL))
+    return out
+
+
+class ReadAhead:
+    """One worker process reading the entries a session will place next (:meth:`submit`), for :meth:`take`.
+
+    Started on the first :meth:`submit`, from a fork server (a fresh process,
+    not a copy of the grouper's memory); :meth:`close` stops it.
+    """
+
+    def __init__(self, db_path: str, settings: DedupSettings) -> None:
+        self.db_path = db_path
+        self.settings = settings
+        self._executor: ProcessPoolExecutor | None = None
+        self._folder: tempfile.TemporaryDirectory | None = None
+        self._pending: list[tuple[set[int], Future]] = []
+        self._calls = 0
+        self.failed = False
+
+    def submit(self, ids: list[int]) -> None:
+        """Have the worker read these entries (ascending ids), a chunk a call."""
+        if self.failed or not ids:
+            return
+        try:
+            if self._executor is None:
+                self._folder = tempfile.TemporaryDirectory(prefix="agg-read-ahead-")
+                self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"))
+            for part in in_batches(ids, CHUNK):
+                self._calls += 1
+                out = str(Path(self._folder.name) / f"{self._calls}.pickle")
+                self._pending.append((set(part), self._executor.submit(read_entries, self.db_path, list(part),
+                                                                       self.settings, out)))
+        except Exception as exc:  # no process to be had: the session reads every text itself
+            self._fail(exc)
+
+    def take(self, ids: list[int]) -> dict[int, Reading]:
+        """The readings of those of ``ids`` that were submitted; calls for other entries are dropped."""
+        wanted, found = set(ids), {}
+        pending, self._pending = self._pending, []
+        for part, future in pending:
+            if self.failed or not part & wanted:
+                future.cancel()
+                continue
+            try:
+                path = Path(future.result(timeout=WAIT_SECONDS))
+                readings = pickle.loads(path.read_bytes())
+                path.unlink()
+            except Exception as exc:  # died, killed, or too slow: what it would have read is read here
+                self._fail(exc)
+                continue
+            found.update((entry_id, reading) for entry_id, reading in readings.items() if entry_id in wanted)
+        return found
+
+    def _fail(self, exc: BaseException) -> None:
+        log.warning("reading texts ahead in a worker process failed (%s: %s); reading them in this one",
+                    type(exc).__name__, exc)
+        self.failed = True
+
+    def close(self) -> None:
+        """Stop the worker and drop what it read and nobody took."""
+        for _, future in self._pending:
+            future.cancel()
+        self._pending = []
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None

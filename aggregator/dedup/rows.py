@@ -1,0 +1,41 @@
+"""Stored entries as the engine's reports: which columns are read, and how a row becomes a :class:`Report`."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aggregator.dedup.features import Report
+from aggregator.dedup.settings import DedupSettings
+from aggregator.store import from_db_time
+from aggregator.urls import host_of
+
+TAG = re.compile(r"<[^>]+>")
+
+ENTRY_COLUMNS = """
+    e.id, e.guid, e.link, e.canonical_url, e.title, e.summary, e.text, e.published, e.first_seen,
+    e.story_id, f.title AS feed_title
+"""
+TEXTLESS_COLUMNS = ENTRY_COLUMNS.replace("e.summary,", "'' AS summary,").replace("e.text,", "'' AS text,")
+
+
+def scored_columns(settings: DedupSettings) -> str:
+    """ENTRY_COLUMNS with texts cut where scoring stops reading them, so long articles never load whole."""
+    cut = f"substr({{}}, 1, {int(settings.max_body_chars)})"
+    return ENTRY_COLUMNS.replace("e.summary,", f"{cut.format('e.summary')} AS summary,").replace(
+        "e.text,", f"{cut.format('e.text')} AS text,")
+
+
+def report_from_row(row: dict[str, Any]) -> Report:
+    text = row["text"] or TAG.sub(" ", row["summary"] or "")
+    return Report(
+        id=row["id"],
+        title=row["title"] or "",
+        text=text,
+        url=row["link"] or "",
+        source=(row["feed_title"] or "").strip() or host_of(row["link"] or ""),
+        published=from_db_time(row["published"]) or from_db_time(row["first_seen"]),
+        time_estimated=not row["published"],
+        guid=row["guid"],
+        canonical_url=row["canonical_url"],
+    )

@@ -76,6 +76,41 @@ def read_entries(db_path: str, ids: list[int], settings: DedupSettings, out: str
     return out
 
 
+def _remove_file(future: Future) -> None:
+    """A chunk nobody takes: its file goes when the worker has written it."""
+    if not future.cancelled() and future.exception() is None:
+        Path(future.result()).unlink(missing_ok=True)
+
+
+class ReadingsAhead:
+    """The readings one batch takes, for :meth:`get` in ascending order of entry id, as the session reads its rows:
+    one chunk file is unpickled at a time (waited for if the worker is still at it), not the batch's at once."""
+
+    def __init__(self, owner: ReadAhead, chunks: list[tuple[set[int], Future]]) -> None:
+        self._owner = owner
+        self._chunks = chunks
+        self._chunk_of = {entry_id: n for n, (part, _) in enumerate(chunks) for entry_id in part}
+        self._loaded: tuple[int, dict[int, Reading]] = (-1, {})
+
+    def __len__(self) -> int:
+        return len(self._chunk_of)
+
+    def get(self, entry_id: int) -> Reading | None:
+        n = self._chunk_of.get(entry_id)
+        if n is None or self._owner.failed:
+            return None
+        if self._loaded[0] != n:
+            self._loaded = (n, {})  # the chunk before goes first
+            try:
+                path = Path(self._chunks[n][1].result(timeout=WAIT_SECONDS))
+                self._loaded = (n, pickle.loads(path.read_bytes()))
+                path.unlink()
+            except Exception as exc:  # died, killed, or too slow: what it would have read is read by the session
+                self._owner._fail(exc)
+                return None
+        return self._loaded[1].get(entry_id)
+
+
 class ReadAhead:
     """One worker process reading the entries a session will place next (:meth:`submit`), for :meth:`take`.
 
@@ -108,23 +143,18 @@ class ReadAhead:
         except Exception as exc:  # no process to be had: the session reads every text itself
             self._fail(exc)
 
-    def take(self, ids: list[int]) -> dict[int, Reading]:
+    def take(self, ids: list[int]) -> ReadingsAhead:
         """The readings of those of ``ids`` that were submitted; calls for other entries are dropped."""
-        wanted, found = set(ids), {}
+        wanted = set(ids)
         pending, self._pending = self._pending, []
+        chunks = []
         for part, future in pending:
-            if self.failed or not part & wanted:
+            if part & wanted and not self.failed:
+                chunks.append((part, future))
+            else:
                 future.cancel()
-                continue
-            try:
-                path = Path(future.result(timeout=WAIT_SECONDS))
-                readings = pickle.loads(path.read_bytes())
-                path.unlink()
-            except Exception as exc:  # died, killed, or too slow: what it would have read is read here
-                self._fail(exc)
-                continue
-            found.update((entry_id, reading) for entry_id, reading in readings.items() if entry_id in wanted)
-        return found
+                future.add_done_callback(_remove_file)
+        return ReadingsAhead(self, chunks)
 
     def _fail(self, exc: BaseException) -> None:
         log.warning("reading texts ahead in a worker process failed (%s: %s); reading them in this one",

@@ -21,7 +21,7 @@ import sqlite_utils
 from aggregator.dedup.credit import original_source, report_credit
 from aggregator.dedup.features import Features, Report
 from aggregator.dedup.grouper import Merge, StoryGrouper
-from aggregator.dedup.readahead import ReadAhead, Reading, reading_key
+from aggregator.dedup.readahead import ReadAhead, ReadingsAhead, reading_key
 from aggregator.dedup.rows import ENTRY_COLUMNS, TEXTLESS_COLUMNS, report_from_row, scored_columns
 from aggregator.dedup.settings import DedupSettings
 from aggregator.dedup.stored import StoredTokens, complete, decode, encode_all, snapshot
@@ -183,7 +183,7 @@ class GroupingSession:
         earliest = chosen[0][1]
         ids = sorted(entry_id for entry_id, _ in chosen)
         del chosen
-        read_ahead: dict[int, Reading] = {}
+        read_ahead: ReadingsAhead | None = None
         if self._read_ahead is not None:
             read_ahead = self._read_ahead.take(ids)
             self._read_ahead.submit(upcoming)
@@ -332,7 +332,7 @@ def group_new_entries(
 
 def _observed_reports(
     db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], ids: list[int],
-    read_ahead: dict[int, Reading] | None = None,
+    read_ahead: ReadingsAhead | None = None,
 ) -> list[Report]:
     """The entries' reports (``ids`` ascending), observed by the grouper as they are read and kept without texts.
 

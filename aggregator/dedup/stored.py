@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -160,9 +161,7 @@ class _Layout(NamedTuple):
 def _layout(blob: bytes) -> _Layout:
     version, flags, length, title_mass, *figures = _HEADER.unpack_from(blob)
     norms, sizes, string_sizes = tuple(figures[:6]), figures[6:15], tuple(figures[15:])
-    bounds = [0]
-    for size in sizes:
-        bounds.append(bounds[-1] + size)
+    bounds = [0, *accumulate(sizes)]
     weights = np.dtype("<f8" if version == 1 else "<f4")
     weights_at = _HEADER.size + 8 * sizes[0]
     ids_at = weights_at + weights.itemsize * (bounds[9] - bounds[6])
@@ -184,10 +183,10 @@ def decode(blob: bytes, report: Report, tokens: StoredTokens, *, deferred: bool 
     every_id = np.frombuffer(blob, dtype="<i4", count=bounds[9], offset=layout.ids_at)
     if len(every_id) and every_id.max() > tokens.newest:
         return None  # written by another process since the tokens were read: the text is read instead
-    # Title tokens, key tokens and the vocabulary: the ids seeding reads (the rest wait for complete).
-    ids = tokens.to_process(every_id[:bounds[3]])
-    if ids is None:
-        return None
+    # Title tokens, key tokens and the vocabulary: the ids seeding reads (the rest wait for complete). No id is
+    # newer than the last refresh, which mapped every token up to it: a plain gather (to_process checks, a
+    # reduction a call, cost a tenth of a later run's loading).
+    ids = tokens.process_of[every_id[:bounds[3]]]
     at = layout.strings_at + layout.string_sizes[0]
     canonical = blob[at:(at := at + layout.string_sizes[1])].decode()
     fingerprint = blob[at:at + layout.string_sizes[2]].decode()

@@ -17,6 +17,7 @@ import pytest
 from rapidfuzz import fuzz
 
 from aggregator.dedup import DedupSettings, Report, StoryGrouper
+from aggregator.dedup import grouper as grouper_module
 from aggregator.dedup import features as features_module
 from aggregator.dedup import scoring
 from aggregator.dedup.features import PRIOR_MIN_FREQUENCY, PRIOR_TEXT_WORDS, Frequencies, Vector, make_features
@@ -146,6 +147,13 @@ def test_cosine_containment_and_sort_ratio_equal_the_plain_versions_exactly():
         assert a.text.containment(b.text) == plain_containment(a.text, b.text)
         alike += a.text.cosine(b.text) > 0.2
     assert alike > 50
+    # A report's cosines with many at once (a story's compared members): the same values as one by one.
+    for a in with_bodies[:20]:
+        others = with_bodies[20:60] + [docs[0]]  # docs[0]: a report that may have no body (empty vectors)
+        for part in ("text", "lead", "names"):
+            vector = getattr(a, part)
+            assert vector.cosines([getattr(o, part) for o in others]) == [vector.cosine(getattr(o, part)) for o in others]
+    assert with_bodies[0].text.cosines([]) == []
     for a, b in combinations(docs[:150], 2):
         assert fuzz.ratio(a.sorted_title, b.sorted_title) == fuzz.token_sort_ratio(a.title, b.title)
 
@@ -160,6 +168,9 @@ def test_a_run_through_the_plain_versions_places_every_report_alike(monkeypatch)
     monkeypatch.setattr(Vector, "containment", plain_containment)
     monkeypatch.setattr(scoring.fuzz, "ratio", lambda a, b: pytest.fail("the plain run took a fast path"))
     monkeypatch.setattr(scoring, "title_score", plain_title_score)
+    monkeypatch.setattr(Vector, "cosines", lambda v, others: pytest.fail("the plain run took a fast path"))
+    monkeypatch.setattr(grouper_module, "score_pairs",
+                        lambda a, others, settings: [scoring.score_pair(a, o, settings) for o in others])
     plain = StoryGrouper().add_many(reports)
     assert plain == fast
     assert sum(p.rule == "similar" for p in fast.values()) > 30

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from aggregator.dedup.features import Features, Frequencies, Report, TextReading, make_features, meaningful_guid
-from aggregator.dedup.scoring import score_pair
+from aggregator.dedup.scoring import score_pair, score_pairs
 from aggregator.dedup.settings import DedupSettings
 from aggregator.dedup.vectors import TOKENS
 
@@ -493,7 +493,7 @@ class StoryGrouper:
         # Sampled only now: most stories end at the first comparison.
         sample = story.compared_members(settings.max_members_compared)
         self._read_deferred(sample)
-        scored = [first] + [score_pair(doc, member, settings) for member in sample[1:]]
+        scored = [first, *score_pairs(doc, sample[1:], settings)]
         average = sum(s for s, _ in scored) / len(scored)
         best_index = max(range(len(scored)), key=lambda i: scored[i][0])
         evidence: dict[str, Any] = {

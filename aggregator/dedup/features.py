@@ -275,6 +275,12 @@ class Frequencies:
         self.df[doc_tokens] += 1
         self.n += 1
 
+    def add_all(self, vocabularies: list[np.ndarray]) -> None:
+        """:meth:`add` of each report's distinct token ids, in one step."""
+        self._make_room()
+        np.add.at(self.df, np.concatenate(vocabularies), 1)
+        self.n += len(vocabularies)
+
     def remove(self, doc_tokens: np.ndarray) -> None:
         self.df[doc_tokens] -= 1
         self.n -= 1

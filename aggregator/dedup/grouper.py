@@ -186,17 +186,20 @@ class StoryGrouper:
         for score in links:
             story.linked(score)
         docs = []
+        uncounted: list[Features] = []  # stored members whose words the frequencies count at once, in one step
         for report in reports:
             if isinstance(report, Features):
                 doc = report
                 if doc.report.id not in self._counted:
-                    self._count(doc)
+                    uncounted.append(doc)
                 self._number(doc)
             else:
+                self._count_all(uncounted)  # a member read from its text is weighed by the frequencies so far
                 self.observe([report])
                 doc = self._new_doc(report)
             self._attach(doc, story, post=False)
             docs.append(doc)
+        self._count_all(uncounted)
         if (self._postings or self._crowded or self._unposted_index is not None or not docs
                 or any(doc.key_ids is None for doc in docs)):
             # The story's postings at once: its members share most of their key tokens (the same end state as
@@ -288,6 +291,13 @@ class StoryGrouper:
         """The window's frequencies count the report's words (once a report: see ``_counted``)."""
         self._counted.add(doc.report.id)
         self._freq.add(doc.vocabulary)
+
+    def _count_all(self, docs: list[Features]) -> None:
+        """:meth:`_count` of each report, in one numpy step (a later run seeds 50,000); ``docs`` is emptied."""
+        if docs:
+            self._counted.update(doc.report.id for doc in docs)
+            self._freq.add_all([doc.vocabulary for doc in docs])
+            docs.clear()
 
     def _number(self, doc: Features) -> None:
         """The report's place in the order of arrival."""

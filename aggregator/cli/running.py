@@ -55,12 +55,12 @@ def fetch(ctx: Context, due: bool, concurrency: int | None, re_extract: bool, wa
     75 when another run (a fetch or the daemon) holds the database's lock.
 
     When grouping what a run brought would take more than about 2 s (a
-    first run over many feeds: 1 ms a report; or a few hundred reports to
-    place among tens of thousands stored, whose features are rebuilt), the
-    run hands it, with the search index, to an 'agg group' in the
-    background, which holds the database's lock until it is done; its log
-    is the database's path plus '.group.log'. Until then those reports are
-    in no story.
+    first run over many feeds: about 2 ms a report), the run hands it, with
+    the search index, to an 'agg group' in the background, which holds the
+    database's lock until it is done; its log is the database's path plus
+    '.group.log'. Until then those reports are in no story. A later run of
+    20 feeds or more loads the stored stories near the newest while it
+    fetches, and places its few hundred new reports among them itself.
 
     \b
     Examples:

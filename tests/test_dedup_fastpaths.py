@@ -208,5 +208,6 @@ def test_the_first_tokens_of_a_text_are_those_of_folding_it_whole():
         text = normalise_numbers(" ".join(rng.choice(words) for _ in range(rng.randrange(0, 400))))
         for limit in (1, 5, 60):
             assert first_tokens(text, limit) == tokens(fold_normalised(text))[:limit]
+    assert first_tokens("some words here", 0) == []
     glued = "word" * 2000 + " tail words here"  # no space for the first cuts
     assert first_tokens(glued, 2) == tokens(fold_normalised(glued))[:2]

@@ -489,3 +489,56 @@ def test_a_database_in_memory_reads_nothing_ahead():
     store = Store.memory()
     assert GroupingSession(store.db, DedupSettings(), read_ahead=True)._read_ahead is None
     store.close()
+
+
+READ_AHEAD_CHILD = """
+import sys, time
+from aggregator.dedup import DedupSettings
+from aggregator.dedup.readahead import ReadAhead
+if __name__ == "__main__":
+    read_ahead = ReadAhead(sys.argv[1], DedupSettings())
+    read_ahead.submit([1, 2, 3])
+    read_ahead._pending[0][1].result(timeout=60)
+    print(read_ahead._executor._processes and list(read_ahead._executor._processes)[0], flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_killed_session_leaves_no_read_ahead_worker_and_the_next_one_removes_its_folder(tmp_path):
+    """``agg group`` killed midway: its worker exits with it, and its leftover folder goes with the next read-ahead."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from aggregator.dedup.readahead import FOLDER_PREFIX, ReadAhead
+
+    store = Store.open(tmp_path / "agg.db")
+    reports = fixture_reports()
+    _insert_entries(store.db, reports, _feeds(store.db, reports))
+    store.close()
+    script = tmp_path / "child.py"
+    script.write_text(READ_AHEAD_CHILD)
+    child = subprocess.Popen([sys.executable, str(script), str(tmp_path / "agg.db")], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(child.stdout.readline())
+        folders = list(Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}{child.pid}-*"))
+        assert len(folders) == 1
+    finally:
+        child.kill()
+        child.wait()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the read-ahead worker outlived its session's process"
+        time.sleep(0.05)
+    assert folders[0].exists()
+    read_ahead = ReadAhead(str(tmp_path / "agg.db"), DedupSettings())
+    try:
+        read_ahead.submit([1])
+        assert not folders[0].exists()
+    finally:
+        read_ahead.close()

@@ -18,9 +18,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import os
 import pickle
+import re
+import shutil
 import sqlite3
 import tempfile
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
@@ -59,7 +63,7 @@ def read_entries(db_path: str, ids: list[int], settings: DedupSettings, out: str
     process is busy placing, and a pipe's reader needs its interpreter lock
     for every 64 KB, which held the worker up mid-reply.
     """
-    connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    connection = sqlite3.connect(f"{Path(db_path).resolve().as_uri()}?mode=ro", uri=True)
     try:
         readings: dict[int, Reading] = {}
         for part in in_batches(ids, CHUNK):
@@ -74,6 +78,33 @@ def read_entries(db_path: str, ids: list[int], settings: DedupSettings, out: str
         connection.close()
     Path(out).write_bytes(pickle.dumps(readings, protocol=pickle.HIGHEST_PROTOCOL))
     return out
+
+
+def _exit_with_parent() -> None:
+    """In the worker: exit when the session's process does, however it ends (an ``agg group`` killed midway
+    would otherwise leave the worker waiting on the pool's queue for good)."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), os._exit(0)), name="agg-read-ahead-watch", daemon=True).start()
+
+
+FOLDER_PREFIX = "agg-read-ahead-"
+STALE_FOLDER = re.compile(rf"^{FOLDER_PREFIX}(\d+)-")
+
+
+def _remove_stale_folders() -> None:
+    """Remove the read-ahead folders of processes that are gone (killed before they could clean up)."""
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(f"{FOLDER_PREFIX}*"):
+        found = STALE_FOLDER.match(folder.name)
+        if found is None or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(found[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # alive, another user's
+            pass
 
 
 def _remove_file(future: Future) -> None:
@@ -133,8 +164,10 @@ class ReadAhead:
             return
         try:
             if self._executor is None:
-                self._folder = tempfile.TemporaryDirectory(prefix="agg-read-ahead-")
-                self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"))
+                _remove_stale_folders()
+                self._folder = tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
+                self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"),
+                                                     initializer=_exit_with_parent)
             for part in in_batches(ids, CHUNK):
                 self._calls += 1
                 out = str(Path(self._folder.name) / f"{self._calls}.pickle")

@@ -123,7 +123,7 @@ def first_tokens(text: str, limit: int) -> list[str]:
     """The first ``limit`` informative tokens of a normalised text: ``tokens(fold_normalised(text))[:limit]``,
     folding only as much of the text as they take (a lead's 60 words, not the article)."""
     size = 16 * limit
-    while size < len(text):
+    while 0 < size < len(text):
         # Cut at a space: no token spans one, so the tokens before it are the text's first.
         cut = text.rfind(" ", 0, size)
         if cut > 0:

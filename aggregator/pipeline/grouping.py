@@ -67,13 +67,18 @@ class GroupingWorker:
         """Start the worker, if this run uses one and it is not running yet; ``warm``: see :meth:`warm_up`."""
         if not self.enabled or self._stopped or self._process is not None:
             return
-        self.warm = warm
         context = multiprocessing.get_context("forkserver")
-        self._connection, theirs = context.Pipe()
-        self._process = context.Process(target=_group_while_running, name="agg-grouping", daemon=True,
-                                        args=(str(self.store.path.resolve()), self.settings, self.now, theirs, warm))
-        self._process.start()
-        theirs.close()
+        connection, theirs = context.Pipe()
+        process = context.Process(target=_group_while_running, name="agg-grouping", daemon=True,
+                                  args=(str(self.store.path.resolve()), self.settings, self.now, theirs, warm))
+        try:
+            process.start()
+        except BaseException:  # no worker: the run groups in its own process at its end
+            connection.close()
+            raise
+        finally:
+            theirs.close()
+        self._process, self._connection, self.warm = process, connection, warm
 
     def warm_up(self) -> None:
         """Start the worker now, warm, if the stories it would load for a later run's entries are worth it.
@@ -91,12 +96,16 @@ class GroupingWorker:
             return
         self._warm_checked = True
         window = timedelta(hours=self.settings.window_hours)
-        if self.store.stored_near_newest(window) >= WARM_MIN_STORED:
-            self.start(warm=True)
+        try:
+            if self.store.stored_near_newest(window) >= WARM_MIN_STORED:
+                self.start(warm=True)
+        except Exception as exc:  # only a head start: the run groups as it would have without it
+            log.warning("could not start the story-grouping worker early (%s: %s)", type(exc).__name__, exc)
 
     def cost(self, waiting: int, stored: int) -> float:
         """The grouping left (:func:`grouping_cost`), less the stored reports a warm worker has loaded already."""
-        return grouping_cost(waiting, 0 if self.warm and self._process is not None else stored)
+        loaded = self.warm and self._process is not None and self._process.is_alive()
+        return grouping_cost(waiting, 0 if loaded else stored)
 
     async def finish(self, clock: StageClock, cost: float) -> dedup.GroupingSummary:
         """Every ready entry placed: by the worker if it runs, else here. Adds the worker's busy time to ``clock``.

@@ -185,7 +185,7 @@ async def run_async(
         if not summary.stopped:  # grouping is incremental: a stopped run leaves the rest to the next one
             waiting, stored = store.grouping_backlog(timedelta(hours=settings.dedup.window_hours))
             cost = grouping.cost(waiting, stored)
-            if not waiting:  # a worker warmed up for entries that never came (every feed unchanged, say)
+            if not waiting and grouping.warm:  # warmed up for entries that never came (every feed unchanged, say)
                 summary.grouping = grouping.defer(clock)
             elif defer_grouping_over is not None and cost > defer_grouping_over:
                 summary.grouping = grouping.defer(clock)

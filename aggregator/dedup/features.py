@@ -130,7 +130,7 @@ class Features:
 @dataclass(slots=True)
 class TextReading:
     """What reading a report's text gives, its tokens as strings: a pure function of the report, so it can be
-    computed in another process (:class:`aggregator.dedup.session.ReadAhead`) and turned into features here."""
+    computed in another process (:class:`aggregator.dedup.readahead.ReadAhead`) and turned into features here."""
 
     title: str
     sorted_title: str

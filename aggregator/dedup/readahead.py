@@ -57,7 +57,8 @@ def reading_key(report: Report) -> bytes:
 
 
 def read_entries(db_path: str, ids: list[int], settings: DedupSettings, out: str) -> str:
-    """In the worker: read these entries' rows and texts, and pickle ``{id: Reading}`` into the file ``out``.
+    """In the worker: read these entries' rows and texts (``CHUNK`` at most), and pickle ``{id: Reading}`` into the
+    file ``out``.
 
     The readings go through a file, not the pool's pipe: the session's
     process is busy placing, and a pipe's reader needs its interpreter lock
@@ -66,14 +67,13 @@ def read_entries(db_path: str, ids: list[int], settings: DedupSettings, out: str
     connection = sqlite3.connect(f"{Path(db_path).resolve().as_uri()}?mode=ro", uri=True)
     try:
         readings: dict[int, Reading] = {}
-        for part in in_batches(ids, CHUNK):
-            cursor = connection.execute(
-                f"SELECT {scored_columns(settings)} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id "
-                f"WHERE e.id IN ({sql_marks(part)})", part)
-            names = [d[0] for d in cursor.description]
-            for row in cursor:
-                report = report_from_row(dict(zip(names, row)))
-                readings[report.id] = (reading_key(report), read_text(report, settings), report_credit(report))
+        cursor = connection.execute(
+            f"SELECT {scored_columns(settings)} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id "
+            f"WHERE e.id IN ({sql_marks(ids)})", ids)
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            report = report_from_row(dict(zip(names, row)))
+            readings[report.id] = (reading_key(report), read_text(report, settings), report_credit(report))
     finally:
         connection.close()
     Path(out).write_bytes(pickle.dumps(readings, protocol=pickle.HIGHEST_PROTOCOL))
@@ -122,9 +122,6 @@ class ReadingsAhead:
         self._chunks = chunks
         self._chunk_of = {entry_id: n for n, (part, _) in enumerate(chunks) for entry_id in part}
         self._loaded: tuple[int, dict[int, Reading]] = (-1, {})
-
-    def __len__(self) -> int:
-        return len(self._chunk_of)
 
     def get(self, entry_id: int) -> Reading | None:
         n = self._chunk_of.get(entry_id)

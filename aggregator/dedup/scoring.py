@@ -114,7 +114,6 @@ def score_pairs(a: Features, others: Sequence[Features], settings: DedupSettings
     if not a.has_body:
         return [score_pair(a, other, settings) for other in others]
     bodied = [other for other in others if other.has_body]
-    cosines = dict(zip(map(id, bodied), zip(a.text.cosines([o.text for o in bodied]),
-                                            a.names.cosines([o.names for o in bodied]),
-                                            a.lead.cosines([o.lead for o in bodied]))))
-    return [score_pair(a, other, settings, cosines.get(id(other))) for other in others]
+    cosines = zip(a.text.cosines([o.text for o in bodied]), a.names.cosines([o.names for o in bodied]),
+                  a.lead.cosines([o.lead for o in bodied]))  # in the order of ``bodied``
+    return [score_pair(a, other, settings, next(cosines) if other.has_body else None) for other in others]

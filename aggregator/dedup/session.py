@@ -32,6 +32,7 @@ from aggregator.store import (
     in_batches,
     sql_marks,
     to_db_time,
+    window_of_newest_story,
     write_outlet_feeds,
     write_transaction,
 )
@@ -248,12 +249,10 @@ class GroupingSession:
         its entries reach beyond them (as a session kept by ``agg daemon``
         does). Returns how many reports it loaded.
         """
-        newest = self.db.execute("SELECT max(last_seen) FROM stories WHERE merged_into IS NULL").fetchone()[0]
-        if newest is None:
+        around = window_of_newest_story(self.db, timedelta(hours=self.settings.window_hours))
+        if around is None:
             return 0
-        window = timedelta(hours=self.settings.window_hours)
-        at = from_db_time(newest)
-        loaded = self._seed_window(to_db_time(at - window), to_db_time(at + window))
+        loaded = self._seed_window(*around)
         self.summary.loaded += loaded
         if loaded:
             self.grouper.index_unposted()  # what the first placement would do first
@@ -348,7 +347,7 @@ def _observed_reports(
         names = [d[0] for d in cursor.description]
         for row in cursor:
             report = report_from_row(dict(zip(names, row)))
-            ahead = read_ahead.get(report.id) if read_ahead else None
+            ahead = read_ahead.get(report.id) if read_ahead is not None else None
             if ahead is not None and ahead[0] == reading_key(report):
                 grouper.observe([report], {report.id: ahead[1]})
                 credits[report.id] = ahead[2]

@@ -663,17 +663,27 @@ class Store:
     def stored_near_newest(self, window: timedelta) -> int:
         """The reports of the stored stories within ``window`` of the newest one: what a warmed grouping loads
         (:meth:`dedup.GroupingSession.warm`)."""
-        newest = self.db.execute("SELECT max(last_seen) FROM stories WHERE merged_into IS NULL").fetchone()[0]
-        if newest is None:
+        around = window_of_newest_story(self.db, window)
+        if around is None:
             return 0
         return self.db.execute(
             "SELECT coalesce(sum(n_reports), 0) FROM stories WHERE merged_into IS NULL AND last_seen >= ?",
-            [to_db_time(from_db_time(newest) - window)]).fetchone()[0]
+            [around[0]]).fetchone()[0]
 
     def entries_not_indexed(self) -> int:
         """How many entries the next :meth:`refresh_search_index` will index."""
         return self.db.execute(
             "SELECT count(*) FROM entries WHERE id > (SELECT indexed_through FROM search_index_state)").fetchone()[0]
+
+
+def window_of_newest_story(db: Any, window: timedelta) -> tuple[str, str] | None:
+    """``window`` each side of the newest stored report's time (the last report of the newest story), as database
+    times; None when no story is stored. What a grouping warmed up before a later run loads."""
+    newest = db.execute("SELECT max(last_seen) FROM stories WHERE merged_into IS NULL").fetchone()[0]
+    if newest is None:
+        return None
+    at = from_db_time(newest)
+    return to_db_time(at - window), to_db_time(at + window)
 
 
 STORY_BATCH = 200

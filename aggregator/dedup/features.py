@@ -246,6 +246,8 @@ def prior_shares() -> dict[str, float]:
     return {word: -math.expm1(-p * PRIOR_TEXT_WORDS) for word, p in language_frequencies().items()}
 
 
+# Most token ids of vocabularies waiting to be counted (Frequencies.add_all): bounds the one array counting them.
+PENDING_IDS = 1_000_000
 # 1 + log(count) for the counts most terms have: a table lookup instead of a log call a term.
 SUBLINEAR_TF = [0.0] + [1.0 + math.log(count) for count in range(1, 64)]
 
@@ -261,6 +263,10 @@ class Frequencies:
         self.settings = settings
         self.df = np.zeros(1024, dtype=np.int32)  # by token id
         self.n = 0
+        # Vocabularies counted in n but not yet in df: added in one bincount when df is next read (seeding a
+        # window of 50,000 added them story by story, a tenth of its time in np.add.at).
+        self._pending: list[np.ndarray] = []
+        self._pending_ids = 0
         self._prior_share = prior_shares() if settings.prior_weight else {}
 
     def _make_room(self) -> None:
@@ -269,31 +275,44 @@ class Frequencies:
             grown[: len(self.df)] = self.df
             self.df = grown
 
+    def _settle(self) -> None:
+        """Make ``df`` cover every token and count the pending vocabularies: before any use of it."""
+        self._make_room()
+        if self._pending:
+            self.df += np.bincount(np.concatenate(self._pending), minlength=len(self.df)).astype(np.int32)
+            self._pending = []
+            self._pending_ids = 0
+
     def add(self, doc_tokens: np.ndarray) -> None:
         """Count one report's distinct token ids."""
-        self._make_room()
+        self._settle()
         self.df[doc_tokens] += 1
         self.n += 1
 
     def add_all(self, vocabularies: list[np.ndarray]) -> None:
-        """:meth:`add` of each report's distinct token ids, in one step."""
-        self._make_room()
-        np.add.at(self.df, np.concatenate(vocabularies), 1)
+        """:meth:`add` of each report's distinct token ids, counted in ``df`` when it is next read."""
+        self._pending.extend(vocabularies)
+        self._pending_ids += sum(map(len, vocabularies))
         self.n += len(vocabularies)
+        if self._pending_ids > PENDING_IDS:
+            self._settle()
 
     def remove(self, doc_tokens: np.ndarray) -> None:
+        self._settle()
         self.df[doc_tokens] -= 1
         self.n -= 1
 
     def count(self, token: str) -> int:
         """How many reports in the window carry the token."""
+        if self._pending:
+            self._settle()
         found = TOKENS.known(token)
         return int(self.df[found]) if found is not None and found < len(self.df) else 0
 
     def counts(self, tokens: list[str]) -> list[int]:
         """:meth:`count` of each token, in one gather."""
         ids = TOKENS.ids_of(tokens)
-        self._make_room()
+        self._settle()
         return self.df[ids].tolist()
 
     def idf(self, token: str) -> float:
@@ -335,7 +354,7 @@ class Frequencies:
             if doc.has_body else []
         # Each distinct token's count and idf once: the lead's tokens are the text's, and most names are too.
         distinct = distinct_ids(np.concatenate([title_ids, *(part.ids for part in parts)])) if parts else title_ids
-        self._make_room()
+        self._settle()
         dfs = dict(zip(distinct.tolist(), self.df[distinct].tolist()))
         words, idf = TOKENS.words, self._idf
         idfs = {token: idf(words[token], count) for token, count in dfs.items()}

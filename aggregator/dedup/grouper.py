@@ -381,13 +381,15 @@ class StoryGrouper:
         found = TOKENS.known(token)
         index = self._unposted_index
         start, end = index.searchsorted(np.array([found << 32, (found + 1) << 32], dtype=np.int64))
-        places, counts = np.unique(index[start:end] & 0xFFFFFFFF, return_counts=True)
-        stories = self._unposted_stories[places]
+        # Ascending (the token's bits of each entry are the same), so counted in place order; a Counter, not
+        # np.unique: most tokens have a few entries, and a later run looks up thousands of tokens.
+        counts = Counter((index[start:end] & 0xFFFFFFFF).tolist())
         # The same end state as posting story after story: a token of more than max_posting_stories is crowded.
-        if len(stories) > self.settings.max_posting_stories:
-            self._crowded[token] = int(counts.sum())
+        if len(counts) > self.settings.max_posting_stories:
+            self._crowded[token] = int(end - start)
         else:
-            self._postings[token] = dict(zip(stories.tolist(), counts.tolist()))
+            stories = self._unposted_stories[list(counts)].tolist()
+            self._postings[token] = dict(zip(stories, counts.values()))
 
     def _post_counts(self, counts: dict[str, int], story_id: int) -> None:
         """Post ``counts[token]`` reports of the story under each token."""

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from aggregator.dedup.credit import report_credit
 from aggregator.dedup.features import Report, TextReading, read_text
-from aggregator.dedup.rows import report_from_row, scored_columns
+from aggregator.dedup.rows import entry_rows, report_from_row, scored_columns
 from aggregator.dedup.settings import DedupSettings
 from aggregator.store import in_batches, sql_marks
 
@@ -67,12 +67,9 @@ def read_entries(db_path: str, ids: list[int], settings: DedupSettings, out: str
     connection = sqlite3.connect(f"{Path(db_path).resolve().as_uri()}?mode=ro", uri=True)
     try:
         readings: dict[int, Reading] = {}
-        cursor = connection.execute(
-            f"SELECT {scored_columns(settings)} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id "
-            f"WHERE e.id IN ({sql_marks(ids)})", ids)
-        names = [d[0] for d in cursor.description]
-        for row in cursor:
-            report = report_from_row(dict(zip(names, row)))
+        for row in entry_rows(connection, f"SELECT {scored_columns(settings)} FROM entries e "
+                              f"LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.id IN ({sql_marks(ids)})", ids):
+            report = report_from_row(row)
             readings[report.id] = (reading_key(report), read_text(report, settings), report_credit(report))
     finally:
         connection.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aggregator.dedup.features import Report
@@ -26,7 +28,15 @@ def scored_columns(settings: DedupSettings) -> str:
         "e.text,", f"{cut.format('e.text')} AS text,")
 
 
-def report_from_row(row: dict[str, Any]) -> Report:
+def entry_rows(connection: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+    """The rows of a query, each read by column name (:class:`sqlite3.Row`, made in C: a later run reads 50,000,
+    and making a dict of each took a sixth of its loading)."""
+    cursor = connection.cursor()
+    cursor.row_factory = sqlite3.Row
+    return cursor.execute(sql, params)
+
+
+def report_from_row(row: sqlite3.Row | Mapping[str, Any]) -> Report:
     text = row["text"] or TAG.sub(" ", row["summary"] or "")
     return Report(
         id=row["id"],

@@ -22,7 +22,7 @@ from aggregator.dedup.credit import original_source, report_credit
 from aggregator.dedup.features import Features, Report
 from aggregator.dedup.grouper import Merge, StoryGrouper
 from aggregator.dedup.readahead import ReadAhead, ReadingsAhead, reading_key
-from aggregator.dedup.rows import ENTRY_COLUMNS, TEXTLESS_COLUMNS, report_from_row, scored_columns
+from aggregator.dedup.rows import ENTRY_COLUMNS, TEXTLESS_COLUMNS, entry_rows, report_from_row, scored_columns
 from aggregator.dedup.settings import DedupSettings
 from aggregator.dedup.stored import StoredTokens, complete, decode, encode_all, snapshot
 from aggregator.dedup.text import fold
@@ -341,12 +341,9 @@ def _observed_reports(
     """
     reports = []
     for part in in_batches(ids, SEED_ROWS):
-        cursor = db.execute(f"SELECT {scored_columns(grouper.settings)} FROM entries e "
-                            f"LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.id IN ({sql_marks(part)}) ORDER BY e.id",
-                            part)
-        names = [d[0] for d in cursor.description]
-        for row in cursor:
-            report = report_from_row(dict(zip(names, row)))
+        for row in entry_rows(db.conn, f"SELECT {scored_columns(grouper.settings)} FROM entries e LEFT JOIN feeds f "
+                              f"ON f.id = e.feed_id WHERE e.id IN ({sql_marks(part)}) ORDER BY e.id", part):
+            report = report_from_row(row)
             ahead = read_ahead.get(report.id) if read_ahead is not None else None
             if ahead is not None and ahead[0] == reading_key(report):
                 grouper.observe([report], {report.id: ahead[1]})
@@ -397,7 +394,8 @@ def _seed_existing(
             unread = part
             if tokens is not None:
                 unread = []
-                for row in db.query(
+                for row in entry_rows(
+                    db.conn,
                     f"SELECT {TEXTLESS_COLUMNS}, s.representative_id, ef.features, ef.credit FROM entries e "
                     "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
                     f"LEFT JOIN entry_features ef ON ef.entry_id = e.id WHERE e.id IN ({sql_marks(part)})",
@@ -411,7 +409,8 @@ def _seed_existing(
                     else:
                         read[row["id"]] = doc
                         credits[row["id"]] = row["credit"]
-            for row in db.query(
+            for row in entry_rows(
+                db.conn,
                 f"SELECT {scored_columns(grouper.settings)}, s.representative_id FROM entries e "
                 "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
                 f"WHERE e.id IN ({sql_marks(unread)})",
@@ -468,13 +467,15 @@ def _write_story(
     """
     reports = [
         report_from_row(row)
-        for row in db.query(
+        for row in entry_rows(
+            db.conn,
             f"SELECT {TEXTLESS_COLUMNS} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
             [story_id],
         )
     ]
     if any(r.id not in credits for r in reports):
-        rows = db.query(
+        rows = entry_rows(
+            db.conn,
             f"SELECT {ENTRY_COLUMNS} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
             [story_id],
         )

@@ -26,7 +26,10 @@ again with everything cached (every answer a 304):
   when it finished and its peak memory, which counts for the memory target.
   Last comes a later run, 6 feeds added to the config (300 new entries, the
   others 304), with the same measures: placing a few new reports among the
-  window's 50,000 stored ones is the cost of a steady-state run.
+  window's 50,000 stored ones is the cost of a steady-state run. With
+  ``--history K`` it runs among K more copies of the stored entries, dated
+  10, 20, ... days earlier (3: among 200,000, a year's database whose window
+  holds the same 50,000).
   The project's bytecode is compiled first, as installing agg
   does: a module compiled on every start would be timed otherwise;
 - the floor, ``bench/aiohttp_floor.py``: a fresh Python process that imports
@@ -91,6 +94,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 ENTRIES_PER_FEED = 50
 # Feeds added to the config for the run after the all-304 ones: what a later run brings.
 LATER_FEEDS = 6
+LATER_ENTRIES = LATER_FEEDS * ENTRIES_PER_FEED
 LAST_MODIFIED = "Sat, 28 Nov 2026 18:00:00 GMT"
 SYLLABLES = "ba ce di fo gu ha je ki lo mu na pe ri so tu va we xi yo za bre cla dro fli gra ple sto tri".split()
 
@@ -372,6 +376,7 @@ class Timing:
     # The background `agg group` a cold agg run left its grouping to (seconds from the run's start).
     background: Timing | None = None
     left_to_background: str = ""
+    stored: int = 0  # a later run's: the entries stored before it
 
 
 def _children(pid: int) -> list[int]:
@@ -531,13 +536,14 @@ def agg_command(config: Path, db: Path, concurrency: int) -> list[str]:
 
 
 def time_agg(server: FeedServer, work: Path, concurrency: int, repeat: int = 1,
-             cold_repeat: int = 1, root: Path = PROJECT) -> tuple[Timing, Timing, Timing | None]:
+             cold_repeat: int = 1, root: Path = PROJECT, history: int = 0) -> tuple[Timing, Timing, Timing | None]:
     """Cold runs (``cold_repeat``, each on a new database), then all-304 runs (``repeat``) on the last one.
 
     Each is the median of its runs, with the largest peak memory seen. Last,
     with the server's spare feeds added to the config, a later run: the
-    spare feeds' entries are new, the rest answer 304. ``root`` is the
-    checkout whose agg runs.
+    spare feeds' entries are new, the rest answer 304, after ``history``
+    older copies of the stored entries were added (:func:`add_history`).
+    ``root`` is the checkout whose agg runs.
     """
     work.mkdir(exist_ok=True)
     config, db = work / "feeds.yaml", work / "agg.db"
@@ -551,9 +557,60 @@ def time_agg(server: FeedServer, work: Path, concurrency: int, repeat: int = 1,
     warm = [_time_agg_run(server, config, db, concurrency, root) for _ in range(repeat)]
     later = None
     if server.spare:
+        if history:
+            add_history(db, history)
         write_agg_config(config, server.feed_urls + server.spare_urls, concurrency, extract=False)
         later = _time_agg_run(server, config, db, concurrency, root)
+        with sqlite3.connect(db) as connection:
+            later.stored = connection.execute("SELECT count(*) FROM entries").fetchone()[0] - LATER_ENTRIES
     return _median(colds, "cold"), _median(warm, "all-304"), later
+
+
+# A copy of the history (add_history) is dated this much before the next: beyond twice the 72 h window and the
+# two days a first import spans, so no copy reaches into another's window or the newest one's.
+HISTORY_SHIFT_DAYS = 10
+# Added to the ids of the n-th copy's entries and stories (n x this): above any id a first import gives.
+HISTORY_ID_STRIDE = 10_000_000
+# The columns that hold times, in each table add_history copies.
+HISTORY_TIMES = {
+    "entries": ("published", "updated", "first_seen", "changed_at", "extracted_at"),
+    "stories": ("first_seen", "last_seen"),
+    "story_members": ("joined_at",),
+}
+
+
+def add_history(db: Path, copies: int) -> None:
+    """Make the database look older: ``copies`` copies of its grouped entries, with their stories, memberships
+    and stored features, each dated ``HISTORY_SHIFT_DAYS`` days before the last, and indexed for search as
+    ``agg fetch`` would have left them. A later run then runs among (copies + 1) x the stored entries, with as
+    many in its window as before: what a year's database holds, the old stories outside the window."""
+    connection = sqlite3.connect(db)
+    try:
+        columns = {table: [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
+                   for table in ("entries", "stories", "story_members", "entry_features")}
+        first_copy = connection.execute("SELECT max(id) FROM entries").fetchone()[0] + 1
+        with connection:
+            for copy in range(1, copies + 1):
+                offset, shift = copy * HISTORY_ID_STRIDE, f"'-{copy * HISTORY_SHIFT_DAYS} days'"
+                moved = {"id": f"id + {offset}", "entry_id": f"entry_id + {offset}",
+                         "story_id": f"story_id + {offset}", "representative_id": f"representative_id + {offset}",
+                         "original_entry_id": f"original_entry_id + {offset}",
+                         "merged_into": f"merged_into + {offset}",
+                         "guid": f"guid || '#history-{copy}'", "link": f"link || '#history-{copy}'"}
+                for table, names in columns.items():
+                    for name in HISTORY_TIMES.get(table, ()):
+                        moved[name] = f"strftime('%Y-%m-%dT%H:%M:%S+00:00', {name}, {shift})"
+                    where = "WHERE story_id IS NOT NULL AND id < ?" if table == "entries" else \
+                        "WHERE id < ?" if table == "stories" else "WHERE entry_id < ?"
+                    connection.execute(
+                        f"INSERT INTO {table} ({', '.join(names)}) "
+                        f"SELECT {', '.join(moved.get(name, name) for name in names)} FROM {table} {where}",
+                        [HISTORY_ID_STRIDE])
+            connection.execute("INSERT INTO entries_fts (rowid, title, text) "
+                               "SELECT id, title, text FROM entries WHERE id >= ?", [first_copy])
+            connection.execute("UPDATE search_index_state SET indexed_through = (SELECT max(id) FROM entries)")
+    finally:
+        connection.close()
 
 
 def _time_agg_run(server: FeedServer, config: Path, db: Path, concurrency: int, root: Path) -> Timing:
@@ -700,8 +757,8 @@ class AggRuns:
         if later:
             left = later.background
             lines.append(
-                f"{self.label}: a later run, {LATER_FEEDS} feeds added ({LATER_FEEDS * ENTRIES_PER_FEED} new entries), "
-                f"the others 304: {later.seconds:.2f} s, peak MB {later.peak_rss_mb:.0f} / {later.peak_pss_mb:.0f} / "
+                f"{self.label}: a later run, {LATER_FEEDS} feeds added ({LATER_ENTRIES} new entries among "
+                f"{later.stored:,} stored), the others 304: {later.seconds:.2f} s, peak MB {later.peak_rss_mb:.0f} / {later.peak_pss_mb:.0f} / "
                 f"{later.peak_process_mb:.0f}" + (
                     f"; it left {later.left_to_background} to a background 'agg group', done after "
                     f"{left.seconds:.2f} s, peak MB {left.peak_rss_mb or 0:.0f} / {left.peak_pss_mb or 0:.0f} / "
@@ -724,7 +781,7 @@ class AggRuns:
         ]
         later = self.later_grouped()
         if later is not None:
-            checks.append((f"later run: its {LATER_FEEDS * ENTRIES_PER_FEED} new reports in their stories "
+            checks.append((f"later run among {self.later.stored:,}: its {LATER_ENTRIES} new reports in their stories "
                            f"{later:.1f} s <= 5 s after the fetch started", later <= 5))
         if newsboat:
             speedup = newsboat[0].seconds / self.cold.seconds
@@ -749,6 +806,9 @@ def main() -> None:
     parser.add_argument("--content", choices=("real", "synthetic"), default=None,
                         help="the feeds' text: real headlines and sentences from $AGG_SHARED_DATA (the default "
                              "when it is there), or synthetic pseudo-words (lighter to group)")
+    parser.add_argument("--history", type=int, default=0, metavar="K",
+                        help="before the later run, add K older copies of the stored entries (dated 10, 20, ... days "
+                             "earlier, outside its window): the later run among (K + 1) x 50,000 stored (3: 200,000)")
     parser.add_argument("--base", type=Path, metavar="CHECKOUT",
                         help="another checkout of agg (a git worktree of the base commit), timed on the same "
                              "server just before this tree")
@@ -767,7 +827,8 @@ def main() -> None:
             tempfile.TemporaryDirectory(prefix="agg-bench-") as tmp:
         work = Path(tmp)
         contenders = [AggRuns(label, *time_agg(server, work / label.replace(" ", "-"), args.concurrency,
-                                               max(1, args.repeat), max(1, args.cold_repeat), root))
+                                               max(1, args.repeat), max(1, args.cold_repeat), root,
+                                               max(0, args.history)))
                       for label, root in roots]
         floor = time_aiohttp_floor(server, work, args.concurrency)
         sequential = None if args.agg_only else time_sequential_feedparser(server, min(args.sequential, args.feeds))

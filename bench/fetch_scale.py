@@ -559,10 +559,11 @@ def time_agg(server: FeedServer, work: Path, concurrency: int, repeat: int = 1,
     if server.spare:
         if history:
             add_history(db, history)
+        with sqlite3.connect(db) as connection:
+            stored = connection.execute("SELECT count(*) FROM entries").fetchone()[0]
         write_agg_config(config, server.feed_urls + server.spare_urls, concurrency, extract=False)
         later = _time_agg_run(server, config, db, concurrency, root)
-        with sqlite3.connect(db) as connection:
-            later.stored = connection.execute("SELECT count(*) FROM entries").fetchone()[0] - LATER_ENTRIES
+        later.stored = stored
     return _median(colds, "cold"), _median(warm, "all-304"), later
 
 
@@ -589,6 +590,7 @@ def add_history(db: Path, copies: int) -> None:
         columns = {table: [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
                    for table in ("entries", "stories", "story_members", "entry_features")}
         first_copy = connection.execute("SELECT max(id) FROM entries").fetchone()[0] + 1
+        assert first_copy < HISTORY_ID_STRIDE, "the copies' ids would meet the originals'"
         with connection:
             for copy in range(1, copies + 1):
                 offset, shift = copy * HISTORY_ID_STRIDE, f"'-{copy * HISTORY_SHIFT_DAYS} days'"
@@ -601,13 +603,15 @@ def add_history(db: Path, copies: int) -> None:
                     for name in HISTORY_TIMES.get(table, ()):
                         moved[name] = f"strftime('%Y-%m-%dT%H:%M:%S+00:00', {name}, {shift})"
                     where = "WHERE story_id IS NOT NULL AND id < ?" if table == "entries" else \
-                        "WHERE id < ?" if table == "stories" else "WHERE entry_id < ?"
+                        "WHERE id < ?" if table == "stories" else \
+                        "WHERE entry_id IN (SELECT id FROM entries WHERE story_id IS NOT NULL AND id < ?)"
                     connection.execute(
                         f"INSERT INTO {table} ({', '.join(names)}) "
                         f"SELECT {', '.join(moved.get(name, name) for name in names)} FROM {table} {where}",
                         [HISTORY_ID_STRIDE])
-            connection.execute("INSERT INTO entries_fts (rowid, title, text) "
-                               "SELECT id, title, text FROM entries WHERE id >= ?", [first_copy])
+            # Whatever the runs left unindexed too, as agg's next refresh would.
+            connection.execute("INSERT INTO entries_fts (rowid, title, text) SELECT id, title, text FROM entries "
+                               "WHERE id > (SELECT indexed_through FROM search_index_state)")
             connection.execute("UPDATE search_index_state SET indexed_through = (SELECT max(id) FROM entries)")
     finally:
         connection.close()

@@ -29,6 +29,7 @@ from tests.test_dedup import fixture_reports
 def plain_count(freq: Frequencies, token: str) -> int:
     """Reports in the window carrying the token, through the token table and the counts array one token at a time."""
     found = TOKENS.ids.get(token)
+    freq._settle()  # vocabularies added in one step wait to be counted until the counts are read
     return int(freq.df[found]) if found is not None and found < len(freq.df) else 0
 
 
@@ -211,3 +212,22 @@ def test_the_first_tokens_of_a_text_are_those_of_folding_it_whole():
     assert first_tokens("some words here", 0) == []
     glued = "word" * 2000 + " tail words here"  # no space for the first cuts
     assert first_tokens(glued, 2) == tokens(fold_normalised(glued))[:2]
+
+
+def test_vocabularies_counted_later_give_the_counts_of_counting_each_at_once(monkeypatch):
+    """Frequencies.add_all (seeding stored stories) counts when the counts are next read: by then, and after a
+    removal of a report counted only so far, every count is what adding each report in turn gave."""
+    docs = [make_features(report, DedupSettings()) for report in rewritten_reports()]
+    one_by_one, in_steps = Frequencies(DedupSettings()), Frequencies(DedupSettings())
+    for doc in docs:
+        one_by_one.add(doc.vocabulary)
+    # Small enough a limit that some steps count at once and the last waits for the reads below.
+    monkeypatch.setattr(features_module, "PENDING_IDS", sum(len(doc.vocabulary) for doc in docs) // 3)
+    for first in range(0, len(docs), 7):
+        in_steps.add_all([doc.vocabulary for doc in docs[first:first + 7]])
+    assert in_steps._pending and in_steps.n == one_by_one.n == len(docs)
+    words = sorted({TOKENS.words[i] for doc in docs for i in doc.vocabulary.tolist()})
+    assert in_steps.counts(words) == one_by_one.counts(words)
+    in_steps.add_all([docs[0].vocabulary])
+    in_steps.remove(docs[0].vocabulary)
+    assert [in_steps.count(word) for word in words] == [one_by_one.count(word) for word in words]

@@ -279,7 +279,11 @@ class Frequencies:
         """Make ``df`` cover every token and count the pending vocabularies: before any use of it."""
         self._make_room()
         if self._pending:
-            self.df += np.bincount(np.concatenate(self._pending), minlength=len(self.df)).astype(np.int32)
+            ids = np.concatenate(self._pending)
+            if len(ids) < len(self.df) // 16:  # a bincount goes over the whole table: few ids are added in place
+                np.add.at(self.df, ids, 1)
+            else:
+                self.df += np.bincount(ids, minlength=len(self.df)).astype(np.int32)
             self._pending = []
             self._pending_ids = 0
 

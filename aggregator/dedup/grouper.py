@@ -383,6 +383,9 @@ class StoryGrouper:
         start, end = index.searchsorted(np.array([found << 32, (found + 1) << 32], dtype=np.int64))
         # Ascending (the token's bits of each entry are the same): each place's run found where the value changes,
         # with no sort (np.unique sorts again; a later run looks up thousands of tokens, some in most stories).
+        if start == end:  # no seeded story carries it
+            self._postings[token] = {}
+            return
         places = index[start:end] & 0xFFFFFFFF
         runs = np.flatnonzero(np.concatenate(([True], places[1:] != places[:-1])))
         # The same end state as posting story after story: a token of more than max_posting_stories is crowded.

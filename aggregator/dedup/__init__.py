@@ -19,10 +19,10 @@ sqlite-utils.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aggregator.dedup.settings import DedupSettings
+from aggregator.lazy import lazy_attributes
 
 _HOMES = {
     "Report": "features", "Features": "features",
@@ -47,10 +47,4 @@ if TYPE_CHECKING:  # the names __getattr__ gives, for type checkers
     from aggregator.dedup.text import clean_title, fold, lead_of  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'aggregator.dedup' has no attribute {name!r}")
-    value = getattr(import_module(f"aggregator.dedup.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _HOMES)

@@ -22,16 +22,21 @@ logs as ``aggregator.pipeline``, so a log line names the run, not the file.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aggregator.lazy import lazy_attributes
 
 # Each name's part, imported on first use: the grouping worker's process imports its own part and not the
 # run's (aiohttp, feedparser: 0.2 s of its start, on the path of a later run's grouping).
 _HOMES = {
-    **dict.fromkeys(['BACKGROUND_GROUPING_MIN', 'GROUPING_MAX_BATCH', 'GROUPING_MIN_BATCH', 'GROUPING_NICENESS', 'GROUPING_POLL_SECONDS', 'STORED_REPORT_COST', 'GroupingWorker', 'finish_grouping', 'grouping_cost', 'place_all'], "grouping"),
-    **dict.fromkeys(['ParseWorkers'], "parsing"),
-    **dict.fromkeys(['PARSE_WORKERS_MIN_FEEDS', 'RECORDS_PER_COMMIT', 'STOP_POLL_SECONDS', 'run', 'run_async', 'select_feeds'], "runner"),
-    **dict.fromkeys(['FeedOutcome', 'PageProgressCallback', 'ProgressCallback', 'RunSummary', 'StageClock', 'describe', 'feed_problem'], "summary"),
+    **dict.fromkeys(["BACKGROUND_GROUPING_MIN", "GROUPING_MAX_BATCH", "GROUPING_MIN_BATCH", "GROUPING_NICENESS",
+                     "GROUPING_POLL_SECONDS", "STORED_REPORT_COST", "GroupingWorker", "finish_grouping",
+                     "grouping_cost", "place_all"], "grouping"),
+    "ParseWorkers": "parsing",
+    **dict.fromkeys(["PARSE_WORKERS_MIN_FEEDS", "RECORDS_PER_COMMIT", "STOP_POLL_SECONDS", "run", "run_async",
+                     "select_feeds"], "runner"),
+    **dict.fromkeys(["FeedOutcome", "PageProgressCallback", "ProgressCallback", "RunSummary", "StageClock",
+                     "describe", "feed_problem"], "summary"),
     "StoreError": "aggregator.store",
 }
 _PARTS = ("grouping", "parsing", "runner", "summary")
@@ -70,41 +75,6 @@ if TYPE_CHECKING:  # the names __getattr__ gives, for type checkers
     from aggregator.store import StoreError  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    if name in _PARTS:
-        return import_module(f"{__name__}.{name}")
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(home if "." in home else f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _HOMES, _PARTS)
 
-
-__all__ = [
-    "BACKGROUND_GROUPING_MIN",
-    "GROUPING_MAX_BATCH",
-    "GROUPING_MIN_BATCH",
-    "GROUPING_NICENESS",
-    "GROUPING_POLL_SECONDS",
-    "PARSE_WORKERS_MIN_FEEDS",
-    "RECORDS_PER_COMMIT",
-    "STOP_POLL_SECONDS",
-    "STORED_REPORT_COST",
-    "FeedOutcome",
-    "GroupingWorker",
-    "PageProgressCallback",
-    "ParseWorkers",
-    "ProgressCallback",
-    "RunSummary",
-    "StageClock",
-    "StoreError",
-    "describe",
-    "feed_problem",
-    "finish_grouping",
-    "grouping_cost",
-    "place_all",
-    "run",
-    "run_async",
-    "select_feeds",
-]
+__all__ = [*_HOMES]

@@ -539,16 +539,17 @@ def agg_command(config: Path, db: Path, concurrency: int) -> list[str]:
 
 
 def time_agg(server: FeedServer, work: Path, concurrency: int, repeat: int = 1,
-             cold_repeat: int = 1, root: Path = PROJECT,
-             history: int = 0) -> tuple[Timing, Timing, Timing | None, Path | None]:
+             cold_repeat: int = 1, root: Path = PROJECT, history: int = 0,
+             keep_snapshot: bool = False) -> tuple[Timing, Timing, Timing | None, Path | None]:
     """Cold runs (``cold_repeat``, each on a new database), then all-304 runs (``repeat``) on the last one.
 
     Each is the median of its runs, with the largest peak memory seen. Last,
     with the server's spare feeds added to the config, a later run: the
     spare feeds' entries are new, the rest answer 304, after ``history``
     older copies of the stored entries were added (:func:`add_history`).
-    ``root`` is the checkout whose agg runs. Also returns a copy of the
-    database as the later run found it (:func:`alternate_later_runs`).
+    ``root`` is the checkout whose agg runs. With ``keep_snapshot``, also
+    returns a copy of the database as the later run found it
+    (:func:`alternate_later_runs`).
     """
     work.mkdir(exist_ok=True)
     config, db = work / "feeds.yaml", work / "agg.db"
@@ -567,11 +568,13 @@ def time_agg(server: FeedServer, work: Path, concurrency: int, repeat: int = 1,
         connection = sqlite3.connect(db)
         try:
             stored = connection.execute("SELECT count(*) FROM entries").fetchone()[0]
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the whole database in its file, to copy
+            if keep_snapshot:
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the whole database in its file, to copy
         finally:
             connection.close()
-        snapshot = work / "before-later.db"
-        shutil.copy(db, snapshot)
+        if keep_snapshot:
+            snapshot = work / "before-later.db"
+            shutil.copy(db, snapshot)
         write_agg_config(config, server.feed_urls + server.spare_urls, concurrency, extract=False)
         later = _time_agg_run(server, config, db, concurrency, root)
         later.stored = stored
@@ -882,9 +885,9 @@ def main() -> None:
         work = Path(tmp)
         contenders = [AggRuns(label, *time_agg(server, work / label.replace(" ", "-"), args.concurrency,
                                                max(1, args.repeat), max(1, args.cold_repeat), root,
-                                               max(0, args.history)))
+                                               max(0, args.history), args.later_repeat > 0 and root == PROJECT))
                       for label, root in roots]
-        if args.later_repeat > 0 and contenders[-1].snapshot is not None:
+        if contenders[-1].snapshot is not None:
             alternating = alternate_later_runs(server, work / "alternating", args.concurrency,
                                                contenders[-1].snapshot, roots, args.later_repeat)
             for agg in contenders:

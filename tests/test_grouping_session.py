@@ -18,6 +18,7 @@ import pytest
 from aggregator import dedup, pipeline
 from aggregator.config import load_config
 from aggregator.dedup import WRITE_CHUNK, DedupSettings, GroupingSession, Report, group_new_entries
+from aggregator.dedup.readahead import read_waiting
 from aggregator.pipeline import GroupingWorker, run
 from aggregator.store import Store
 from tests.conftest import rss_document
@@ -465,6 +466,46 @@ def test_an_entry_changed_after_it_was_read_ahead_is_read_again(tmp_path, monkey
     here, _ = group_in_batches(tmp_path, monkeypatch, "here", read_ahead=False, between=rewrite)
     assert ahead == here  # the rewritten entry was placed by its new text
     assert rewritten[0] not in used and len(used) == len(fixture_reports()) - 12 - 1
+
+
+def test_texts_read_by_the_run_for_its_worker_decide_exactly_as_read_there_and_only_for_rows_as_read(
+        tmp_path, monkeypatch):
+    """What a run hands its grouping worker with the word to finish (read_waiting): the waiting entries' readings,
+    taken by place_ready instead of their texts, except for a row rewritten since it was read."""
+    store = Store.open(tmp_path / "handed.db")
+    db = store.db
+    reports = fixture_reports()
+    _insert_entries(db, reports, _feeds(db, reports))
+    assert read_waiting(str(tmp_path / "handed.db"), DedupSettings(), len(reports) - 1) == {}  # too many wait
+    readings = read_waiting(str(tmp_path / "handed.db"), DedupSettings(), len(reports))
+    assert sorted(readings) == [entry_id for entry_id, in db.execute("SELECT id FROM entries ORDER BY id")]
+    rewritten = first_batches(db)[0][0]
+    with db.conn:
+        db.execute("UPDATE entries SET title = 'Harbour authority reopens the north bridge after repairs', "
+                   "text = '' WHERE id = ?", [rewritten])
+    used: set = set()
+    real_observe = dedup.StoryGrouper.observe
+
+    def observe(self, observed, readings=None):
+        used.update(readings or ())
+        return real_observe(self, observed, readings)
+
+    monkeypatch.setattr(dedup.StoryGrouper, "observe", observe)
+    assert GroupingSession(db, DedupSettings()).place_ready(readings=readings).placed == len(reports)
+    assert used == set(readings) - {rewritten}
+    handed = placements(db), stories_by_title(db)
+    store.close()
+    monkeypatch.setattr(dedup.StoryGrouper, "observe", real_observe)
+
+    store = Store.open(tmp_path / "read-here.db")
+    db = store.db
+    _insert_entries(db, reports, _feeds(db, reports))
+    with db.conn:
+        db.execute("UPDATE entries SET title = 'Harbour authority reopens the north bridge after repairs', "
+                   "text = '' WHERE id = ?", [rewritten])
+    assert GroupingSession(db, DedupSettings()).place_ready().placed == len(reports)
+    assert (placements(db), stories_by_title(db)) == handed
+    store.close()
 
 
 def test_a_failed_read_ahead_worker_leaves_the_reading_to_the_session(tmp_path, caplog):

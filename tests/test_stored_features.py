@@ -14,7 +14,7 @@ from aggregator import store as store_module
 from aggregator.dedup import DedupSettings, GroupingSession, StoryGrouper, group_new_entries, score_pair
 from aggregator.dedup import grouper as grouper_module
 from aggregator.dedup import session as session_module
-from aggregator.dedup.stored import _HEADER, StoredTokens, complete, decode, encode, snapshot
+from aggregator.dedup.stored import _HEADER, StoredTokens, complete, decode, decode_all, encode, snapshot
 from aggregator.dedup.vectors import TOKENS
 from aggregator.store import SCHEMA_VERSION, Store
 from aggregator.dedup import Report
@@ -93,6 +93,47 @@ def test_stored_features_score_exactly_as_the_placed_ones(store):
     blob = blobs[docs[0].report.id]
     assert decode(b"\x63" + blob[1:], docs[0].report, tokens) is None  # a format it does not know
     assert decode(blob, docs[0].report, StoredTokens()) is None  # tokens not read yet: the text is read instead
+
+
+def test_decoding_many_blobs_at_once_gives_each_ones_features_and_none_for_the_unreadable(store):
+    """decode_all reads the headers of a batch at once: the same features as decode, one by one, and None
+    only in the place of a blob it cannot read (unknown format, cut short, empty, or naming a newer token)."""
+    grouper = StoryGrouper(DedupSettings(window_hours=24 * 3650))
+    docs = [grouper.last_placed for report in fixture_reports() if grouper.add(report)]
+    conn = store.db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    written = StoredTokens()
+    blobs = [encode(snapshot(doc), written, conn) for doc in docs]
+    conn.execute("COMMIT")
+    tokens = StoredTokens()
+    tokens.refresh(conn)
+    assert tokens.current(conn)
+    reports = [doc.report for doc in docs]
+    broken = {3: b"\x63" + blobs[3][1:], 5: blobs[5][:40], 7: b"", 9: None}
+    mixed = [broken.get(n, blob) for n, blob in enumerate(blobs)]
+    for deferred in (False, True):
+        together = decode_all(mixed, reports, tokens, deferred=deferred)
+        assert [n for n, doc in enumerate(together) if doc is None] == sorted(broken)
+        for n, doc in enumerate(together):
+            if doc is None:
+                continue
+            alone = decode(blobs[n], reports[n], tokens, deferred=deferred)
+            for name in ("title", "generic_title", "title_tokens", "has_body", "key_tokens", "figures", "years",
+                         "length", "hour", "dated", "canonical", "fingerprint", "title_mass", "title_weights",
+                         "text", "lead", "names", "deferred"):
+                assert getattr(doc, name) == getattr(alone, name), (n, name)
+            assert doc.vocabulary.tolist() == alone.vocabulary.tolist()
+    # A token added by another writer after the map was read: blobs naming it are read from their texts.
+    other = sqlite3.connect(store.path)
+    other.execute("INSERT INTO tokens (id, token) VALUES (?, 'a-token-added-since')", [tokens.newest + 1])
+    other.commit()
+    other.close()
+    assert not tokens.current(conn)
+    newer = bytearray(blobs[0])
+    ids_at = len(newer) - 4 * 1 - sum(_HEADER.unpack_from(blobs[0])[-3:])  # the last id, before the strings
+    newer[ids_at:ids_at + 4] = (tokens.newest + 1).to_bytes(4, "little")
+    assert decode_all([bytes(newer), blobs[1]], reports[:2], tokens)[0] is None
+    assert decode_all([bytes(newer), blobs[1]], reports[:2], tokens)[1] is not None
 
 
 def as_format_1(blob: bytes) -> bytes:

@@ -187,6 +187,7 @@ class StoryGrouper:
             story.linked(score)
         docs = []
         uncounted: list[Features] = []  # stored members whose words the frequencies count at once, in one step
+        size_before = len(story.members)
         for report in reports:
             if isinstance(report, Features):
                 doc = report
@@ -197,8 +198,9 @@ class StoryGrouper:
                 self._count_all(uncounted)  # a member read from its text is weighed by the frequencies so far
                 self.observe([report])
                 doc = self._new_doc(report)
-            self._attach(doc, story, post=False)
+            self._attach(doc, story, post=False, retire=False)
             docs.append(doc)
+        self._retire_past_compared(story, size_before)  # once for all: the members past the span are the same
         self._count_all(uncounted)
         if (self._postings or self._crowded or self._unposted_index is not None or not docs
                 or any(doc.key_ids is None for doc in docs)):
@@ -304,11 +306,12 @@ class StoryGrouper:
         doc.seq = self._seq
         self._seq += 1
 
-    def _attach(self, doc: Features, story: _Story, post: bool = True) -> None:
+    def _attach(self, doc: Features, story: _Story, post: bool = True, retire: bool = True) -> None:
         story.members.append(doc)
         if story.representative is None or (doc.has_body and not story.representative.has_body):
             story.representative = doc
-        self._retire_past_compared(story, len(story.members) - 1)
+        if retire:
+            self._retire_past_compared(story, len(story.members) - 1)
         self.story_of[doc.report.id] = story.id
         self._docs[doc.seq] = doc
         self._doc_story[doc.seq] = story.id

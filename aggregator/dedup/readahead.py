@@ -32,7 +32,7 @@ from aggregator.dedup.credit import report_credit
 from aggregator.dedup.features import Report, TextReading, read_text
 from aggregator.dedup.rows import entry_rows, report_from_row, scored_columns
 from aggregator.dedup.settings import DedupSettings
-from aggregator.store import in_batches, sql_marks
+from aggregator.store import READY_FOR_STORY, in_batches, sql_marks
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,21 @@ def reading_key(report: Report) -> bytes:
     return digest.digest()
 
 
+def read_rows(connection: sqlite3.Connection, ids: list[int], settings: DedupSettings) -> dict[int, Reading]:
+    """These entries' readings, by id, read from their rows (``CHUNK`` ids a query)."""
+    readings: dict[int, Reading] = {}
+    for part in in_batches(ids, CHUNK):
+        for row in entry_rows(connection, f"SELECT {scored_columns(settings)} FROM entries e "
+                              f"LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.id IN ({sql_marks(part)})", part):
+            report = report_from_row(row)
+            readings[report.id] = (reading_key(report), read_text(report, settings), report_credit(report))
+    return readings
+
+
+def _read_only(db_path: str) -> sqlite3.Connection:
+    return sqlite3.connect(f"{Path(db_path).resolve().as_uri()}?mode=ro", uri=True)
+
+
 def read_entries(db_path: str, ids: list[int], settings: DedupSettings, out: str) -> str:
     """In the worker: read these entries' rows and texts (``CHUNK`` at most), and pickle ``{id: Reading}`` into the
     file ``out``.
@@ -64,17 +79,31 @@ def read_entries(db_path: str, ids: list[int], settings: DedupSettings, out: str
     process is busy placing, and a pipe's reader needs its interpreter lock
     for every 64 KB, which held the worker up mid-reply.
     """
-    connection = sqlite3.connect(f"{Path(db_path).resolve().as_uri()}?mode=ro", uri=True)
+    connection = _read_only(db_path)
     try:
-        readings: dict[int, Reading] = {}
-        for row in entry_rows(connection, f"SELECT {scored_columns(settings)} FROM entries e "
-                              f"LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.id IN ({sql_marks(ids)})", ids):
-            report = report_from_row(row)
-            readings[report.id] = (reading_key(report), read_text(report, settings), report_credit(report))
+        readings = read_rows(connection, ids, settings)
     finally:
         connection.close()
     Path(out).write_bytes(pickle.dumps(readings, protocol=pickle.HIGHEST_PROTOCOL))
     return out
+
+
+def read_waiting(db_path: str, settings: DedupSettings, most: int) -> dict[int, Reading]:
+    """The readings of the entries waiting for a story, if ``most`` or fewer wait (else none), on a connection
+    of its own.
+
+    A run reads them in its own process once its feeds are in, while its
+    grouping worker still loads the stored stories (or places a batch), and
+    hands them over with the word to finish: the worker then places them
+    without reading their texts.
+    """
+    connection = _read_only(db_path)
+    try:
+        ids = [entry_id for entry_id, in connection.execute(
+            f"SELECT e.id FROM entries e WHERE {READY_FOR_STORY} ORDER BY e.id LIMIT ?", [most + 1])]
+        return read_rows(connection, ids, settings) if len(ids) <= most else {}
+    finally:
+        connection.close()
 
 
 def _exit_with_parent() -> None:

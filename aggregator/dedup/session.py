@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
@@ -21,10 +21,10 @@ import sqlite_utils
 from aggregator.dedup.credit import original_source, report_credit
 from aggregator.dedup.features import Features, Report
 from aggregator.dedup.grouper import Merge, StoryGrouper
-from aggregator.dedup.readahead import ReadAhead, ReadingsAhead, reading_key
+from aggregator.dedup.readahead import ReadAhead, Reading, ReadingsAhead, reading_key
 from aggregator.dedup.rows import ENTRY_COLUMNS, TEXTLESS_COLUMNS, entry_rows, report_from_row, scored_columns
 from aggregator.dedup.settings import DedupSettings
-from aggregator.dedup.stored import StoredTokens, complete, decode, encode_all, snapshot
+from aggregator.dedup.stored import StoredTokens, complete, decode_all, encode_all, snapshot
 from aggregator.dedup.text import fold
 from aggregator.store import (
     READY_FOR_STORY,
@@ -154,7 +154,8 @@ class GroupingSession:
             return timedelta(0)
         return from_db_time(self._seeded[1]) - from_db_time(self._seeded[0])
 
-    def place_ready(self, at_least: int = 1, at_most: int | None = None) -> GroupingSummary:
+    def place_ready(self, at_least: int = 1, at_most: int | None = None,
+                    readings: Mapping[int, Reading] | None = None) -> GroupingSummary:
         """Place every entry that has no story and whose extraction is done; returns what this call did.
 
         With fewer than ``at_least`` such entries, nothing is placed yet: a
@@ -162,7 +163,9 @@ class GroupingSession:
         a handful of reports say little about which words are rare. With
         ``at_most``, only the oldest that many (by publication) are placed, so that what a
         batch holds until it is written (its reports, placements and
-        evidence) stays small however many entries wait.
+        evidence) stays small however many entries wait. ``readings`` holds
+        texts read already by another process (:func:`~aggregator.dedup.readahead.read_waiting`),
+        each used only for a row as it was read.
         """
         if self._unwritten:
             raise RuntimeError("a grouping session that left placements unwritten cannot place more: start a new one")
@@ -184,7 +187,7 @@ class GroupingSession:
         earliest = chosen[0][1]
         ids = sorted(entry_id for entry_id, _ in chosen)
         del chosen
-        read_ahead: ReadingsAhead | None = None
+        read_ahead: ReadingsAhead | Mapping[int, Reading] | None = readings
         if self._read_ahead is not None:
             read_ahead = self._read_ahead.take(ids)
             self._read_ahead.submit(upcoming)
@@ -331,7 +334,7 @@ def group_new_entries(
 
 def _observed_reports(
     db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], ids: list[int],
-    read_ahead: ReadingsAhead | None = None,
+    read_ahead: ReadingsAhead | Mapping[int, Reading] | None = None,
 ) -> list[Report]:
     """The entries' reports (``ids`` ascending), observed by the grouper as they are read and kept without texts.
 
@@ -393,17 +396,18 @@ def _seed_existing(
                 f"AND rule IN ({sql_marks(LINK_RULES)}) AND score IS NOT NULL", [*part, *LINK_RULES]))
             unread = part
             if tokens is not None:
-                unread = []
-                for row in entry_rows(
+                rows = entry_rows(
                     db.conn,
                     f"SELECT {TEXTLESS_COLUMNS}, s.representative_id, ef.features, ef.credit FROM entries e "
                     "LEFT JOIN feeds f ON f.id = e.feed_id JOIN stories s ON s.id = e.story_id "
                     f"LEFT JOIN entry_features ef ON ef.entry_id = e.id WHERE e.id IN ({sql_marks(part)})",
                     part,
-                ):
+                ).fetchall()
+                docs = decode_all([row["features"] for row in rows], [report_from_row(row) for row in rows], tokens,
+                                  deferred=True, tokens_current=tokens.current(db.conn))
+                unread = []
+                for row, doc in zip(rows, docs):
                     representative[row["id"]] = row["representative_id"]
-                    doc = decode(row["features"], report_from_row(row), tokens, deferred=True) \
-                        if row["features"] else None
                     if doc is None:
                         unread.append(row["id"])
                     else:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import Connection
 
 from aggregator import dedup
+from aggregator.dedup.readahead import read_waiting
 from aggregator.pipeline.summary import StageClock
 from aggregator.store import Store
 
@@ -43,7 +44,11 @@ class GroupingWorker:
     when the database holds many stored reports near the newest, it starts
     with the run and loads their stories while the run fetches, so that the
     end of a later run waits for placing its few new entries among them,
-    not for their loading (a run that brings nothing new stops it unused).
+    not for their loading (a run that brings nothing new stops it unused);
+    it loads them at the run's priority, since the end of the run waits
+    for them, and lowers its own after. With the word to finish, the run
+    hands the worker the texts of the entries left, read meanwhile in its
+    own process (:data:`READ_FOR_WORKER_MOST` at most).
     Otherwise, or if it dies, the run groups in its own process at the end,
     as small runs always do.
     """
@@ -115,8 +120,11 @@ class GroupingWorker:
         if self._process is None and cost >= GROUPING_MIN_BATCH:
             self.start()  # much to load or place: the grouper's memory goes with the worker
         if self._process is not None and self._connection is not None:
+            # The texts of the entries left are read here, with the worker still loading stories or placing:
+            # this process waits for it anyway.
+            readings = await asyncio.to_thread(self._readings_of_waiting)
             try:
-                self._connection.send("finish")
+                self._connection.send(("finish", readings))
             except OSError:
                 reply = None
             else:
@@ -135,6 +143,15 @@ class GroupingWorker:
                 self.session.now = self.now
                 return place_all(self.session)
             return dedup.group_new_entries(self.store.db, self.settings, now=self.now)
+
+    def _readings_of_waiting(self) -> dict:
+        """The readings of the entries waiting for a story, if few enough wait (:func:`read_waiting`); an empty
+        dict when they cannot be read here (the worker reads them, as it would have)."""
+        try:
+            return read_waiting(str(self.store.path), self.settings, READ_FOR_WORKER_MOST)
+        except Exception as exc:
+            log.debug("could not read the waiting entries for the grouping worker (%s: %s)", type(exc).__name__, exc)
+            return {}
 
     def defer(self, clock: StageClock) -> dedup.GroupingSummary:
         """Stop the worker where it is, for :func:`finish_grouping` to go on; what it has written so far.
@@ -200,6 +217,9 @@ class GroupingWorker:
 GROUPING_POLL_SECONDS = 0.5
 GROUPING_MIN_BATCH = 1000
 GROUPING_MAX_BATCH = 5000
+# At most this many entries left when the run tells its grouping worker to finish are read by the run
+# itself meanwhile (a later run's few hundred, the last of a first import's): more would hold up the word.
+READ_FOR_WORKER_MOST = GROUPING_MIN_BATCH
 # Grouping while the run extracts yields the cores to fetching, parsing and extraction,
 # which the end of the run waits for first.
 GROUPING_NICENESS = 10
@@ -229,10 +249,6 @@ def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datet
     After each chunk it writes it sends ``("progress", summary so far, busy
     seconds)``, and at the end ``("done", ...)``; the summary is None if it failed.
     """
-    try:
-        os.nice(GROUPING_NICENESS)
-    except OSError:
-        pass
     parent = multiprocessing.parent_process()
     store = Store.open(db_path)
     busy = 0.0
@@ -247,15 +263,21 @@ def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datet
     finishing = more_waiting = False
     try:
         if warm:
+            # At the run's priority: a later run's end waits for this loading, not for its fetch.
             session.warm()
             busy += time.perf_counter() - started
+        try:
+            os.nice(GROUPING_NICENESS)
+        except OSError:
+            pass
         while True:
+            readings = None
             if not finishing and connection.poll(0 if more_waiting else GROUPING_POLL_SECONDS):
-                connection.recv()
+                _, readings = connection.recv()  # ("finish", the readings of the entries left, read by the run)
                 finishing = True
             started = time.perf_counter()
             placed = session.place_ready(at_least=1 if finishing else GROUPING_MIN_BATCH,
-                                         at_most=GROUPING_MAX_BATCH).placed
+                                         at_most=GROUPING_MAX_BATCH, readings=readings).placed
             if placed:
                 busy += time.perf_counter() - started
             more_waiting = placed == GROUPING_MAX_BATCH

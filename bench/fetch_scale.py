@@ -568,14 +568,16 @@ def time_agg(server: FeedServer, work: Path, concurrency: int, repeat: int = 1,
         connection = sqlite3.connect(db)
         try:
             stored = connection.execute("SELECT count(*) FROM entries").fetchone()[0]
-            if keep_snapshot:
-                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the whole database in its file, to copy
+            # The whole database in its file, as the runs of a year leave it (each checkpoints its writes), not
+            # a WAL of the history's gigabyte for the later run to read through and checkpoint; and to copy.
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             connection.close()
         if keep_snapshot:
             snapshot = work / "before-later.db"
             shutil.copy(db, snapshot)
         write_agg_config(config, server.feed_urls + server.spare_urls, concurrency, extract=False)
+        os.sync()  # the bench's own writes (the history, the copy) on disk before the timed run, not during it
         later = _time_agg_run(server, config, db, concurrency, root)
         later.stored = stored
     return _median(colds, "cold"), _median(warm, "all-304"), later, snapshot
@@ -599,6 +601,7 @@ def alternate_later_runs(server: FeedServer, work: Path, concurrency: int, snaps
             for leftover in work.glob("agg.db*"):
                 leftover.unlink()
             shutil.copy(snapshot, db)
+            os.sync()
             server.answers()
             runs[label].append(_time_agg_run(server, config, db, concurrency, root))
     return runs

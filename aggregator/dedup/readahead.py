@@ -7,6 +7,11 @@ alone. While the grouper places one batch, a worker process reads the next
 batch's rows from the database file, and the session takes those readings
 instead of reading the texts again: the second core does that third.
 
+A run's grouping worker is served the same way (:func:`read_waiting`): once
+its feeds are in, the run reads the texts of the entries left in its own
+process while the worker still loads the stored stories, and hands the
+readings over with the word to finish.
+
 Nothing is decided differently: a reading is the same function's result, and
 is used only for a row whose fields it was read from (:func:`reading_key`);
 a row changed meanwhile, an entry not read ahead, or a worker that failed is

@@ -570,7 +570,8 @@ def time_agg(server: FeedServer, work: Path, concurrency: int, repeat: int = 1,
             stored = connection.execute("SELECT count(*) FROM entries").fetchone()[0]
             # The whole database in its file, as the runs of a year leave it (each checkpoints its writes), not
             # a WAL of the history's gigabyte for the later run to read through and checkpoint; and to copy.
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            assert not busy, "the database is still in use: its WAL could not be checkpointed"
         finally:
             connection.close()
         if keep_snapshot:

@@ -14,7 +14,7 @@ from aggregator.dedup import (
     score_pair,
 )
 from aggregator.dedup.features import Features, make_features
-from aggregator.dedup.vectors import TOKENS
+from aggregator.dedup.vectors import NO_VECTOR, TOKENS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dedup" / "stories.jsonl"
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
@@ -478,3 +478,21 @@ def test_a_story_keeps_vectors_only_for_the_members_comparisons_read_and_decides
     assert story.representative in kept and story.members[-1] in kept
     monkeypatch.setattr(Features, "retire", lambda self: None)
     assert StoryGrouper(settings).add_many(reports + copies) == placed
+
+
+def test_a_seeded_story_keeps_whole_only_its_face_and_newest_members():
+    """Seeding attaches a stored story's members and then retires, at once, those no comparison reaches: all
+    but the newest compared span and the story's face, which is its first member with a body (a bodiless
+    first member that a bodied one replaced as the face is retired too)."""
+    settings = DedupSettings()
+    grouper = StoryGrouper(settings)
+    members = [Report(id="teaser", title="Harbour bridge closes for repairs after storm damage", published=T0)]
+    members += [Report(id=f"r{n}", title=f"Harbour bridge closes for repairs, report {n}", text=article(n, 120),
+                       published=T0 + timedelta(minutes=n)) for n in range(20)]
+    grouper.seed(7, members)
+    story = grouper.stories[7]
+    assert story.representative.report.id == "r0"
+    span = max(settings.max_members_compared, max(2, settings.max_members_compared // 2) + 1)
+    whole = {doc.report.id for doc in story.members if doc.sorted_title}
+    assert whole == {"r0"} | {f"r{n}" for n in range(20 - span, 20)}
+    assert all(doc.text is NO_VECTOR for doc in story.members if doc.report.id not in whole)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import os
 import random
 import signal
@@ -403,6 +404,26 @@ def placements(db) -> list[tuple]:
     return db.execute("SELECT entry_id, story_id, rule, score, evidence FROM story_members ORDER BY entry_id").fetchall()
 
 
+def readings_taken(monkeypatch) -> set:
+    """The ids of every entry the grouper observes from now on by a reading made elsewhere, not by its text."""
+    taken: set = set()
+    real_observe = dedup.StoryGrouper.observe
+
+    def observe(self, observed, readings=None):
+        taken.update(readings or ())
+        return real_observe(self, observed, readings)
+
+    monkeypatch.setattr(dedup.StoryGrouper, "observe", observe)
+    return taken
+
+
+def rewrite_entry(db, entry_id: int) -> None:
+    """Give an entry another title and no text, as a feed's update would."""
+    with db.conn:
+        db.execute("UPDATE entries SET title = 'Harbour authority reopens the north bridge after repairs', "
+                   "text = '' WHERE id = ?", [entry_id])
+
+
 def group_in_batches(tmp_path, monkeypatch, name: str, read_ahead: bool, between=None,
                      batch: int = 12) -> tuple[tuple, set]:
     """Every fixture report placed ``batch`` at a time by one session; ``between(db, session)`` runs after the first.
@@ -411,14 +432,7 @@ def group_in_batches(tmp_path, monkeypatch, name: str, read_ahead: bool, between
     db = store.db
     reports = fixture_reports()
     _insert_entries(db, reports, _feeds(db, reports))
-    read_ahead_used: set = set()
-    real_observe = dedup.StoryGrouper.observe
-
-    def observe(self, observed, readings=None):
-        read_ahead_used.update(readings or ())
-        return real_observe(self, observed, readings)
-
-    monkeypatch.setattr(dedup.StoryGrouper, "observe", observe)
+    read_ahead_used = readings_taken(monkeypatch)
     session = GroupingSession(db, DedupSettings(), read_ahead=read_ahead)
     try:
         placed = [session.place_ready(at_most=batch).placed]
@@ -458,9 +472,7 @@ def test_an_entry_changed_after_it_was_read_ahead_is_read_again(tmp_path, monkey
             for _, reading in session._read_ahead._pending:
                 reading.result(timeout=60)
         rewritten.append(first_batches(db)[1][0])
-        with db.conn:
-            db.execute("UPDATE entries SET title = 'Harbour authority reopens the north bridge after repairs', "
-                       "text = '' WHERE id = ?", rewritten[-1:])
+        rewrite_entry(db, rewritten[-1])
 
     ahead, used = group_in_batches(tmp_path, monkeypatch, "ahead", read_ahead=True, between=rewrite)
     here, _ = group_in_batches(tmp_path, monkeypatch, "here", read_ahead=False, between=rewrite)
@@ -480,32 +492,48 @@ def test_texts_read_by_the_run_for_its_worker_decide_exactly_as_read_there_and_o
     readings = read_waiting(str(tmp_path / "handed.db"), DedupSettings(), len(reports))
     assert sorted(readings) == [entry_id for entry_id, in db.execute("SELECT id FROM entries ORDER BY id")]
     rewritten = first_batches(db)[0][0]
-    with db.conn:
-        db.execute("UPDATE entries SET title = 'Harbour authority reopens the north bridge after repairs', "
-                   "text = '' WHERE id = ?", [rewritten])
-    used: set = set()
-    real_observe = dedup.StoryGrouper.observe
-
-    def observe(self, observed, readings=None):
-        used.update(readings or ())
-        return real_observe(self, observed, readings)
-
-    monkeypatch.setattr(dedup.StoryGrouper, "observe", observe)
+    rewrite_entry(db, rewritten)
+    used = readings_taken(monkeypatch)
     assert GroupingSession(db, DedupSettings()).place_ready(readings=readings).placed == len(reports)
     assert used == set(readings) - {rewritten}
     handed = placements(db), stories_by_title(db)
     store.close()
-    monkeypatch.setattr(dedup.StoryGrouper, "observe", real_observe)
 
     store = Store.open(tmp_path / "read-here.db")
     db = store.db
     _insert_entries(db, reports, _feeds(db, reports))
-    with db.conn:
-        db.execute("UPDATE entries SET title = 'Harbour authority reopens the north bridge after repairs', "
-                   "text = '' WHERE id = ?", [rewritten])
+    rewrite_entry(db, rewritten)
+    used.clear()
     assert GroupingSession(db, DedupSettings()).place_ready().placed == len(reports)
+    assert used == set()
     assert (placements(db), stories_by_title(db)) == handed
     store.close()
+
+
+def test_the_worker_places_the_entries_left_with_the_readings_the_run_hands_over(tmp_path, monkeypatch):
+    """The worker's side of the word to finish (pipeline.grouping._group_while_running, here in a thread on a
+    pipe): it places every waiting entry by the readings that came with the word, reading no text itself."""
+    path = tmp_path / "agg.db"
+    store = Store.open(path)
+    reports = fixture_reports()
+    _insert_entries(store.db, reports, _feeds(store.db, reports))
+    store.close()
+    readings = read_waiting(str(path), DedupSettings(), len(reports))
+    taken = readings_taken(monkeypatch)
+    monkeypatch.setattr(pipeline.grouping.os, "nice", lambda increment: 0)  # not this test process's priority
+    run_end, worker_end = multiprocessing.Pipe()
+    worker = threading.Thread(target=pipeline.grouping._group_while_running,
+                              args=(str(path), DedupSettings(), T0, worker_end))
+    worker.start()
+    run_end.send(("finish", readings))
+    assert run_end.poll(60)
+    replies = []
+    while not replies or replies[-1][0] != "done":
+        replies.append(run_end.recv())
+    worker.join(60)
+    done = replies[-1][1]
+    assert done is not None and done.placed == len(reports)
+    assert taken == set(readings) and len(taken) == len(reports)
 
 
 def test_a_failed_read_ahead_worker_leaves_the_reading_to_the_session(tmp_path, caplog):

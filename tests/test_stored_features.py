@@ -96,8 +96,9 @@ def test_stored_features_score_exactly_as_the_placed_ones(store):
 
 
 def test_decoding_many_blobs_at_once_gives_each_ones_features_and_none_for_the_unreadable(store):
-    """decode_all reads the headers of a batch at once: the same features as decode, one by one, and None
-    only in the place of a blob it cannot read (unknown format, cut short, empty, or naming a newer token)."""
+    """decode_all reads the headers of a batch at once: every report's features as they were placed, blobs of
+    both formats mixed, and None only in the place of a blob it cannot read (unknown format, cut short, longer
+    than its header says, empty, or naming a token newer than the map)."""
     grouper = StoryGrouper(DedupSettings(window_hours=24 * 3650))
     docs = [grouper.last_placed for report in fixture_reports() if grouper.add(report)]
     conn = store.db.conn
@@ -109,20 +110,30 @@ def test_decoding_many_blobs_at_once_gives_each_ones_features_and_none_for_the_u
     tokens.refresh(conn)
     assert tokens.current(conn)
     reports = [doc.report for doc in docs]
-    broken = {3: b"\x63" + blobs[3][1:], 5: blobs[5][:40], 7: b"", 9: None}
-    mixed = [broken.get(n, blob) for n, blob in enumerate(blobs)]
+    mixed = [as_format_1(blob) if n % 2 else blob for n, blob in enumerate(blobs)]
+    broken = {3: b"\x63" + blobs[3][1:], 5: blobs[5][:40], 6: blobs[6][:_HEADER.size + 8], 7: b"",
+              8: blobs[8][:-3], 10: blobs[10] + b"\0", 9: None}
+    mixed = [broken.get(n, blob) for n, blob in enumerate(mixed)]
+    seeded = ("generic_title", "has_body", "key_tokens", "length", "hour", "dated", "canonical", "fingerprint",
+              "title_mass")
+    compared = ("title", "sorted_title", "title_tokens", "title_numbers", "figures", "years", "title_weights",
+                "text", "lead", "names")
     for deferred in (False, True):
-        together = decode_all(mixed, reports, tokens, deferred=deferred)
-        assert [n for n, doc in enumerate(together) if doc is None] == sorted(broken)
-        for n, doc in enumerate(together):
-            if doc is None:
-                continue
-            alone = decode(blobs[n], reports[n], tokens, deferred=deferred)
-            for name in ("title", "generic_title", "title_tokens", "has_body", "key_tokens", "figures", "years",
-                         "length", "hour", "dated", "canonical", "fingerprint", "title_mass", "title_weights",
-                         "text", "lead", "names", "deferred"):
-                assert getattr(doc, name) == getattr(alone, name), (n, name)
-            assert doc.vocabulary.tolist() == alone.vocabulary.tolist()
+        for tokens_current in (False, True):
+            decoded = decode_all(mixed, reports, tokens, deferred=deferred, tokens_current=tokens_current)
+            assert [n for n, doc in enumerate(decoded) if doc is None] == sorted(broken)
+            for doc, placed, blob in zip(decoded, docs, mixed):
+                if doc is None:
+                    continue
+                for name in seeded + (() if deferred else compared):
+                    assert getattr(doc, name) == getattr(placed, name), (placed.report.id, name)
+                assert sorted(doc.vocabulary.tolist()) == sorted(placed.vocabulary.tolist())
+                assert doc.key_ids.tolist() == [TOKENS.id_of(token) for token in placed.key_tokens]
+                assert doc.deferred == (blob if deferred else None)
+                if deferred:
+                    complete(doc, tokens)
+                    for name in compared:
+                        assert getattr(doc, name) == getattr(placed, name), (placed.report.id, name)
     # A token added by another writer after the map was read: blobs naming it are read from their texts.
     other = sqlite3.connect(store.path)
     other.execute("INSERT INTO tokens (id, token) VALUES (?, 'a-token-added-since')", [tokens.newest + 1])
@@ -130,10 +141,10 @@ def test_decoding_many_blobs_at_once_gives_each_ones_features_and_none_for_the_u
     other.close()
     assert not tokens.current(conn)
     newer = bytearray(blobs[0])
-    ids_at = len(newer) - 4 * 1 - sum(_HEADER.unpack_from(blobs[0])[-3:])  # the last id, before the strings
-    newer[ids_at:ids_at + 4] = (tokens.newest + 1).to_bytes(4, "little")
-    assert decode_all([bytes(newer), blobs[1]], reports[:2], tokens)[0] is None
-    assert decode_all([bytes(newer), blobs[1]], reports[:2], tokens)[1] is not None
+    last_id = len(newer) - 4 - sum(_HEADER.unpack_from(blobs[0])[-3:])  # the last id, before the strings
+    newer[last_id:last_id + 4] = (tokens.newest + 1).to_bytes(4, "little")
+    first, second = decode_all([bytes(newer), blobs[1]], reports[:2], tokens)
+    assert first is None and second is not None
 
 
 def as_format_1(blob: bytes) -> bytes:

@@ -200,7 +200,9 @@ class StoryGrouper:
                 doc = self._new_doc(report)
             self._attach(doc, story, post=False, retire=False)
             docs.append(doc)
-        self._retire_past_compared(story, size_before)  # once for all: the members past the span are the same
+        # Once for all: the members past the compared span are those retired one by one, and a bodiless first
+        # member that a bodied one replaced as the story's face (which no comparison reaches any more).
+        self._retire_past_compared(story, size_before)
         self._count_all(uncounted)
         if (self._postings or self._crowded or self._unposted_index is not None or not docs
                 or any(doc.key_ids is None for doc in docs)):

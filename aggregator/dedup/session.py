@@ -189,6 +189,8 @@ class GroupingSession:
         del chosen
         read_ahead: ReadingsAhead | Mapping[int, Reading] | None = readings
         if self._read_ahead is not None:
+            if readings is not None:
+                raise ValueError("a session that reads ahead takes its readings from its own worker")
             read_ahead = self._read_ahead.take(ids)
             self._read_ahead.submit(upcoming)
         forgotten = self.grouper.forgotten_through
@@ -403,6 +405,8 @@ def _seed_existing(
                     f"LEFT JOIN entry_features ef ON ef.entry_id = e.id WHERE e.id IN ({sql_marks(part)})",
                     part,
                 ).fetchall()
+                # Asked after every row is read (fetchall): a blob names only tokens added before it was
+                # written, and tokens are never removed.
                 docs = decode_all([row["features"] for row in rows], [report_from_row(row) for row in rows], tokens,
                                   deferred=True, tokens_current=tokens.current(db.conn))
                 unread = []

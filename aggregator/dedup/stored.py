@@ -151,11 +151,9 @@ def _pack(parts: tuple, tokens: StoredTokens, conn: Any) -> bytes:
 
 
 class _Layout(NamedTuple):
-    """Where the parts of a stored blob are, from its header."""
+    """Where the parts of a stored blob are, from its header (what :func:`complete` reads; :func:`decode_all`
+    reads many headers at once)."""
 
-    flags: int
-    length: int
-    title_mass: float
     norms: tuple[float, ...]  # each vector's norm and mass
     bounds: list[int]  # where each id array starts among the ids, and the end of the last
     string_sizes: tuple[int, ...]  # title, canonical URL, fingerprint
@@ -166,14 +164,13 @@ class _Layout(NamedTuple):
 
 
 def _layout(blob: bytes) -> _Layout:
-    version, flags, length, title_mass, *figures = _HEADER.unpack_from(blob)
+    version, _, _, _, *figures = _HEADER.unpack_from(blob)
     norms, sizes, string_sizes = tuple(figures[:6]), figures[6:15], tuple(figures[15:])
     bounds = [0, *accumulate(sizes)]
     weights = np.dtype("<f8" if version == 1 else "<f4")
     weights_at = _HEADER.size + 8 * sizes[0]
     ids_at = weights_at + weights.itemsize * (bounds[9] - bounds[6])
-    return _Layout(flags, length, title_mass, norms, bounds, string_sizes, weights, weights_at, ids_at,
-                   ids_at + 4 * bounds[9])
+    return _Layout(norms, bounds, string_sizes, weights, weights_at, ids_at, ids_at + 4 * bounds[9])
 
 
 def decode(blob: bytes, report: Report, tokens: StoredTokens, *, deferred: bool = False) -> Features | None:
@@ -192,7 +189,8 @@ def decode_all(blobs: Sequence[bytes | None], reports: Sequence[Report], tokens:
     50,000 members, and reading each header on its own was a fifth of its loading).
 
     With ``tokens_current``, the caller knows that the database held no token newer than ``tokens`` read
-    when the blobs were read, so no blob is checked for one.
+    when the blobs were read, so no blob is checked for one. A blob of a format not known, or whose length
+    is not what its header says, gives None.
     """
     decoded: list[Features | None] = [None] * len(blobs)
     readable = [n for n, blob in enumerate(blobs) if blob and blob[0] in READABLE_VERSIONS and len(blob) >= _HEADER.size]
@@ -206,14 +204,18 @@ def decode_all(blobs: Sequence[bytes | None], reports: Sequence[Report], tokens:
     strings_at = ids_at + 4 * bounds[:, 8]
     canonical_at = strings_at + sizes[:, 9]
     fingerprint_at = canonical_at + sizes[:, 10]
+    whole = fingerprint_at + sizes[:, 11] == np.fromiter(map(len, (blobs[n] for n in readable)), dtype=np.int64,
+                                                         count=len(readable))
     word = TOKENS.words.__getitem__
     process_of, newest = tokens.process_of, tokens.newest
-    for n, flags, length, title_mass, key_at, vocabulary_at, seeded, every, ids_offset, canonical_from, \
-            fingerprint_from, fingerprint_end in zip(
-                readable, headers["flags"].tolist(), headers["length"].tolist(), headers["floats"][:, 0].tolist(),
-                bounds[:, 0].tolist(), bounds[:, 1].tolist(), bounds[:, 2].tolist(), bounds[:, 8].tolist(),
-                ids_at.tolist(), canonical_at.tolist(), fingerprint_at.tolist(),
-                (fingerprint_at + sizes[:, 11]).tolist()):
+    for n, intact, flags, length, title_mass, key_at, vocabulary_at, seeded, every, ids_offset, canonical_from, \
+            fingerprint_from in zip(
+                readable, whole.tolist(), headers["flags"].tolist(), headers["length"].tolist(),
+                headers["floats"][:, 0].tolist(), bounds[:, 0].tolist(), bounds[:, 1].tolist(),
+                bounds[:, 2].tolist(), bounds[:, 8].tolist(), ids_at.tolist(), canonical_at.tolist(),
+                fingerprint_at.tolist()):
+        if not intact:
+            continue  # cut short, or longer than its header says: the text is read instead
         blob, report = blobs[n], reports[n]
         every_id = np.frombuffer(blob, dtype="<i4", count=every, offset=ids_offset)
         if not tokens_current and every and every_id.max() > newest:
@@ -242,7 +244,7 @@ def decode_all(blobs: Sequence[bytes | None], reports: Sequence[Report], tokens:
             hour=published.timestamp() / 3600 if published else None,
             dated=published is not None and not report.time_estimated,
             canonical=blob[canonical_from:fingerprint_from].decode(),
-            fingerprint=blob[fingerprint_from:fingerprint_end].decode() or None,
+            fingerprint=blob[fingerprint_from:].decode() or None,
             title_mass=title_mass,
             deferred=blob,
             key_ids=key_ids,
@@ -258,7 +260,8 @@ def complete(doc: Features, tokens: StoredTokens) -> None:
     assert blob is not None
     layout = _layout(blob)
     bounds, norms = layout.bounds, layout.norms
-    # decode checked that every id of the blob was in the token map then, and the map only grows. The ids
+    # decode_all found every id of the blob in the token map then (each checked, or none newer in the
+    # database), and the map only grows. The ids
     # after the vocabulary are mapped apart: the vectors' ids are views of them (decode's hold the rest).
     every_id = np.frombuffer(blob, dtype="<i4", count=bounds[9], offset=layout.ids_at)
     title_ids, ids = tokens.to_process(every_id[:bounds[1]]), tokens.to_process(every_id[bounds[3]:])

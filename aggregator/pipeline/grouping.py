@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import Connection
 
 from aggregator import dedup
-from aggregator.dedup.readahead import read_waiting
+from aggregator.dedup.readahead import Reading, read_waiting
 from aggregator.pipeline.summary import StageClock
 from aggregator.store import Store
 
@@ -120,15 +120,7 @@ class GroupingWorker:
         if self._process is None and cost >= GROUPING_MIN_BATCH:
             self.start()  # much to load or place: the grouper's memory goes with the worker
         if self._process is not None and self._connection is not None:
-            # The texts of the entries left are read here, with the worker still loading stories or placing:
-            # this process waits for it anyway.
-            readings = await asyncio.to_thread(self._readings_of_waiting)
-            try:
-                self._connection.send(("finish", readings))
-            except OSError:
-                reply = None
-            else:
-                reply = await asyncio.to_thread(self._last_reply, True)
+            reply = await asyncio.to_thread(self._finish_worker, self._process, self._connection)
             if self._stopped:  # the run was stopped meanwhile: the rest is the next run's
                 return dedup.GroupingSummary()
             self._shut_down()
@@ -144,14 +136,28 @@ class GroupingWorker:
                 return place_all(self.session)
             return dedup.group_new_entries(self.store.db, self.settings, now=self.now)
 
-    def _readings_of_waiting(self) -> dict:
-        """The readings of the entries waiting for a story, if few enough wait (:func:`read_waiting`); an empty
-        dict when they cannot be read here (the worker reads them, as it would have)."""
+    def _finish_worker(self, process: multiprocessing.process.BaseProcess, connection: Connection) -> tuple | None:
+        """In a thread of the run: tell the worker to finish, and wait for its "done" (:meth:`_last_reply`).
+
+        The word goes with the texts of the entries left, read here while the
+        worker still loads or places (the run waits for it anyway); the send
+        waits until the worker reads it, between two batches. ``process`` and
+        ``connection`` are taken before: a stop from the run's thread clears
+        them, and ends the worker, so that the send or the wait fails.
+        """
+        readings: dict[int, Reading] = {}
+        if process.is_alive():
+            try:
+                readings = read_waiting(str(self.store.path), self.settings, READ_FOR_WORKER_MOST)
+            except Exception as exc:  # the worker reads them, as it would have
+                log.debug("could not read the waiting entries for the grouping worker (%s: %s)",
+                          type(exc).__name__, exc)
         try:
-            return read_waiting(str(self.store.path), self.settings, READ_FOR_WORKER_MOST)
-        except Exception as exc:
-            log.debug("could not read the waiting entries for the grouping worker (%s: %s)", type(exc).__name__, exc)
-            return {}
+            connection.send(("finish", readings))
+        except OSError:
+            return None
+        del readings  # not held while the worker places
+        return self._last_reply(True, connection)
 
     def defer(self, clock: StageClock) -> dedup.GroupingSummary:
         """Stop the worker where it is, for :func:`finish_grouping` to go on; what it has written so far.
@@ -167,13 +173,15 @@ class GroupingWorker:
         clock.add("group", busy_seconds)
         return done or dedup.GroupingSummary()
 
-    def _last_reply(self, wait: bool) -> tuple | None:
+    def _last_reply(self, wait: bool, connection: Connection | None = None) -> tuple | None:
         """The worker's newest message: ``("progress" | "done", summary so far, busy seconds)``.
 
         With ``wait``, read until its "done"; without, take what has come. If
-        the worker is gone, the newest message read, if any.
+        the worker is gone, the newest message read, if any. ``connection``:
+        the worker's, taken before a stop could clear it.
         """
-        connection = self._connection  # stop() may clear it meanwhile, from the run's thread
+        if connection is None:
+            connection = self._connection  # stop() may clear it meanwhile, from the run's thread
         assert connection is not None
         reply = None
         try:
@@ -218,8 +226,9 @@ GROUPING_POLL_SECONDS = 0.5
 GROUPING_MIN_BATCH = 1000
 GROUPING_MAX_BATCH = 5000
 # At most this many entries left when the run tells its grouping worker to finish are read by the run
-# itself meanwhile (a later run's few hundred, the last of a first import's): more would hold up the word.
-READ_FOR_WORKER_MOST = GROUPING_MIN_BATCH
+# itself meanwhile (a later run's few hundred): more would hold up the word, and both processes hold
+# the readings while they go over (about 10 KB an article).
+READ_FOR_WORKER_MOST = 500
 # Grouping while the run extracts yields the cores to fetching, parsing and extraction,
 # which the end of the run waits for first.
 GROUPING_NICENESS = 10

@@ -35,9 +35,9 @@ from pathlib import Path
 
 from aggregator.dedup.credit import report_credit
 from aggregator.dedup.features import Report, TextReading, read_text
-from aggregator.dedup.rows import entry_rows, report_from_row, scored_columns
+from aggregator.dedup.rows import report_from_row, scored_rows
 from aggregator.dedup.settings import DedupSettings
-from aggregator.store import READY_FOR_STORY, in_batches, sql_marks
+from aggregator.store import READY_FOR_STORY, in_batches
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ def read_rows(connection: sqlite3.Connection, ids: list[int], settings: DedupSet
     """These entries' readings, by id, read from their rows (``CHUNK`` ids a query)."""
     readings: dict[int, Reading] = {}
     for part in in_batches(ids, CHUNK):
-        for row in entry_rows(connection, f"SELECT {scored_columns(settings)} FROM entries e "
-                              f"LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.id IN ({sql_marks(part)})", part):
+        for row in scored_rows(connection, part, settings):
             report = report_from_row(row)
             readings[report.id] = (reading_key(report), read_text(report, settings), report_credit(report))
     return readings

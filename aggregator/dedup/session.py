@@ -22,7 +22,9 @@ from aggregator.dedup.credit import original_source, report_credit
 from aggregator.dedup.features import Features, Report
 from aggregator.dedup.grouper import Merge, StoryGrouper
 from aggregator.dedup.readahead import ReadAhead, Reading, ReadingsAhead, reading_key
-from aggregator.dedup.rows import ENTRY_COLUMNS, TEXTLESS_COLUMNS, entry_rows, report_from_row, scored_columns
+from aggregator.dedup.rows import (
+    ENTRY_COLUMNS, TEXTLESS_COLUMNS, entry_rows, report_from_row, scored_columns, scored_rows,
+)
 from aggregator.dedup.settings import DedupSettings
 from aggregator.dedup.stored import StoredTokens, complete, decode_all, encode_all, snapshot
 from aggregator.dedup.text import fold
@@ -346,8 +348,7 @@ def _observed_reports(
     """
     reports = []
     for part in in_batches(ids, SEED_ROWS):
-        for row in entry_rows(db.conn, f"SELECT {scored_columns(grouper.settings)} FROM entries e LEFT JOIN feeds f "
-                              f"ON f.id = e.feed_id WHERE e.id IN ({sql_marks(part)}) ORDER BY e.id", part):
+        for row in scored_rows(db.conn, part, grouper.settings):
             report = report_from_row(row)
             ahead = read_ahead.get(report.id) if read_ahead is not None else None
             if ahead is not None and ahead[0] == reading_key(report):

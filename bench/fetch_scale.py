@@ -381,6 +381,11 @@ class Timing:
     left_to_background: str = ""
     stored: int = 0  # a later run's: the entries stored before it
 
+    @property
+    def grouped(self) -> float:
+        """Seconds from the run's start until its reports were in their stories: its end, or its background's."""
+        return self.background.seconds if self.background else self.seconds
+
 
 def _children(pid: int) -> list[int]:
     """The child pids of ``pid``: from /proc/PID/task/*/children where the kernel has it, else every /proc/*/stat."""
@@ -778,16 +783,14 @@ class AggRuns:
     alternating: list[Timing] = field(default_factory=list)  # later runs taking turns (alternate_later_runs)
 
     def alternating_grouped(self) -> list[float]:
-        return sorted(run.background.seconds if run.background else run.seconds for run in self.alternating)
+        return sorted(run.grouped for run in self.alternating)
 
     def cold_grouped(self) -> float:
         """Seconds from the cold fetch's start until every report was in its story."""
-        return self.cold.background.seconds if self.cold.background else self.cold.seconds
+        return self.cold.grouped
 
     def later_grouped(self) -> float | None:
-        if self.later is None:
-            return None
-        return self.later.background.seconds if self.later.background else self.later.seconds
+        return None if self.later is None else self.later.grouped
 
     def describe(self) -> str:
         lines = []

@@ -505,11 +505,11 @@ class StoryGrouper:
                 assert self.complete is not None, "a member seeded deferred needs the grouper's complete"
                 self.complete(member)
 
-    def _story_link(self, doc: Features, story: _Story) -> tuple[float, dict[str, Any]]:
-        """Average link between the report and the story's sampled members."""
+    def _story_link(self, doc: Features, story: _Story,
+                    first: tuple[float, dict[str, Any]]) -> tuple[float, dict[str, Any]]:
+        """Average link between the report and the story's sampled members (``first``: its score with the member
+        compared first, whole already)."""
         settings = self.settings
-        self._read_deferred([story.first_compared])
-        first = score_pair(doc, story.first_compared, settings)
         if first[0] < settings.min_representative_link:
             return first[0], {"representative_link": round(first[0], 3)}
         # Sampled only now: most stories end at the first comparison.
@@ -529,8 +529,12 @@ class StoryGrouper:
 
     def _best_story(self, doc: Features) -> tuple[_Story, float, dict[str, Any], list[tuple[_Story, float]]] | None:
         linked = []
-        for story in self._candidate_stories(doc):
-            average, evidence = self._story_link(doc, story)
+        candidates = self._candidate_stories(doc)
+        firsts = [story.first_compared for story in candidates]
+        self._read_deferred(firsts)
+        # Each candidate's first member at once (one gather a vector kind): most stories end there.
+        for story, first in zip(candidates, score_pairs(doc, firsts, self.settings)):
+            average, evidence = self._story_link(doc, story, first)
             if story.admits(average, self.settings):
                 linked.append((average, story, evidence))
         linked.sort(key=lambda x: -x[0])

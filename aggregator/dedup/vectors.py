@@ -109,8 +109,9 @@ class Vector:
             return 0.0
         products = _scattered(self)[other.ids]
         products *= other.weights
-        # Terms the other lacks gather a 0.0, which adds nothing to an exactly rounded sum.
-        return math.fsum(products.tolist()) / (self.norm * other.norm)
+        # Only the shared terms' products: those the other lacks are 0.0, which adds nothing to an exactly
+        # rounded sum (and most terms are not shared).
+        return math.fsum(products[products != 0.0].tolist()) / (self.norm * other.norm)
 
     def cosines(self, others: Sequence[Vector]) -> list[float]:
         """:meth:`cosine` with each of ``others``, in one gather: the same products, summed by ``fsum`` each, so the
@@ -119,11 +120,13 @@ class Vector:
             return [0.0] * len(others)
         products = _scattered(self)[np.concatenate([other.ids for other in others])]
         products *= np.concatenate([other.weights for other in others])
-        values = products.tolist()
-        found, at, fsum = [], 0, math.fsum
-        for other in others:
-            end = at + len(other.ids)
-            found.append(fsum(values[at:end]) / (self.norm * other.norm) if other.norm else 0.0)
+        shared = np.flatnonzero(products)
+        # Where each other's products end among the shared ones.
+        ends = np.searchsorted(shared, np.cumsum([len(other.ids) for other in others])).tolist()
+        values = products[shared].tolist()
+        found, at, fsum, norm = [], 0, math.fsum, self.norm
+        for other, end in zip(others, ends):
+            found.append(fsum(values[at:end]) / (norm * other.norm) if other.norm else 0.0)
             at = end
         return found
 

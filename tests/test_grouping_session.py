@@ -611,3 +611,55 @@ def test_a_killed_session_leaves_no_read_ahead_worker_and_the_next_one_removes_i
         assert not folders[0].exists()
     finally:
         read_ahead.close()
+
+
+def test_grouping_makes_no_reference_cycles_so_the_worker_may_leave_its_objects_to_reference_counting(tmp_path):
+    """What ``pipeline.grouping_objects`` rests on: sessions that load stored stories, place reports (joins, new
+    stories, merges of stored stories) and write them leave nothing that only the cyclic collector would free."""
+    import gc
+
+    reports = fixture_reports()
+    random.Random(38).shuffle(reports)  # an order in which a later run merges two stored stories
+
+    def cyclic_garbage(path) -> int:
+        """Later runs of five reports each, each by a new session; the cyclic garbage found after each, the
+        collector paused meanwhile."""
+        store = Store.open(path)
+        db = store.db
+        feed_ids = _feeds(db, reports)
+        found, loaded = 0, 0
+        gc.collect()
+        gc.disable()
+        try:
+            for start in range(0, len(reports), 5):
+                _insert_entries(db, reports[start:start + 5], feed_ids)
+                session = GroupingSession(db, DedupSettings())
+                session.warm()
+                loaded += session.place_ready().loaded
+                del session
+                found += gc.collect()
+            assert loaded and db.execute("SELECT count(*) FROM stories WHERE merged_into IS NOT NULL").fetchone()[0]
+        finally:
+            gc.enable()
+            store.close()
+        return found
+
+    cyclic_garbage(tmp_path / "first.db")  # modules imported on first use aside (numpy.ma's import leaves cycles)
+    assert cyclic_garbage(tmp_path / "second.db") == 0
+
+
+def test_grouping_objects_pause_the_collector_and_are_frozen_only_when_asked(monkeypatch):
+    import gc
+
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(gc.isenabled()))  # the test process is not frozen
+    for collecting in (True, False):
+        for frozen_after in (True, False):
+            (gc.enable if collecting else gc.disable)()
+            try:
+                with pipeline.grouping_objects(frozen_after=frozen_after):
+                    assert not gc.isenabled()
+                assert gc.isenabled() == collecting
+            finally:
+                gc.enable()
+    assert frozen == [False, False]  # once each time it was asked, before the collector runs again

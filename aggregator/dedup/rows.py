@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from aggregator.dedup.features import Report
@@ -43,6 +44,16 @@ def scored_rows(connection: sqlite3.Connection, ids: Sequence[int], settings: De
                       f"ON f.id = e.feed_id WHERE e.id IN ({sql_marks(ids)}) ORDER BY e.id", ids)
 
 
+def report_source(feed_title: str | None, link: str | None) -> str:
+    """A stored report's outlet: its feed's title, else the host of its link."""
+    return (feed_title or "").strip() or host_of(link or "")
+
+
+def report_time(published: str | None, first_seen: str | None) -> datetime | None:
+    """A stored report's time: when its feed says it was published, else when it was first fetched."""
+    return from_db_time(published) or from_db_time(first_seen)
+
+
 def report_from_row(row: sqlite3.Row | Mapping[str, Any]) -> Report:
     text = row["text"] or TAG.sub(" ", row["summary"] or "")
     return Report(
@@ -50,8 +61,8 @@ def report_from_row(row: sqlite3.Row | Mapping[str, Any]) -> Report:
         title=row["title"] or "",
         text=text,
         url=row["link"] or "",
-        source=(row["feed_title"] or "").strip() or host_of(row["link"] or ""),
-        published=from_db_time(row["published"]) or from_db_time(row["first_seen"]),
+        source=report_source(row["feed_title"], row["link"]),
+        published=report_time(row["published"], row["first_seen"]),
         time_estimated=not row["published"],
         guid=row["guid"],
         canonical_url=row["canonical_url"],

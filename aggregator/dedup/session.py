@@ -23,7 +23,8 @@ from aggregator.dedup.features import Features, Report
 from aggregator.dedup.grouper import Merge, StoryGrouper
 from aggregator.dedup.readahead import ReadAhead, Reading, ReadingsAhead, reading_key
 from aggregator.dedup.rows import (
-    ENTRY_COLUMNS, TEXTLESS_COLUMNS, entry_rows, report_from_row, scored_columns, scored_rows,
+    ENTRY_COLUMNS, TEXTLESS_COLUMNS, entry_rows, report_from_row, report_source, report_time, scored_columns,
+    scored_rows,
 )
 from aggregator.dedup.settings import DedupSettings
 from aggregator.dedup.stored import StoredTokens, complete, decode_all, encode_all, snapshot
@@ -287,7 +288,7 @@ class GroupingSession:
         stamp = to_db_time(self.now)
         touched = {grouper.resolve(story_id) for _, story_id, *_ in chunk}
         touched.update(grouper.resolve(m.into) for m in merges)
-        # Placeholder rows first, so members can point at them; _write_story fills them in.
+        # Placeholder rows first, so members can point at them; _write_stories fills them in.
         db.conn.executemany(
             "INSERT OR IGNORE INTO stories (id, first_seen, last_seen) VALUES (?, ?, ?)",
             [(story_id, stamp, stamp) for story_id in sorted(touched)],
@@ -312,9 +313,7 @@ class GroupingSession:
                 [(entry_id, blob, self.credits.get(entry_id))
                  for (entry_id, *_), blob in zip(chunk, encode_all(snapshots, self.tokens, db.conn))],
             )
-        for story_id in sorted(touched):
-            _write_story(db, grouper, self.credits, story_id)
-        write_outlet_feeds(db.conn, sorted(touched))
+        _write_stories(db, grouper, self.credits, sorted(touched))
 
 
 def _database_file(db: sqlite_utils.Database) -> str | None:
@@ -466,51 +465,79 @@ def _fold_story(db: sqlite_utils.Database, merge: Merge, now: datetime) -> None:
     )
 
 
-def _write_story(
-    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], story_id: int
+# What a story's row and outlets are computed from, a member a row: all read from the index on story_id
+# (entries_story_outlets), not from the entries' rows (which hold their texts), and in its order, which the
+# rows of one story came in when each story was read alone: ties (the earliest, the credit most given) break
+# the same way.
+STORY_MEMBER_ROWS = (
+    "SELECT e.story_id, e.id, e.feed_id, e.published, e.first_seen, f.title FROM entries e "
+    "LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id IN ({marks}) "
+    "ORDER BY e.story_id, e.feed_id, e.published, e.first_seen, e.id"
+)
+
+
+def _write_stories(
+    db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], story_ids: list[int]
 ) -> None:
-    """Recompute a story's row from all its members in the database.
+    """Recompute the stories' rows and outlets from all their members in the database, 500 stories a query.
 
     Texts are read only for members whose credited outlet is not in ``credits`` (members older
     than the window around this run's entries).
     """
-    reports = [
-        report_from_row(row)
-        for row in entry_rows(
-            db.conn,
-            f"SELECT {TEXTLESS_COLUMNS} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
-            [story_id],
+    for part in in_batches(story_ids, 500):
+        members: dict[int, list[Report]] = {story_id: [] for story_id in part}
+        feeds_first: dict[int, dict[int, str]] = defaultdict(dict)  # story -> feed -> its first report's time
+        for story_id, entry_id, feed_id, published, first_seen, feed_title in db.conn.execute(
+                STORY_MEMBER_ROWS.format(marks=sql_marks(part)), part):
+            members[story_id].append(Report(id=entry_id, title="", source=(feed_title or "").strip(),
+                                            published=report_time(published, first_seen)))
+            # What MIN(COALESCE(published, first_seen)) of write_outlet_feeds gives, from the rows at hand.
+            first = published if published is not None else first_seen
+            known = feeds_first[story_id].get(feed_id)
+            if first is not None and (known is None or first < known):
+                feeds_first[story_id][feed_id] = first
+        _read_missing(db, members, credits)
+        rows = []
+        for story_id, reports in members.items():
+            times = [r.published for r in reports if r.published]
+            earliest, credited = original_source(reports, credits)
+            representative = grouper.representative(story_id) if story_id in grouper.stories else None
+            first_seen = to_db_time(min(times)) if times else to_db_time(datetime.now(UTC))
+            rows.append((story_id, representative, earliest, first_seen,
+                         to_db_time(max(times)) if times else first_seen, len(reports),
+                         len({outlet_key(r.source) for r in reports}), credited))
+        # A story the grouper does not hold is named by its earliest report: its title is read for it alone.
+        untitled = [earliest.id for _, representative, earliest, *_ in rows if representative is None and earliest]
+        titles = dict(db.execute(f"SELECT id, title FROM entries WHERE id IN ({sql_marks(untitled)})",
+                                 untitled).fetchall()) if untitled else {}
+        db.conn.executemany(
+            "INSERT INTO stories (id, title, first_seen, last_seen, n_reports, n_outlets, representative_id, "
+            "original_entry_id, credited_outlet) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET title = excluded.title, first_seen = excluded.first_seen, "
+            "last_seen = excluded.last_seen, n_reports = excluded.n_reports, n_outlets = excluded.n_outlets, "
+            "representative_id = excluded.representative_id, original_entry_id = excluded.original_entry_id, "
+            "credited_outlet = excluded.credited_outlet",
+            [(story_id,
+              representative.title if representative else (titles.get(earliest.id) or "") if earliest else "",
+              first_seen, last_seen, n_reports, n_outlets,
+              (representative or earliest).id if representative or earliest else None,
+              earliest.id if earliest else None, credited)
+             for story_id, representative, earliest, first_seen, last_seen, n_reports, n_outlets, credited in rows],
         )
-    ]
-    if any(r.id not in credits for r in reports):
-        rows = entry_rows(
-            db.conn,
-            f"SELECT {ENTRY_COLUMNS} FROM entries e LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?",
-            [story_id],
-        )
-        credits.update((row["id"], report_credit(report_from_row(row))) for row in rows if row["id"] not in credits)
-    times = [r.published for r in reports if r.published]
-    earliest, credited = original_source(reports, credits)
-    representative = grouper.representative(story_id) if story_id in grouper.stories else None
-    representative = representative or earliest
-    first_seen = to_db_time(min(times)) if times else to_db_time(datetime.now(UTC))
-    last_seen = to_db_time(max(times)) if times else first_seen
-    db.execute(
-        "INSERT INTO stories (id, title, first_seen, last_seen, n_reports, n_outlets, representative_id, "
-        "original_entry_id, credited_outlet) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT(id) DO UPDATE SET title = excluded.title, first_seen = excluded.first_seen, "
-        "last_seen = excluded.last_seen, n_reports = excluded.n_reports, n_outlets = excluded.n_outlets, "
-        "representative_id = excluded.representative_id, original_entry_id = excluded.original_entry_id, "
-        "credited_outlet = excluded.credited_outlet",
-        [
-            story_id,
-            representative.title if representative else "",
-            first_seen,
-            last_seen,
-            len(reports),
-            len({outlet_key(r.source) for r in reports}),
-            representative.id if representative else None,
-            earliest.id if earliest else None,
-            credited,
-        ],
-    )
+        write_outlet_feeds(db.conn, firsts={story_id: [(first, feed_id) for feed_id, first in feeds.items()]
+                                            for story_id, feeds in feeds_first.items()})
+
+
+def _read_missing(db: sqlite_utils.Database, members: dict[int, list[Report]],
+                  credits: dict[Any, str | None]) -> None:
+    """What the index does not give of these members, read for the few that need it: the link of a member
+    whose feed has no title (its outlet is the link's host), and the credit of one not in ``credits``."""
+    unnamed = {report.id: report for reports in members.values() for report in reports if not report.source}
+    for ids in in_batches(list(unnamed), SEED_ROWS):
+        for entry_id, link in db.execute(f"SELECT id, link FROM entries WHERE id IN ({sql_marks(ids)})", ids):
+            unnamed[entry_id].source = report_source(None, link)
+    unknown = [report.id for reports in members.values() for report in reports if report.id not in credits]
+    for ids in in_batches(unknown, SEED_ROWS):
+        for row in entry_rows(db.conn, f"SELECT {ENTRY_COLUMNS} FROM entries e LEFT JOIN feeds f "
+                              f"ON f.id = e.feed_id WHERE e.id IN ({sql_marks(ids)})", ids):
+            credits[row["id"]] = report_credit(report_from_row(row))

@@ -397,6 +397,41 @@ def test_each_story_row_keeps_its_outlets_in_reporting_order_as_it_grows_and_mer
     assert merged and all(outlet_feeds == "" for (outlet_feeds,) in merged)
 
 
+def test_each_story_row_is_what_its_members_in_the_database_say_after_later_runs_join_and_merge(store):
+    """The stories' rows are written from their members read off the index on story_id (``_write_stories``):
+    the same counts, times, original report, credited outlet and face as reading every member's row says."""
+    from aggregator.dedup.credit import original_source, report_credit
+    from aggregator.dedup.rows import ENTRY_COLUMNS, entry_rows, report_from_row
+    from aggregator.dedup.text import fold
+
+    db = store.db
+    reports = fixture_reports()
+    random.Random(38).shuffle(reports)  # an order in which a later run merges two stored stories
+    feed_ids = _feeds(db, reports)
+    unnamed = min(feed_ids.values())
+    db.execute("UPDATE feeds SET title = '' WHERE id = ?", [unnamed])  # its reports' outlet: their links' host
+    for start in range(0, len(reports), 5):
+        _insert_entries(db, reports[start:start + 5], feed_ids)
+        group_new_entries(db, DedupSettings())
+    live = db.execute("SELECT id, title, first_seen, last_seen, n_reports, n_outlets, representative_id, "
+                      "original_entry_id, credited_outlet FROM stories WHERE merged_into IS NULL").fetchall()
+    seen_unnamed = credited = 0
+    for story_id, title, first_seen, last_seen, n_reports, n_outlets, face, original, credit in live:
+        rows = entry_rows(db.conn, f"SELECT {ENTRY_COLUMNS}, e.feed_id FROM entries e LEFT JOIN feeds f "
+                          "ON f.id = e.feed_id WHERE e.story_id = ? ORDER BY e.feed_id, e.published, e.first_seen, "
+                          "e.id", [story_id]).fetchall()
+        members = [report_from_row(row) for row in rows]
+        earliest, expected_credit = original_source(members, {m.id: report_credit(m) for m in members})
+        assert (n_reports, original, credit) == (len(members), earliest.id, expected_credit)
+        assert n_outlets == len({fold(m.source) for m in members})
+        assert (first_seen, last_seen) == (min(m.published for m in members).isoformat(timespec="seconds"),
+                                           max(m.published for m in members).isoformat(timespec="seconds"))
+        assert title == next(m.title for m in members if m.id == face)
+        seen_unnamed += any(row["feed_id"] == unnamed for row in rows)
+        credited += credit is not None
+    assert seen_unnamed and credited and len(live) > 5
+
+
 # --- reading the next batch ahead (dedup.readahead) ---------------------------------------------------
 
 

@@ -31,7 +31,7 @@ from aggregator.lazy import lazy_attributes
 _HOMES = {
     **dict.fromkeys(["BACKGROUND_GROUPING_MIN", "GROUPING_MAX_BATCH", "GROUPING_MIN_BATCH", "GROUPING_NICENESS",
                      "GROUPING_POLL_SECONDS", "STORED_REPORT_COST", "GroupingWorker", "finish_grouping",
-                     "grouping_cost", "place_all"], "grouping"),
+                     "grouping_cost", "grouping_objects", "place_all"], "grouping"),
     "ParseWorkers": "parsing",
     **dict.fromkeys(["PARSE_WORKERS_MIN_FEEDS", "RECORDS_PER_COMMIT", "STOP_POLL_SECONDS", "run", "run_async",
                      "select_feeds"], "runner"),
@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # the names __getattr__ gives, for type checkers
         GroupingWorker,
         finish_grouping,
         grouping_cost,
+        grouping_objects,
         place_all,
     )
     from aggregator.pipeline.parsing import ParseWorkers  # noqa: F401

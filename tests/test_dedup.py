@@ -424,7 +424,6 @@ def test_cohesion_keeps_a_tight_story_from_taking_in_a_report_that_links_well_be
     def score(x, y, settings):
         return links.get(frozenset({x.report.id, y.report.id}), 0.27), {}
 
-    monkeypatch.setattr(grouper_module, "score_pair", score)
     monkeypatch.setattr(grouper_module, "score_pairs", lambda x, others, settings: [score(x, y, settings) for y in others])
     start = datetime(2024, 5, 3, 9, tzinfo=UTC)
     reports = [Report(id=i, title=f"Harbour authority reopens the north bridge {i}", published=start + timedelta(hours=n))

@@ -13,6 +13,7 @@ from collections import Counter
 from datetime import timedelta
 from itertools import combinations
 
+import numpy as np
 import pytest
 from rapidfuzz import fuzz
 
@@ -45,8 +46,17 @@ def plain_idf(freq: Frequencies, token: str) -> float:
 
 def plain_vector(freq: Frequencies, counts: Counter, limit: int) -> Vector:
     unique = freq.settings.unique_word_weight
-    return Vector.of({t: (1.0 + math.log(c)) * plain_idf(freq, t) * (unique if plain_count(freq, t) < 2 else 1.0)
-                      for t, c in counts.items()}, limit)
+    return plain_vector_of({t: (1.0 + math.log(c)) * plain_idf(freq, t) * (unique if plain_count(freq, t) < 2 else 1.0)
+                            for t, c in counts.items()}, limit)
+
+
+def plain_vector_of(weighted: dict[str, float], limit: int) -> Vector:
+    """The vector as the dict-based engine built it: the heaviest terms by a stable sort, ties in their order."""
+    norm = math.sqrt(math.fsum(w * w for w in weighted.values()))
+    kept = dict(sorted(weighted.items(), key=lambda item: item[1], reverse=True)[:limit]) \
+        if len(weighted) > limit else weighted
+    weights = np.array(list(kept.values()), dtype=np.float32)
+    return Vector(TOKENS.ids_of(list(kept)).astype(np.int32), weights, norm, math.fsum(weights.tolist()))
 
 
 def plain_weigh(freq: Frequencies, doc) -> None:
@@ -102,9 +112,9 @@ def test_language_frequencies_equal_wordfreqs_dictionary_cut_at_the_floor():
     assert len(plain) > 10_000
 
 
-def weighed_window() -> tuple[Frequencies, list, list]:
+def weighed_window(settings: DedupSettings | None = None) -> tuple[Frequencies, list, list]:
     """One window's frequencies, and each report's features twice: weighed by the engine, and plainly."""
-    settings = DedupSettings()
+    settings = settings or DedupSettings()
     freq = Frequencies(settings)
     reports = rewritten_reports()
     fast = [make_features(report, settings) for report in reports]
@@ -119,19 +129,25 @@ def weighed_window() -> tuple[Frequencies, list, list]:
     return freq, fast, plain
 
 
-def test_idfs_and_vectors_equal_the_plain_formulas_exactly():
-    freq, fast, plain = weighed_window()
+@pytest.mark.parametrize("limits", [{}, {"max_vector_terms": 20, "max_names": 6}])  # the fixture's texts are short
+def test_idfs_and_vectors_equal_the_plain_formulas_exactly(limits):
+    freq, fast, plain = weighed_window(DedupSettings(**limits))
     tokens = sorted({t for doc in fast for t in TOKENS.tokens_of(doc.vocabulary)} | {"zzunseen", "the", "said"})
     idfs = freq.idfs(tokens)
     assert [idfs[t] for t in tokens] == [plain_idf(freq, t) for t in tokens]
     assert all(freq.idf(t) == plain_idf(freq, t) for t in tokens[:50])
     assert freq.counts(tokens) == [plain_count(freq, t) for t in tokens]
+    cut = 0
     for fast_doc, plain_doc in zip(fast, plain):
         assert fast_doc.title_weights == plain_doc.title_weights and fast_doc.title_mass == plain_doc.title_mass
         for part in ("text", "lead", "names"):
-            vector = getattr(fast_doc, part)
-            assert vector == getattr(plain_doc, part), (fast_doc.report.id, part)
+            vector, plain_one = getattr(fast_doc, part), getattr(plain_doc, part)
+            assert vector == plain_one, (fast_doc.report.id, part)
+            # In the same order too: the order of the kept terms breaks later ties (and goes into stored blobs).
+            assert vector.ids.tolist() == plain_one.ids.tolist(), (fast_doc.report.id, part)
             assert len(set(vector.ids.tolist())) == len(vector.ids) == len(vector.weights)
+            cut += part == "text" and len(vector.ids) < len(fast_doc.vocabulary)  # the text's terms: its vocabulary
+    assert cut > 100 or not limits, "few texts kept fewer terms than they have: the cut would go untested"
 
 
 def test_cosine_containment_and_sort_ratio_equal_the_plain_versions_exactly():

@@ -42,10 +42,10 @@ from aggregator.dedup.text import (
     tokens,
     years,
 )
-from aggregator.dedup.vectors import NO_COUNTS, NO_IDS, NO_VECTOR, TOKENS, Counts, Vector, distinct_ids, heaviest
+from aggregator.dedup.vectors import NO_COUNTS, NO_IDS, NO_VECTOR, TOKENS, Counts, Vector, distinct_ids
 from aggregator.urls import canonical_url
 
-__all__ = ["Features", "Frequencies", "Report", "TextReading", "Vector", "NO_VECTOR", "heaviest", "make_features",
+__all__ = ["Features", "Frequencies", "Report", "TextReading", "Vector", "NO_VECTOR", "make_features",
            "read_text"]
 
 # A word of frequency p turns up in a text of this many words with probability 1 - exp(-p * words).
@@ -250,6 +250,7 @@ def prior_shares() -> dict[str, float]:
 PENDING_IDS = 1_000_000
 # 1 + log(count) for the counts most terms have: a table lookup instead of a log call a term.
 SUBLINEAR_TF = [0.0] + [1.0 + math.log(count) for count in range(1, 64)]
+SUBLINEAR_TF_ARRAY = np.array(SUBLINEAR_TF, dtype=np.float64)
 
 
 class Frequencies:
@@ -336,9 +337,10 @@ class Frequencies:
         idf = self._idf
         return {token: idf(token, count) for token, count in zip(tokens, self.counts(tokens))}
 
-    def vector(self, counts: Counts, idfs: dict[int, float], dfs: dict[int, int], limit: int) -> Vector:
-        """Sublinear TF-IDF of the counts (``idfs`` and ``dfs`` hold their token ids' idfs and document counts); a
-        word no other report in the window carries weighs less.
+    def vector(self, counts: Counts, distinct: np.ndarray, idfs: np.ndarray, dfs: np.ndarray, limit: int) -> Vector:
+        """Sublinear TF-IDF of the counts (``idfs`` and ``dfs`` hold the idfs and document counts of the token ids
+        ``distinct``, ascending, which hold the counts' ids); a word no other report in the window carries weighs
+        less.
 
         Such a word matches nothing yet; at full weight it would only make a
         long text less alike every other, and leave a text whose only shared
@@ -346,9 +348,14 @@ class Frequencies:
         It keeps ``unique_word_weight`` of its weight, not none, so a report
         placed before the others that share its words still meets them.
         """
-        unique, tf, log = self.settings.unique_word_weight, SUBLINEAR_TF, math.log
-        return Vector.of_ids({t: (tf[c] if c < 64 else 1.0 + log(c)) * idfs[t] * (unique if dfs[t] < 2 else 1.0)
-                              for t, c in zip(counts.ids.tolist(), counts.counts.tolist())}, limit)
+        at = np.searchsorted(distinct, counts.ids)
+        tf = SUBLINEAR_TF_ARRAY[np.minimum(counts.counts, len(SUBLINEAR_TF) - 1)]
+        for i in np.flatnonzero(counts.counts >= len(SUBLINEAR_TF)).tolist():
+            tf[i] = 1.0 + math.log(int(counts.counts[i]))
+        # Each product as the scalar expression (tf * idf) * share gives it: the same doubles.
+        weights = tf * idfs[at]
+        weights *= np.where(dfs[at] < 2, self.settings.unique_word_weight, 1.0)
+        return Vector.of_arrays(counts.ids, weights, limit)
 
     def weigh(self, doc: Features) -> None:
         """Freeze the report's weights from the window's frequencies now; its counts are dropped."""
@@ -359,15 +366,17 @@ class Frequencies:
         # Each distinct token's count and idf once: the lead's tokens are the text's, and most names are too.
         distinct = distinct_ids(np.concatenate([title_ids, *(part.ids for part in parts)])) if parts else title_ids
         self._settle()
-        dfs = dict(zip(distinct.tolist(), self.df[distinct].tolist()))
+        dfs = self.df[distinct]
         words, idf = TOKENS.words, self._idf
-        idfs = {token: idf(words[token], count) for token, count in dfs.items()}
-        doc.title_weights = {token: idfs[i] for token, i in zip(doc.title_tokens, title_ids.tolist())}
+        idfs = [idf(words[token], count) for token, count in zip(distinct.tolist(), dfs.tolist())]
+        idf_of = dict(zip(distinct.tolist(), idfs))
+        doc.title_weights = {token: idf_of[i] for token, i in zip(doc.title_tokens, title_ids.tolist())}
         doc.title_mass = sum(doc.title_weights.values())
         if doc.has_body:
-            doc.text = self.vector(parts[0], idfs, dfs, settings.max_vector_terms)
-            doc.lead = self.vector(parts[1], idfs, dfs, settings.max_vector_terms)
-            doc.names = self.vector(parts[2], idfs, dfs, settings.max_names)
+            idf_array = np.array(idfs, dtype=np.float64)
+            doc.text = self.vector(parts[0], distinct, idf_array, dfs, settings.max_vector_terms)
+            doc.lead = self.vector(parts[1], distinct, idf_array, dfs, settings.max_vector_terms)
+            doc.names = self.vector(parts[2], distinct, idf_array, dfs, settings.max_names)
         doc.text_counts = doc.lead_counts = doc.name_counts = None
 
 

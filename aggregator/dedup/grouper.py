@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from aggregator.dedup.features import Features, Frequencies, Report, TextReading, make_features, meaningful_guid
-from aggregator.dedup.scoring import score_pair, score_pairs
+from aggregator.dedup.scoring import score_pairs
 from aggregator.dedup.settings import DedupSettings
 from aggregator.dedup.vectors import TOKENS
 
@@ -583,5 +583,5 @@ class StoryGrouper:
         a_members, b_members = ([m for m in s.compared_members(limit + 1) if m is not leaving_out][:limit]
                                 for s in (a, b))
         self._read_deferred([*a_members, *b_members])
-        pairs = [score_pair(x, y, self.settings)[0] for x in a_members for y in b_members]
+        pairs = [score for x in a_members for score, _ in score_pairs(x, b_members, self.settings)]
         return sum(pairs) / len(pairs) if pairs else 0.0

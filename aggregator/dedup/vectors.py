@@ -97,12 +97,20 @@ class Vector:
     @classmethod
     def of_ids(cls, weighted: dict[int, float], limit: int) -> Vector:
         """The vector of weights by token id: the ``limit`` heaviest kept (ties broken by order), the norm of all."""
-        norm = math.sqrt(math.fsum(w * w for w in weighted.values()))
-        kept = heaviest(weighted, limit)
-        ids = np.fromiter(kept.keys(), dtype=np.int32, count=len(kept))
-        weights = np.fromiter(kept.values(), dtype=np.float32, count=len(kept))
+        return cls.of_arrays(np.fromiter(weighted.keys(), dtype=np.int64, count=len(weighted)),
+                             np.fromiter(weighted.values(), dtype=np.float64, count=len(weighted)), limit)
+
+    @classmethod
+    def of_arrays(cls, ids: np.ndarray, weights: np.ndarray, limit: int) -> Vector:
+        """:meth:`of_ids` of distinct token ids and their float64 weights, in the same order: the same vector."""
+        norm = math.sqrt(math.fsum((weights * weights).tolist()))
+        if len(weights) > limit:
+            # The heaviest first, equal weights in their order: what a stable sort of the items gives.
+            kept = np.argsort(-weights, kind="stable")[:limit]
+            ids, weights = ids[kept], weights[kept]
+        kept_weights = weights.astype(np.float32)
         # The mass of the weights as kept (rounded), so that a vector contains all of itself.
-        return cls(ids, weights, norm, math.fsum(weights.tolist()))
+        return cls(ids.astype(np.int32), kept_weights, norm, math.fsum(kept_weights.tolist()))
 
     def cosine(self, other: Vector) -> float:
         if not self.norm or not other.norm:
@@ -180,14 +188,6 @@ class Counts:
 
 
 NO_COUNTS = Counts()
-
-
-def heaviest(weights: dict, limit: int) -> dict:
-    """The ``limit`` heaviest entries, heaviest first (ties in their order), or all of them in their order."""
-    if len(weights) <= limit:
-        return weights
-    # A stable C-level sort: the same entries, in the same order, as heapq.nlargest, several times faster.
-    return dict(sorted(weights.items(), key=itemgetter(1), reverse=True)[:limit])
 
 
 def distinct_ids(ids: np.ndarray) -> np.ndarray:

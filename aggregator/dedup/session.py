@@ -479,12 +479,13 @@ STORY_MEMBER_ROWS = (
 def _write_stories(
     db: sqlite_utils.Database, grouper: StoryGrouper, credits: dict[Any, str | None], story_ids: list[int]
 ) -> None:
-    """Recompute the stories' rows and outlets from all their members in the database, 500 stories a query.
+    """Recompute the stories' rows and outlets from all their members in the database, 20 stories a query (a
+    later run touches 221 stories of 28,000 members: read 500 stories at a time, they took 12 MB; 20, 2.5 MB).
 
     Texts are read only for members whose credited outlet is not in ``credits`` (members older
     than the window around this run's entries).
     """
-    for part in in_batches(story_ids, 500):
+    for part in in_batches(story_ids, 20):
         members: dict[int, list[Report]] = {story_id: [] for story_id in part}
         feeds_first: dict[int, dict[int, str]] = defaultdict(dict)  # story -> feed -> its first report's time
         for story_id, entry_id, feed_id, published, first_seen, feed_title in db.conn.execute(

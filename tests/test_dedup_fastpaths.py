@@ -143,7 +143,7 @@ def test_idfs_and_vectors_equal_the_plain_formulas_exactly(limits):
         for part in ("text", "lead", "names"):
             vector, plain_one = getattr(fast_doc, part), getattr(plain_doc, part)
             assert vector == plain_one, (fast_doc.report.id, part)
-            # In the same order too: the order of the kept terms breaks later ties (and goes into stored blobs).
+            # In the same order too: stored features keep it, so their blobs are the same byte for byte.
             assert vector.ids.tolist() == plain_one.ids.tolist(), (fast_doc.report.id, part)
             assert len(set(vector.ids.tolist())) == len(vector.ids) == len(vector.weights)
             cut += part == "text" and len(vector.ids) < len(fast_doc.vocabulary)  # the text's terms: its vocabulary

@@ -698,3 +698,7 @@ def test_grouping_objects_pause_the_collector_and_are_frozen_only_when_asked(mon
             finally:
                 gc.enable()
     assert frozen == [False, False]  # once each time it was asked, before the collector runs again
+    with pytest.raises(RuntimeError):
+        with pipeline.grouping_objects(frozen_after=True):
+            raise RuntimeError("grouping failed")
+    assert gc.isenabled() and frozen == [False, False]  # not frozen on the way out of an error

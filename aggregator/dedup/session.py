@@ -490,7 +490,7 @@ def _write_stories(
         feeds_first: dict[int, dict[int, str]] = defaultdict(dict)  # story -> feed -> its first report's time
         for story_id, entry_id, feed_id, published, first_seen, feed_title in db.conn.execute(
                 STORY_MEMBER_ROWS.format(marks=sql_marks(part)), part):
-            members[story_id].append(Report(id=entry_id, title="", source=(feed_title or "").strip(),
+            members[story_id].append(Report(id=entry_id, title="", source=report_source(feed_title, None),
                                             published=report_time(published, first_seen)))
             # What MIN(COALESCE(published, first_seen)) of write_outlet_feeds gives, from the rows at hand.
             first = published if published is not None else first_seen

@@ -1,7 +1,7 @@
 """Weighted term vectors as token ids and float weights, and their products.
 
 Every distinct token (word, name, figure) a process reads gets a small integer
-id once, in :data:`TOKENS`; a report's vectors hold ids (int32, ascending) and
+id once, in :data:`TOKENS`; a report's vectors hold ids (int32) and
 weights (float32) in numpy arrays, 8 bytes a term instead of a dict entry of
 about 50, so the window's reports take a third of the memory they did. A
 weight rounded to float32 is off by a few parts in a hundred million, far
@@ -80,8 +80,8 @@ TOKENS = TokenTable()
 class Vector:
     """A text's heaviest weighted terms, and the norm of all its terms (left-out terms still make texts less alike).
 
-    ``weights[i]`` is the weight of token ``ids[i]`` (distinct ids, in no order that matters: every product
-    goes through a dense scatter); ``mass`` is the sum of the kept weights.
+    ``weights[i]`` is the weight of token ``ids[i]`` (distinct ids, in no order that matters to a product: each
+    goes through a dense scatter and an exact sum); ``mass`` is the sum of the kept weights.
     """
 
     ids: np.ndarray = field(default_factory=lambda: NO_IDS)
@@ -90,19 +90,9 @@ class Vector:
     mass: float = 0.0
 
     @classmethod
-    def of(cls, weighted: dict[str, float], limit: int) -> Vector:
-        """The vector of weights by token."""
-        return cls.of_ids(dict(zip(TOKENS.ids_of(list(weighted)).tolist(), weighted.values())), limit)
-
-    @classmethod
-    def of_ids(cls, weighted: dict[int, float], limit: int) -> Vector:
-        """The vector of weights by token id: the ``limit`` heaviest kept (ties broken by order), the norm of all."""
-        return cls.of_arrays(np.fromiter(weighted.keys(), dtype=np.int64, count=len(weighted)),
-                             np.fromiter(weighted.values(), dtype=np.float64, count=len(weighted)), limit)
-
-    @classmethod
     def of_arrays(cls, ids: np.ndarray, weights: np.ndarray, limit: int) -> Vector:
-        """:meth:`of_ids` of distinct token ids and their float64 weights, in the same order: the same vector."""
+        """The vector of distinct token ids and their float64 weights: the ``limit`` heaviest kept, heaviest first
+        (ties in their order; all of them in their order when they are that few), the norm of all."""
         norm = math.sqrt(math.fsum((weights * weights).tolist()))
         if len(weights) > limit:
             # The heaviest first, equal weights in their order: what a stable sort of the items gives.

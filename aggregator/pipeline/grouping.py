@@ -347,15 +347,17 @@ def grouping_objects(frozen_after: bool = False) -> Iterator[None]:
     the window's end drops is freed by reference counting. Freeze only in a
     process that groups and then ends (the run's worker): frozen, the objects
     of anything else alive then (``agg daemon``'s fetching) would never be
-    collected either.
+    collected either. The pause is the whole process's: where other threads
+    run meanwhile (the run's progress bar, a read-ahead's pool), what cycles
+    they make waits for the collector until the grouping ends.
     """
     collecting = gc.isenabled()
     gc.disable()
     try:
         yield
-    finally:
-        if frozen_after:
+        if frozen_after:  # not on the way out of an error: its traceback's cycles would be kept for good
             gc.freeze()
+    finally:
         if collecting:
             gc.enable()
 

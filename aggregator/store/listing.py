@@ -82,7 +82,8 @@ def write_outlet_feeds(conn: sqlite3.Connection, story_ids: Sequence[int] | None
                        firsts: Mapping[int, Iterable[tuple[str, int]]] | None = None) -> None:
     """Set the stories' ``outlet_feeds`` (migration 8) from their reports: each feed once, by its first
     report's time, then by feed id; ``None``: every story's, in one pass over ``entries_story_outlets``.
-    ``firsts``: each story's feeds as (first report's time, feed id), where the caller read them already.
+    ``firsts``: each story's feeds as (first report's time, feed id), where the caller read them already (then
+    ``story_ids`` is not read: the stories are those of ``firsts``).
 
     Written with the story's row (the grouping's :func:`~aggregator.dedup.session` writes), so that a
     listing reads a story's outlets with it rather than from its reports.

@@ -178,7 +178,7 @@ def test_features_stored_with_float64_weights_load_as_the_engine_keeps_them(stor
 def test_entries_grouped_before_migration_7_are_read_from_their_texts(tmp_path, monkeypatch):
     path = tmp_path / "agg.db"
     monkeypatch.setattr(store_module, "SCHEMA_VERSION", 6)
-    monkeypatch.setattr(session_module, "write_outlet_feeds", lambda *args, **kwargs: None)  # no column before 8
+    monkeypatch.setattr(session_module, "write_outlet_feeds", lambda conn, story_ids: None)  # no column before 8
     old = Store.open(path)
     feed_ids = _feeds(old.db, fixture_reports(*FIRST, *SECOND))
     _insert_entries(old.db, fixture_reports(*FIRST), feed_ids)

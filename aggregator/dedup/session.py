@@ -465,12 +465,12 @@ def _fold_story(db: sqlite_utils.Database, merge: Merge, now: datetime) -> None:
     )
 
 
-# What a story's row and outlets are computed from, a member a row: all read from the index on story_id
+# What a story's row is computed from, a member a row: all read from the index on story_id
 # (entries_story_outlets), not from the entries' rows (which hold their texts), and in its order, which the
 # rows of one story came in when each story was read alone: ties (the earliest, the credit most given) break
 # the same way.
 STORY_MEMBER_ROWS = (
-    "SELECT e.story_id, e.id, e.feed_id, e.published, e.first_seen, f.title FROM entries e "
+    "SELECT e.story_id, e.id, e.published, e.first_seen, f.title FROM entries e "
     "LEFT JOIN feeds f ON f.id = e.feed_id WHERE e.story_id IN ({marks}) "
     "ORDER BY e.story_id, e.feed_id, e.published, e.first_seen, e.id"
 )
@@ -487,30 +487,27 @@ def _write_stories(
     """
     for part in in_batches(story_ids, 20):
         members: dict[int, list[Report]] = {story_id: [] for story_id in part}
-        feeds_first: dict[int, dict[int, str]] = defaultdict(dict)  # story -> feed -> its first report's time
-        for story_id, entry_id, feed_id, published, first_seen, feed_title in db.conn.execute(
+        for story_id, entry_id, published, first_seen, feed_title in db.conn.execute(
                 STORY_MEMBER_ROWS.format(marks=sql_marks(part)), part):
             members[story_id].append(Report(id=entry_id, title="", source=report_source(feed_title, None),
                                             published=report_time(published, first_seen)))
-            # What MIN(COALESCE(published, first_seen)) of write_outlet_feeds gives, from the rows at hand.
-            first = published if published is not None else first_seen
-            known = feeds_first[story_id].get(feed_id)
-            if first is not None and (known is None or first < known):
-                feeds_first[story_id][feed_id] = first
         _read_missing(db, members, credits)
         rows = []
+        untitled: dict[int, Report] = {}  # faces read here, without their titles
         for story_id, reports in members.items():
             times = [r.published for r in reports if r.published]
             earliest, credited = original_source(reports, credits)
-            representative = grouper.representative(story_id) if story_id in grouper.stories else None
+            # A story the grouper does not hold is named by its earliest report.
+            face = grouper.representative(story_id) if story_id in grouper.stories else None
+            if face is None and earliest is not None:
+                face = untitled[earliest.id] = earliest
             first_seen = to_db_time(min(times)) if times else to_db_time(datetime.now(UTC))
-            rows.append((story_id, representative, earliest, first_seen,
-                         to_db_time(max(times)) if times else first_seen, len(reports),
-                         len({outlet_key(r.source) for r in reports}), credited))
-        # A story the grouper does not hold is named by its earliest report: its title is read for it alone.
-        untitled = [earliest.id for _, representative, earliest, *_ in rows if representative is None and earliest]
-        titles = dict(db.execute(f"SELECT id, title FROM entries WHERE id IN ({sql_marks(untitled)})",
-                                 untitled).fetchall()) if untitled else {}
+            rows.append((story_id, face, first_seen, to_db_time(max(times)) if times else first_seen, len(reports),
+                         len({outlet_key(r.source) for r in reports}), earliest.id if earliest else None, credited))
+        if untitled:
+            ids = list(untitled)
+            for entry_id, title in db.execute(f"SELECT id, title FROM entries WHERE id IN ({sql_marks(ids)})", ids):
+                untitled[entry_id].title = title or ""
         db.conn.executemany(
             "INSERT INTO stories (id, title, first_seen, last_seen, n_reports, n_outlets, representative_id, "
             "original_entry_id, credited_outlet) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -518,15 +515,11 @@ def _write_stories(
             "last_seen = excluded.last_seen, n_reports = excluded.n_reports, n_outlets = excluded.n_outlets, "
             "representative_id = excluded.representative_id, original_entry_id = excluded.original_entry_id, "
             "credited_outlet = excluded.credited_outlet",
-            [(story_id,
-              representative.title if representative else (titles.get(earliest.id) or "") if earliest else "",
-              first_seen, last_seen, n_reports, n_outlets,
-              (representative or earliest).id if representative or earliest else None,
-              earliest.id if earliest else None, credited)
-             for story_id, representative, earliest, first_seen, last_seen, n_reports, n_outlets, credited in rows],
+            [(story_id, face.title if face else "", first_seen, last_seen, n_reports, n_outlets,
+              face.id if face else None, original, credited)
+             for story_id, face, first_seen, last_seen, n_reports, n_outlets, original, credited in rows],
         )
-        write_outlet_feeds(db.conn, firsts={story_id: [(first, feed_id) for feed_id, first in feeds.items()]
-                                            for story_id, feeds in feeds_first.items()})
+    write_outlet_feeds(db.conn, story_ids)
 
 
 def _read_missing(db: sqlite_utils.Database, members: dict[int, list[Report]],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -78,25 +78,20 @@ def feed_ids(outlet_feeds: str) -> tuple[int, ...]:
     return tuple(map(int, outlet_feeds.split()))
 
 
-def write_outlet_feeds(conn: sqlite3.Connection, story_ids: Sequence[int] | None = None,
-                       firsts: Mapping[int, Iterable[tuple[str, int]]] | None = None) -> None:
+def write_outlet_feeds(conn: sqlite3.Connection, story_ids: Sequence[int] | None = None) -> None:
     """Set the stories' ``outlet_feeds`` (migration 8) from their reports: each feed once, by its first
     report's time, then by feed id; ``None``: every story's, in one pass over ``entries_story_outlets``.
-    ``firsts``: each story's feeds as (first report's time, feed id), where the caller read them already (then
-    ``story_ids`` is not read: the stories are those of ``firsts``).
 
     Written with the story's row (the grouping's :func:`~aggregator.dedup.session` writes), so that a
     listing reads a story's outlets with it rather than from its reports.
     """
-    if firsts is None:
-        read: dict[int, list[tuple[str, int]]] = defaultdict(list)
-        for part in [None] if story_ids is None else in_batches(list(story_ids), 500):
-            where = "story_id IS NOT NULL" if part is None else f"story_id IN ({sql_marks(part)})"
-            for story_id, feed_id, first in conn.execute(
-                    "SELECT story_id, feed_id, MIN(COALESCE(published, first_seen)) FROM entries "
-                    f"WHERE {where} GROUP BY story_id, feed_id", part or []):
-                read[story_id].append((first, feed_id))
-        firsts = read
+    firsts: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for part in [None] if story_ids is None else in_batches(list(story_ids), 500):
+        where = "story_id IS NOT NULL" if part is None else f"story_id IN ({sql_marks(part)})"
+        for story_id, feed_id, first in conn.execute(
+                "SELECT story_id, feed_id, MIN(COALESCE(published, first_seen)) FROM entries "
+                f"WHERE {where} GROUP BY story_id, feed_id", part or []):
+            firsts[story_id].append((first, feed_id))
     conn.executemany("UPDATE stories SET outlet_feeds = ? WHERE id = ?",
-                     [(" ".join(str(feed_id) for _, feed_id in sorted(feeds)), story_id)
-                      for story_id, feeds in firsts.items()])
+                     [(" ".join(str(feed_id) for _, feed_id in sorted(reports)), story_id)
+                      for story_id, reports in firsts.items()])

@@ -421,10 +421,11 @@ def test_cohesion_keeps_a_tight_story_from_taking_in_a_report_that_links_well_be
     """Three reports that link strongly, then one of the same subject that links weakly: a story of its own."""
     links = {frozenset({"a", "b"}): 0.6, frozenset({"a", "c"}): 0.55, frozenset({"b", "c"}): 0.6}
 
-    def score(x, y, settings):
-        return links.get(frozenset({x.report.id, y.report.id}), 0.27), {}
+    def score(x, y):
+        return links.get(frozenset({x.report.id, y.report.id}), 0.27)
 
-    monkeypatch.setattr(grouper_module, "score_pairs", lambda x, others, settings: [score(x, y, settings) for y in others])
+    monkeypatch.setattr(grouper_module, "pair_scores", lambda x, others, settings: [score(x, y) for y in others])
+    monkeypatch.setattr(grouper_module, "score_pair", lambda x, y, settings: (score(x, y), {}))
     start = datetime(2024, 5, 3, 9, tzinfo=UTC)
     reports = [Report(id=i, title=f"Harbour authority reopens the north bridge {i}", published=start + timedelta(hours=n))
                for n, i in enumerate("abcd")]

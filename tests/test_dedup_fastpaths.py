@@ -137,6 +137,7 @@ def test_idfs_and_vectors_equal_the_plain_formulas_exactly(limits):
     assert [idfs[t] for t in tokens] == [plain_idf(freq, t) for t in tokens]
     assert all(freq.idf(t) == plain_idf(freq, t) for t in tokens[:50])
     assert freq.counts(tokens) == [plain_count(freq, t) for t in tokens]
+    assert freq.counts_and_idfs(tokens) == ([plain_count(freq, t) for t in tokens], [plain_idf(freq, t) for t in tokens])
     cut = 0
     for fast_doc, plain_doc in zip(fast, plain):
         assert fast_doc.title_weights == plain_doc.title_weights and fast_doc.title_mass == plain_doc.title_mass
@@ -148,6 +149,32 @@ def test_idfs_and_vectors_equal_the_plain_formulas_exactly(limits):
             assert len(set(vector.ids.tolist())) == len(vector.ids) == len(vector.weights)
             cut += part == "text" and len(vector.ids) < len(fast_doc.vocabulary)  # the text's terms: its vocabulary
     assert cut > 100 or not limits, "few texts kept fewer terms than they have: the cut would go untested"
+
+
+def test_idfs_kept_from_one_weighing_to_the_next_are_those_of_the_window_at_each():
+    """A token's idf is kept with the window size and count it was computed for: weighed as the window grows and
+    lets reports go, each report gets the weights the plain formulas give at that moment."""
+    settings = DedupSettings()
+    freq = Frequencies(settings)
+    reports = rewritten_reports()
+    fast = [make_features(report, settings) for report in reports]
+    plain = [make_features(report, settings) for report in reports]
+    window = fast[:40]
+    for doc in window:
+        freq.add(doc.vocabulary)
+    changed = 0
+    for n, (fast_doc, plain_doc) in enumerate(zip(fast[40:], plain[40:])):
+        if n % 3 == 0:  # the window changes between some weighings and not between others
+            freq.add(fast_doc.vocabulary)
+            window.append(fast_doc)
+        if n % 5 == 4:
+            freq.remove(window.pop(0).vocabulary)
+            changed += 1
+        freq.weigh(fast_doc)
+        plain_weigh(freq, plain_doc)
+        assert fast_doc.title_weights == plain_doc.title_weights, fast_doc.report.id
+        assert (fast_doc.text, fast_doc.lead, fast_doc.names) == (plain_doc.text, plain_doc.lead, plain_doc.names)
+    assert changed > 10
 
 
 def test_cosine_containment_and_sort_ratio_equal_the_plain_versions_exactly():
@@ -181,25 +208,28 @@ def test_a_run_through_the_plain_versions_places_every_report_alike(monkeypatch)
     monkeypatch.setattr(Frequencies, "weigh", plain_weigh)
     monkeypatch.setattr(Frequencies, "idf", plain_idf)
     monkeypatch.setattr(Frequencies, "idfs", lambda freq, tokens: {t: plain_idf(freq, t) for t in tokens})
+    monkeypatch.setattr(Frequencies, "counts_and_idfs", lambda freq, tokens: (
+        [plain_count(freq, t) for t in tokens], [plain_idf(freq, t) for t in tokens]))
     monkeypatch.setattr(Vector, "cosine", plain_cosine)
     monkeypatch.setattr(Vector, "containment", plain_containment)
     monkeypatch.setattr(scoring.fuzz, "ratio", lambda a, b: pytest.fail("the plain run took a fast path"))
     monkeypatch.setattr(scoring, "title_score", plain_title_score)
     monkeypatch.setattr(Vector, "cosines", lambda v, others: pytest.fail("the plain run took a fast path"))
-    monkeypatch.setattr(grouper_module, "score_pairs",
-                        lambda a, others, settings: [scoring.score_pair(a, o, settings) for o in others])
+    monkeypatch.setattr(grouper_module, "pair_scores",
+                        lambda a, others, settings: [scoring.score_pair(a, o, settings)[0] for o in others])
     plain = StoryGrouper().add_many(reports)
     assert plain == fast
     assert sum(p.rule == "similar" for p in fast.values()) > 30
     assert sum(p.rule == "seed" for p in fast.values()) > 10
 
 
-def plain_title_score(a, b):
+def plain_title_score(a, b, evidence=None):
     set_ratio = fuzz.token_set_ratio(a.title, b.title) / 100
     sort_ratio = fuzz.token_sort_ratio(a.title, b.title) / 100
     rare = scoring.weighted_jaccard(a.title_weights, b.title_weights, a.title_mass, b.title_mass)
-    return 0.3 * set_ratio + 0.3 * sort_ratio + 0.4 * rare, {"title_set": set_ratio, "title_sort": sort_ratio,
-                                                             "title_rare": rare}
+    if evidence is not None:
+        evidence.update(title_set=set_ratio, title_sort=sort_ratio, title_rare=rare)
+    return 0.3 * set_ratio + 0.3 * sort_ratio + 0.4 * rare
 
 
 def test_counts_equal_counters_added_in_order():

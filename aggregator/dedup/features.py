@@ -269,12 +269,21 @@ class Frequencies:
         self._pending: list[np.ndarray] = []
         self._pending_ids = 0
         self._prior_share = prior_shares() if settings.prior_weight else {}
+        # Each token's idf as last computed, by id, with the window size and count it was computed for: an idf is
+        # a function of the token and those two, so where both are unchanged the stored double is the one
+        # computing it again would give (a batch's reports are weighed against the same counts; computing
+        # every token's idf again was a tenth of a first import's time).
+        self._idf_value = np.zeros(1024)
+        self._idf_n = np.full(1024, -1, dtype=np.int64)
+        self._idf_df = np.zeros(1024, dtype=np.int32)
 
     def _make_room(self) -> None:
         if len(self.df) < len(TOKENS):
-            grown = np.zeros(max(2 * len(self.df), len(TOKENS)), dtype=np.int32)
-            grown[: len(self.df)] = self.df
-            self.df = grown
+            size = max(2 * len(self.df), len(TOKENS))
+            self.df = _grown(self.df, size, 0)
+            self._idf_value = _grown(self._idf_value, size, 0.0)
+            self._idf_n = _grown(self._idf_n, size, -1)
+            self._idf_df = _grown(self._idf_df, size, 0)
 
     def _settle(self) -> None:
         """Make ``df`` cover every token and count the pending vocabularies: before any use of it."""
@@ -320,6 +329,13 @@ class Frequencies:
         self._settle()
         return self.df[ids].tolist()
 
+    def counts_and_idfs(self, tokens: list[str]) -> tuple[list[int], list[float]]:
+        """:meth:`count` and :meth:`idf` of each token, in one gather."""
+        ids = TOKENS.ids_of(tokens)
+        self._settle()
+        dfs = self.df[ids]
+        return dfs.tolist(), self.idfs_of_ids(ids, dfs).tolist()
+
     def idf(self, token: str) -> float:
         """Inverse document frequency, sharpened by ``idf_power``; the language's frequency counts as documents too."""
         return self._idf(token, self.count(token))
@@ -330,6 +346,20 @@ class Frequencies:
         expected = 0.0 if share is None else self.settings.prior_weight * n * share
         rarity = math.log((n + 1) / (count + 0.5 + expected)) + 1.0
         return max(rarity, 0.01) ** self.settings.idf_power
+
+    def idfs_of_ids(self, ids: np.ndarray, dfs: np.ndarray) -> np.ndarray:
+        """:meth:`idf` of each token id of ``ids``, whose counts are ``dfs`` (read from ``df``): computed only
+        for the ids whose idf was last computed for another window size or count."""
+        n = self.n
+        stale = np.flatnonzero((self._idf_n[ids] != n) | (self._idf_df[ids] != dfs))
+        if len(stale):
+            words, idf = TOKENS.words, self._idf
+            stale_ids = ids[stale]
+            self._idf_value[stale_ids] = [idf(words[token], count)
+                                          for token, count in zip(stale_ids.tolist(), dfs[stale].tolist())]
+            self._idf_n[stale_ids] = n
+            self._idf_df[stale_ids] = dfs[stale]
+        return self._idf_value[ids]
 
     def idfs(self, tokens: Iterable[str]) -> dict[str, float]:
         """:meth:`idf` of each token."""
@@ -367,17 +397,23 @@ class Frequencies:
         distinct = distinct_ids(np.concatenate([title_ids, *(part.ids for part in parts)])) if parts else title_ids
         self._settle()
         dfs = self.df[distinct]
-        words, idf = TOKENS.words, self._idf
-        idfs = [idf(words[token], count) for token, count in zip(distinct.tolist(), dfs.tolist())]
-        idf_of = dict(zip(distinct.tolist(), idfs))
-        doc.title_weights = {token: idf_of[i] for token, i in zip(doc.title_tokens, title_ids.tolist())}
+        idf_array = self.idfs_of_ids(distinct, dfs)
+        # A body's distinct ids are sorted, and hold the title's; without one, they are the title's, in its order.
+        title_idfs = idf_array[np.searchsorted(distinct, title_ids)] if parts else idf_array
+        doc.title_weights = dict(zip(doc.title_tokens, title_idfs.tolist()))
         doc.title_mass = sum(doc.title_weights.values())
         if doc.has_body:
-            idf_array = np.array(idfs, dtype=np.float64)
             doc.text = self.vector(parts[0], distinct, idf_array, dfs, settings.max_vector_terms)
             doc.lead = self.vector(parts[1], distinct, idf_array, dfs, settings.max_vector_terms)
             doc.names = self.vector(parts[2], distinct, idf_array, dfs, settings.max_names)
         doc.text_counts = doc.lead_counts = doc.name_counts = None
+
+
+def _grown(array: np.ndarray, size: int, fill: Any) -> np.ndarray:
+    """``array`` extended to ``size`` with ``fill``."""
+    grown = np.full(size, fill, dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
 
 
 def meaningful_guid(guid: str | None) -> str | None:

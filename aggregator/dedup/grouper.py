@@ -37,14 +37,14 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import chain, repeat
+from itertools import chain, islice, repeat
 from operator import add, sub
 from typing import Any
 
 import numpy as np
 
 from aggregator.dedup.features import Features, Frequencies, Report, TextReading, make_features, meaningful_guid
-from aggregator.dedup.scoring import score_pairs
+from aggregator.dedup.scoring import pair_scores, score_pair
 from aggregator.dedup.settings import DedupSettings
 from aggregator.dedup.vectors import TOKENS
 
@@ -470,23 +470,25 @@ class StoryGrouper:
         """Stories sharing the most rare-token weight with the report, most first."""
         settings = self.settings
         cap = max(20, settings.max_token_df * self._freq.n)
-        count, postings = self._freq.count, self._postings
+        postings = self._postings
         if self._unposted_tokens:
             for token in self._unposted_tokens.intersection(doc.key_tokens):
                 self._ensure_posted(token)
+        # Tokens of more than max_posting_stories stories have no list here (see _post).
+        posted = [(token, stories) for token in doc.key_tokens if (stories := postings.get(token))]
+        counts, idfs = self._freq.counts_and_idfs([token for token, _ in posted])
         lists = sorted(
-            (len(stories), token, stories)
-            for token in doc.key_tokens
-            # Tokens of more than max_posting_stories stories have no list here (see _post).
-            if (stories := postings.get(token)) and count(token) <= cap
+            (len(stories), token, stories, idf)
+            for (token, stories), count, idf in zip(posted, counts, idfs)
+            if count <= cap
         )
         weight: dict[int, float] = {}
         budget = settings.max_candidate_postings
-        for size, token, stories in lists:  # rarest first, until the budget is spent
+        for size, token, stories, idf in lists:  # rarest first, until the budget is spent
             budget -= size
             if budget < 0:
                 break
-            idf = doc.title_weights.get(token) or self._freq.idf(token)
+            idf = doc.title_weights.get(token) or idf
             # weight[story] += idf for the whole list in one C-level pass (a Python loop over these
             # postings was the engine's largest cost); a story occurs once in a list, so each read
             # comes before its own write.
@@ -505,45 +507,47 @@ class StoryGrouper:
                 assert self.complete is not None, "a member seeded deferred needs the grouper's complete"
                 self.complete(member)
 
-    def _story_link(self, doc: Features, story: _Story,
-                    first: tuple[float, dict[str, Any]]) -> tuple[float, dict[str, Any]]:
-        """Average link between the report and the story's sampled members (``first``: its score with the member
-        compared first, whole already)."""
-        settings = self.settings
-        if first[0] < settings.min_representative_link:
-            return first[0], {"representative_link": round(first[0], 3)}
-        # Sampled only now: most stories end at the first comparison.
-        sample = story.compared_members(settings.max_members_compared)
-        self._read_deferred(sample)
-        scored = [first, *score_pairs(doc, sample[1:], settings)]
-        average = sum(s for s, _ in scored) / len(scored)
-        best_index = max(range(len(scored)), key=lambda i: scored[i][0])
-        evidence: dict[str, Any] = {
-            "average_link": round(average, 3),
-            "compared": len(scored),
-            "best_member": sample[best_index].report.id,
-            "best": round(scored[best_index][0], 3),
-            **{name: round(value, 3) for name, value in scored[best_index][1].items()},
-        }
-        return average, evidence
-
     def _best_story(self, doc: Features) -> tuple[_Story, float, dict[str, Any], list[tuple[_Story, float]]] | None:
-        linked = []
+        settings = self.settings
         candidates = self._candidate_stories(doc)
         firsts = [story.first_compared for story in candidates]
         self._read_deferred(firsts)
         # Each candidate's first member at once (one gather a vector kind): most stories end there.
-        for story, first in zip(candidates, score_pairs(doc, firsts, self.settings)):
-            average, evidence = self._story_link(doc, story, first)
-            if story.admits(average, self.settings):
-                linked.append((average, story, evidence))
+        first_scores = pair_scores(doc, firsts, settings)
+        # The stories that do not end there are sampled now, and all their other sampled members scored at once.
+        samples = {story.id: story.compared_members(settings.max_members_compared)
+                   for story, first in zip(candidates, first_scores) if first >= settings.min_representative_link}
+        rest = [member for sample in samples.values() for member in sample[1:]]
+        self._read_deferred(rest)
+        rest_scores = iter(pair_scores(doc, rest, settings))
+        linked = []
+        for story, first in zip(candidates, first_scores):
+            sample = samples.get(story.id)
+            scores = [first, *islice(rest_scores, len(sample) - 1)] if sample else [first]
+            average = sum(scores) / len(scores)
+            if story.admits(average, settings):
+                linked.append((average, story, scores))
         linked.sort(key=lambda x: -x[0])
-        if not linked or linked[0][0] < self.settings.join_threshold:
+        if not linked or linked[0][0] < settings.join_threshold:
             return None
-        score, story, evidence = linked[0]
+        score, story, scores = linked[0]
         # Only stories the report would join as well are merge candidates: the report is the bridge.
-        related = [(s, sc) for sc, s, _ in linked[1:] if sc >= self.settings.join_threshold]
-        return story, score, evidence, related
+        related = [(s, sc) for sc, s, _ in linked[1:] if sc >= settings.join_threshold]
+        return story, score, self._link_evidence(doc, samples[story.id], scores, score), related
+
+    def _link_evidence(self, doc: Features, sample: list[Features], scores: list[float],
+                       average: float) -> dict[str, Any]:
+        """Why the report joined a story: its average link to the story's ``sample`` (``scores``, in its order), and
+        the measures of its best link (scored again with them: only the story joined keeps its evidence)."""
+        best_index = max(range(len(scores)), key=scores.__getitem__)
+        best = sample[best_index]
+        return {
+            "average_link": round(average, 3),
+            "compared": len(scores),
+            "best_member": best.report.id,
+            "best": round(scores[best_index], 3),
+            **{name: round(value, 3) for name, value in score_pair(doc, best, self.settings)[1].items()},
+        }
 
     def _merge_related(self, story: _Story, others: list[tuple[_Story, float]], bridge: Features) -> int:
         """Fold stories that the new report joined as well, when they match as wholes without it."""
@@ -583,5 +587,6 @@ class StoryGrouper:
         a_members, b_members = ([m for m in s.compared_members(limit + 1) if m is not leaving_out][:limit]
                                 for s in (a, b))
         self._read_deferred([*a_members, *b_members])
-        pairs = [score for x in a_members for score, _ in score_pairs(x, b_members, self.settings)]
+        pairs = [score for x in a_members for score in pair_scores(x, b_members, self.settings)]
         return sum(pairs) / len(pairs) if pairs else 0.0
+

@@ -51,69 +51,83 @@ def figures_clash(a: Features, b: Features) -> bool:
     return bool(a.title_numbers and b.title_numbers and not a.title_numbers & b.title_numbers)
 
 
-def title_score(a: Features, b: Features) -> tuple[float, dict[str, float]]:
-    """Headline agreement: rapidfuzz set and sort ratios and the overlap of rare title words."""
+def title_score(a: Features, b: Features, evidence: dict[str, Any] | None = None) -> float:
+    """Headline agreement: rapidfuzz set and sort ratios and the overlap of rare title words (put in ``evidence``)."""
     set_ratio = fuzz.token_set_ratio(a.title, b.title) / 100
     # token_sort_ratio is the ratio of the sorted words: sorted once a report, not once a pair.
     sort_ratio = fuzz.ratio(a.sorted_title, b.sorted_title) / 100
     rare = weighted_jaccard(a.title_weights, b.title_weights, a.title_mass, b.title_mass)
-    return 0.3 * set_ratio + 0.3 * sort_ratio + 0.4 * rare, {"title_set": set_ratio, "title_sort": sort_ratio,
-                                                             "title_rare": rare}
+    if evidence is not None:
+        evidence.update(title_set=set_ratio, title_sort=sort_ratio, title_rare=rare)
+    return 0.3 * set_ratio + 0.3 * sort_ratio + 0.4 * rare
 
 
-def content_score(a: Features, b: Features, settings: DedupSettings,
-                  cosines: tuple[float, float, float] | None = None) -> tuple[float, dict[str, float]]:
-    """Body agreement of two reports with bodies: their texts', names' and leads' cosines (given, or taken
-    here), weighted."""
+def content_score(a: Features, b: Features, settings: DedupSettings, cosines: tuple[float, float, float] | None = None,
+                  evidence: dict[str, Any] | None = None) -> float:
+    """Body agreement of two reports with bodies: their texts', names' and leads' cosines (given, or taken here),
+    weighted (the measures put in ``evidence``)."""
     text, names, lead = cosines or (a.text.cosine(b.text), a.names.cosine(b.names), a.lead.cosine(b.lead))
-    evidence = {"text": text, "names": names, "lead": lead}
+    if evidence is not None:
+        evidence.update(text=text, names=names, lead=lead)
     short, long = (a, b) if a.length <= b.length else (b, a)
     if short.length < settings.short_body_tokens and 2 * short.length <= long.length:
         # A summary or teaser: a cosine punishes it for all the long text it leaves out.
         contained = short.text.containment(long.text)
-        evidence["contained"] = contained
+        if evidence is not None:
+            evidence["contained"] = contained
         text = max(text, settings.summary_containment * contained)
-    score = settings.text_weight * text + settings.names_weight * names + settings.lead_weight * lead
-    return score, evidence
+    return settings.text_weight * text + settings.names_weight * names + settings.lead_weight * lead
 
 
 def score_pair(a: Features, b: Features, settings: DedupSettings,
                cosines: tuple[float, float, float] | None = None) -> tuple[float, dict[str, Any]]:
     """How likely two reports tell the same story, in [0, 1], with the measures behind it (``cosines``: their
-    texts', names' and leads', where :func:`score_pairs` took them already)."""
+    texts', names' and leads', where :func:`pair_scores` took them already)."""
+    evidence: dict[str, Any] = {}
+    return _pair_score(a, b, settings, cosines, evidence), evidence
+
+
+def pair_scores(a: Features, others: Sequence[Features], settings: DedupSettings) -> list[float]:
+    """:func:`score_pair`'s score of ``a`` with each of ``others``, without the evidence (a report is scored against
+    dozens of members, and only the best one's evidence is kept): the cosines of those with bodies are taken a
+    vector kind at a time (:meth:`Vector.cosines`). The same scores, in fewer numpy calls."""
+    if not a.has_body:
+        return [_pair_score(a, other, settings, None, None) for other in others]
+    bodied = [other for other in others if other.has_body]
+    cosines = zip(a.text.cosines([o.text for o in bodied]), a.names.cosines([o.names for o in bodied]),
+                  a.lead.cosines([o.lead for o in bodied]))  # in the order of ``bodied``
+    return [_pair_score(a, other, settings, next(cosines) if other.has_body else None, None) for other in others]
+
+
+def _pair_score(a: Features, b: Features, settings: DedupSettings, cosines: tuple[float, float, float] | None,
+                evidence: dict[str, Any] | None) -> float:
+    """The score of :func:`score_pair`; the measures behind it are put in ``evidence``, when given."""
     gap = abs(a.hour - b.hour) if a.hour is not None and b.hour is not None else 0.0
     if gap > settings.window_hours:
-        return 0.0, {"hours_apart": gap}
-    evidence: dict[str, Any] = {}
+        if evidence is not None:
+            evidence["hours_apart"] = gap
+        return 0.0
     factor = 1.0
     if gap > settings.full_credit_hours:
         factor = time_factor(gap, settings)
-        evidence["hours_apart"] = gap
+        if evidence is not None:
+            evidence["hours_apart"] = gap
     if figures_clash(a, b):
         factor *= settings.clash_factor
-        evidence["figures_clash"] = 1.0
+        if evidence is not None:
+            evidence["figures_clash"] = 1.0
     if not (a.dated and b.dated) and a.years and b.years and not a.years & b.years:
         # Without a publication time of its own (none, or the time it was fetched), the years a text names are
         # all that dates it.
         factor *= settings.years_clash_factor
-        evidence["years_clash"] = 1.0
+        if evidence is not None:
+            evidence["years_clash"] = 1.0
     if a.has_body and b.has_body:
-        score, measures = content_score(a, b, settings, cosines)
+        score = content_score(a, b, settings, cosines, evidence)
     elif not (a.generic_title or b.generic_title):
-        score, measures = title_score(a, b)
-        score *= settings.title_only_weight
+        score = title_score(a, b, evidence) * settings.title_only_weight
     else:
-        return 0.0, {**evidence, "generic_title": 1.0}
-    evidence.update(measures)
-    return factor * score, evidence
-
-
-def score_pairs(a: Features, others: Sequence[Features], settings: DedupSettings) -> list[tuple[float, dict[str, Any]]]:
-    """:func:`score_pair` of ``a`` with each of ``others``, the cosines of those with bodies taken a vector kind at a
-    time (:meth:`Vector.cosines`): the same scores and evidence, in fewer numpy calls."""
-    if not a.has_body:
-        return [score_pair(a, other, settings) for other in others]
-    bodied = [other for other in others if other.has_body]
-    cosines = zip(a.text.cosines([o.text for o in bodied]), a.names.cosines([o.names for o in bodied]),
-                  a.lead.cosines([o.lead for o in bodied]))  # in the order of ``bodied``
-    return [score_pair(a, other, settings, next(cosines) if other.has_body else None) for other in others]
+        if evidence is not None:
+            evidence["generic_title"] = 1.0
+        return 0.0
+    return factor * score

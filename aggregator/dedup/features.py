@@ -274,7 +274,7 @@ class Frequencies:
         # computing it again would give (a batch's reports are weighed against the same counts; computing
         # every token's idf again was a tenth of a first import's time).
         self._idf_value = np.zeros(1024)
-        self._idf_n = np.full(1024, -1, dtype=np.int64)
+        self._idf_n = np.full(1024, -1, dtype=np.int32)
         self._idf_df = np.zeros(1024, dtype=np.int32)
 
     def _make_room(self) -> None:

@@ -23,6 +23,7 @@ from rapidfuzz import fuzz
 
 from aggregator.dedup.features import Features
 from aggregator.dedup.settings import DedupSettings
+from aggregator.dedup.vectors import paired_cosines
 
 
 def time_factor(hours_apart: float, settings: DedupSettings) -> float:
@@ -62,7 +63,7 @@ def title_score(a: Features, b: Features, evidence: dict[str, Any] | None = None
     return 0.3 * set_ratio + 0.3 * sort_ratio + 0.4 * rare
 
 
-def content_score(a: Features, b: Features, settings: DedupSettings, cosines: tuple[float, float, float] | None = None,
+def content_score(a: Features, b: Features, settings: DedupSettings, cosines: Sequence[float] | None = None,
                   evidence: dict[str, Any] | None = None) -> float:
     """Body agreement of two reports with bodies: their texts', names' and leads' cosines (given, or taken here),
     weighted (the measures put in ``evidence``)."""
@@ -80,7 +81,7 @@ def content_score(a: Features, b: Features, settings: DedupSettings, cosines: tu
 
 
 def score_pair(a: Features, b: Features, settings: DedupSettings,
-               cosines: tuple[float, float, float] | None = None) -> tuple[float, dict[str, Any]]:
+               cosines: Sequence[float] | None = None) -> tuple[float, dict[str, Any]]:
     """How likely two reports tell the same story, in [0, 1], with the measures behind it (``cosines``: their
     texts', names' and leads', where :func:`pair_scores` took them already)."""
     evidence: dict[str, Any] = {}
@@ -89,17 +90,16 @@ def score_pair(a: Features, b: Features, settings: DedupSettings,
 
 def pair_scores(a: Features, others: Sequence[Features], settings: DedupSettings) -> list[float]:
     """:func:`score_pair`'s score of ``a`` with each of ``others``, without the evidence (a report is scored against
-    dozens of members, and only the best one's evidence is kept): the cosines of those with bodies are taken a
-    vector kind at a time (:meth:`Vector.cosines`). The same scores, in fewer numpy calls."""
+    dozens of members, and only the best one's evidence is kept): the cosines of those with bodies are taken at
+    once (:func:`paired_cosines`). The same scores, in fewer numpy calls."""
     if not a.has_body:
         return [_pair_score(a, other, settings, None, None) for other in others]
-    bodied = [other for other in others if other.has_body]
-    cosines = zip(a.text.cosines([o.text for o in bodied]), a.names.cosines([o.names for o in bodied]),
-                  a.lead.cosines([o.lead for o in bodied]))  # in the order of ``bodied``
+    cosines = iter(paired_cosines((a.text, a.names, a.lead),
+                                  [(o.text, o.names, o.lead) for o in others if o.has_body]))  # in their order
     return [_pair_score(a, other, settings, next(cosines) if other.has_body else None, None) for other in others]
 
 
-def _pair_score(a: Features, b: Features, settings: DedupSettings, cosines: tuple[float, float, float] | None,
+def _pair_score(a: Features, b: Features, settings: DedupSettings, cosines: Sequence[float] | None,
                 evidence: dict[str, Any] | None) -> float:
     """The score of :func:`score_pair`; the measures behind it are put in ``evidence``, when given."""
     gap = abs(a.hour - b.hour) if a.hour is not None and b.hour is not None else 0.0

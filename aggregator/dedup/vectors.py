@@ -112,23 +112,6 @@ class Vector:
         # rounded sum (and most terms are not shared).
         return math.fsum(products[products != 0.0].tolist()) / (self.norm * other.norm)
 
-    def cosines(self, others: Sequence[Vector]) -> list[float]:
-        """:meth:`cosine` with each of ``others``, in one gather: the same products, summed by ``fsum`` each, so the
-        same values (a report is compared with a dozen members of each candidate story)."""
-        if not self.norm or not others:
-            return [0.0] * len(others)
-        products = _scattered(self)[np.concatenate([other.ids for other in others])]
-        products *= np.concatenate([other.weights for other in others])
-        shared = (products != 0.0).nonzero()[0]  # a mask's nonzero: 4x faster than the floats'
-        # Where each other's products end among the shared ones.
-        ends = shared.searchsorted(list(accumulate(len(other.ids) for other in others))).tolist()
-        values = products[shared].tolist()
-        found, at, fsum, norm = [], 0, math.fsum, self.norm
-        for other, end in zip(others, ends):
-            found.append(fsum(values[at:end]) / (norm * other.norm) if other.norm else 0.0)
-            at = end
-        return found
-
     def containment(self, other: Vector) -> float:
         """Share of this vector's weight on terms the other carries too."""
         if not self.mass or not len(other.ids):
@@ -191,6 +174,38 @@ def distinct_ids(ids: np.ndarray) -> np.ndarray:
     keep[0] = True
     np.not_equal(ids[1:], ids[:-1], out=keep[1:])
     return ids[keep]
+
+
+def paired_cosines(mine: Sequence[Vector], theirs: Sequence[Sequence[Vector]]) -> list[list[float]]:
+    """For each of ``theirs`` (vectors of the kinds of ``mine``, in its order: a report's text, names and lead), the
+    :meth:`Vector.cosine` of each of ``mine`` with its counterpart: the same products in one gather a kind, one
+    multiply and one mask for them all, each sum still an ``fsum`` of them (a report is compared with a dozen members
+    of each candidate story, and three calls a comparison were mostly numpy's fixed costs)."""
+    found = [[0.0] * len(mine) for _ in theirs]
+    kinds = [kind for kind, vector in enumerate(mine) if vector.norm]  # a cosine with an empty vector is 0.0
+    if not theirs or not kinds:
+        return found
+    gathered, weights, lengths = [], [], []
+    for kind in kinds:
+        others = [other[kind] for other in theirs]
+        gathered.append(_scattered(mine[kind])[np.concatenate([other.ids for other in others])])
+        weights.extend(other.weights for other in others)
+        lengths.extend(len(other.ids) for other in others)
+    products = np.concatenate(gathered)
+    products *= np.concatenate(weights)
+    shared = (products != 0.0).nonzero()[0]  # a mask's nonzero: 4x faster than the floats'
+    # Where each pair's products end among the shared ones, kind after kind.
+    ends = iter(shared.searchsorted(list(accumulate(lengths))).tolist())
+    values = products[shared].tolist()
+    at, fsum = 0, math.fsum
+    for kind in kinds:
+        norm = mine[kind].norm
+        for row, other in zip(found, theirs):
+            end = next(ends)
+            other_norm = other[kind].norm
+            row[kind] = fsum(values[at:end]) / (norm * other_norm) if other_norm else 0.0
+            at = end
+    return found
 
 
 class _Scatters(threading.local):

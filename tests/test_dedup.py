@@ -417,6 +417,18 @@ def test_a_story_admits_a_report_about_as_close_to_it_as_its_members_were():
     assert (tight.links, tight.weakest_link) == (5, 0.30) and tight.admits(0.25, settings)
 
 
+def test_a_story_not_sampled_past_its_first_member_is_joined_on_that_link_alone():
+    """With ``min_representative_link`` set above the join threshold, a report joins a story on its score with the
+    story's first member, and its evidence says so."""
+    start = datetime(2024, 5, 3, 9, tzinfo=UTC)
+    reports = [Report(id=i, title="Harbour authority reopens the north bridge after repairs", source=f"Outlet {i}",
+                      published=start + timedelta(hours=n)) for n, i in enumerate("ab")]
+    placed = StoryGrouper(DedupSettings(min_representative_link=0.99)).add_many(reports)
+    assert placed["b"].story_id == placed["a"].story_id and placed["b"].rule == "similar"
+    assert list(placed["b"].evidence) == ["representative_link"]
+    assert placed["b"].evidence["representative_link"] == placed["b"].score > 0.24
+
+
 def test_cohesion_keeps_a_tight_story_from_taking_in_a_report_that_links_well_below_its_members(monkeypatch):
     """Three reports that link strongly, then one of the same subject that links weakly: a story of its own."""
     links = {frozenset({"a", "b"}): 0.6, frozenset({"a", "c"}): 0.55, frozenset({"b", "c"}): 0.6}

@@ -533,12 +533,15 @@ class StoryGrouper:
         score, story, scores = linked[0]
         # Only stories the report would join as well are merge candidates: the report is the bridge.
         related = [(s, sc) for sc, s, _ in linked[1:] if sc >= settings.join_threshold]
-        return story, score, self._link_evidence(doc, samples[story.id], scores, score), related
+        return story, score, self._link_evidence(doc, samples.get(story.id), scores, score), related
 
-    def _link_evidence(self, doc: Features, sample: list[Features], scores: list[float],
+    def _link_evidence(self, doc: Features, sample: list[Features] | None, scores: list[float],
                        average: float) -> dict[str, Any]:
         """Why the report joined a story: its average link to the story's ``sample`` (``scores``, in its order), and
-        the measures of its best link (scored again with them: only the story joined keeps its evidence)."""
+        the measures of its best link (scored again with them: only the story joined keeps its evidence); or, for a
+        story not sampled (its first member scored below ``min_representative_link``), that one score."""
+        if sample is None:
+            return {"representative_link": round(scores[0], 3)}
         best_index = max(range(len(scores)), key=scores.__getitem__)
         best = sample[best_index]
         return {
@@ -589,4 +592,3 @@ class StoryGrouper:
         self._read_deferred([*a_members, *b_members])
         pairs = [score for x in a_members for score in pair_scores(x, b_members, self.settings)]
         return sum(pairs) / len(pairs) if pairs else 0.0
-

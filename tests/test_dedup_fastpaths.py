@@ -137,7 +137,7 @@ def test_idfs_and_vectors_equal_the_plain_formulas_exactly(limits):
     assert [idfs[t] for t in tokens] == [plain_idf(freq, t) for t in tokens]
     assert all(freq.idf(t) == plain_idf(freq, t) for t in tokens[:50])
     assert freq.counts(tokens) == [plain_count(freq, t) for t in tokens]
-    assert freq.counts_and_idfs(tokens) == ([plain_count(freq, t) for t in tokens], [plain_idf(freq, t) for t in tokens])
+    assert freq.idfs_of(tokens) == [plain_idf(freq, t) for t in tokens]
     cut = 0
     for fast_doc, plain_doc in zip(fast, plain):
         assert fast_doc.title_weights == plain_doc.title_weights and fast_doc.title_mass == plain_doc.title_mass
@@ -212,8 +212,7 @@ def test_a_run_through_the_plain_versions_places_every_report_alike(monkeypatch)
     monkeypatch.setattr(Frequencies, "weigh", plain_weigh)
     monkeypatch.setattr(Frequencies, "idf", plain_idf)
     monkeypatch.setattr(Frequencies, "idfs", lambda freq, tokens: {t: plain_idf(freq, t) for t in tokens})
-    monkeypatch.setattr(Frequencies, "counts_and_idfs", lambda freq, tokens: (
-        [plain_count(freq, t) for t in tokens], [plain_idf(freq, t) for t in tokens]))
+    monkeypatch.setattr(Frequencies, "idfs_of", lambda freq, tokens: [plain_idf(freq, t) for t in tokens])
     monkeypatch.setattr(Vector, "cosine", plain_cosine)
     monkeypatch.setattr(Vector, "containment", plain_containment)
     monkeypatch.setattr(scoring.fuzz, "ratio", lambda a, b: pytest.fail("the plain run took a fast path"))

@@ -329,12 +329,11 @@ class Frequencies:
         self._settle()
         return self.df[ids].tolist()
 
-    def counts_and_idfs(self, tokens: list[str]) -> tuple[list[int], list[float]]:
-        """:meth:`count` and :meth:`idf` of each token, in one gather."""
+    def idfs_of(self, tokens: list[str]) -> list[float]:
+        """:meth:`idf` of each token, in one gather."""
         ids = TOKENS.ids_of(tokens)
         self._settle()
-        dfs = self.df[ids]
-        return dfs.tolist(), self.idfs_of_ids(ids, dfs).tolist()
+        return self.idfs_of_ids(ids, self.df[ids]).tolist()
 
     def idf(self, token: str) -> float:
         """Inverse document frequency, sharpened by ``idf_power``; the language's frequency counts as documents too."""

@@ -476,19 +476,24 @@ class StoryGrouper:
                 self._ensure_posted(token)
         # Tokens of more than max_posting_stories stories have no list here (see _post).
         posted = [(token, stories) for token in doc.key_tokens if (stories := postings.get(token))]
-        counts, idfs = self._freq.counts_and_idfs([token for token, _ in posted])
         lists = sorted(
-            (len(stories), token, stories, idf)
-            for (token, stories), count, idf in zip(posted, counts, idfs)
+            (len(stories), token, stories)
+            for (token, stories), count in zip(posted, self._freq.counts([token for token, _ in posted]))
             if count <= cap
         )
-        weight: dict[int, float] = {}
+        read: list[tuple[str, dict[int, int]]] = []
         budget = settings.max_candidate_postings
-        for size, token, stories, idf in lists:  # rarest first, until the budget is spent
+        for size, token, stories in lists:  # rarest first, until the budget is spent
             budget -= size
             if budget < 0:
                 break
-            idf = doc.title_weights.get(token) or idf
+            read.append((token, stories))
+        # The idfs of the tokens read that the title does not weigh already, in one step.
+        untitled = [token for token, _ in read if token not in doc.title_weights]
+        idf_of = dict(zip(untitled, self._freq.idfs_of(untitled)))
+        weight: dict[int, float] = {}
+        for token, stories in read:
+            idf = doc.title_weights.get(token) or idf_of[token]
             # weight[story] += idf for the whole list in one C-level pass (a Python loop over these
             # postings was the engine's largest cost); a story occurs once in a list, so each read
             # comes before its own write.

@@ -417,6 +417,16 @@ def test_a_story_admits_a_report_about_as_close_to_it_as_its_members_were():
     assert (tight.links, tight.weakest_link) == (5, 0.30) and tight.admits(0.25, settings)
 
 
+def test_title_words_weighed_zero_find_candidates_by_their_idf():
+    """A title word's weight can round to 0.0 (extreme ``idf_power``): candidate search then weighs it by its idf,
+    as for a word outside the title, and does not fail."""
+    start = datetime(2024, 5, 3, 9, tzinfo=UTC)
+    reports = [Report(id=str(i), title=f"People said government would make report {i} year",
+                      published=start + timedelta(hours=i)) for i in range(12)]
+    placed = StoryGrouper(DedupSettings(idf_power=200, prior_weight=20)).add_many(reports)
+    assert len(placed) == 12
+
+
 def test_a_story_not_sampled_past_its_first_member_is_joined_on_that_link_alone():
     """With ``min_representative_link`` set above the join threshold, a report joins a story on its score with the
     story's first member, and its evidence says so."""

@@ -155,6 +155,19 @@ def test_new_entries_are_indexed_by_the_refresh_not_on_insert():
     integrity_ok(store)
 
 
+def test_a_refresh_limited_to_some_ids_indexes_those_and_the_next_refresh_the_rest():
+    store = Store.memory()
+    feed_id = store.sync_feeds([SimpleNamespace(url="http://x.test/feed", title="X", tags=[])])["http://x.test/feed"]["id"]
+    for n in range(5):
+        save(store, feed_id, (f"g{n}", f"Glacier report {n}", "Scientists measured the glacier."))
+    assert store.refresh_search_index(most_ids=2) == 2
+    assert store.entries_not_indexed() == 3 and len(hits_for(store, "glacier")) == 2
+    assert store.refresh_search_index(most_ids=2) == 2
+    assert store.refresh_search_index(most_ids=2) == 1
+    assert store.entries_not_indexed() == 0 and len(hits_for(store, "glacier")) == 5
+    integrity_ok(store)
+
+
 def test_changes_to_indexed_entries_are_kept_in_step():
     store = Store.memory()
     feed_id = store.sync_feeds([SimpleNamespace(url="http://x.test/feed", title="X", tags=[])])["http://x.test/feed"]["id"]

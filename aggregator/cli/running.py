@@ -191,6 +191,8 @@ def group(ctx: Context, wait: bool, lock_fd: int | None) -> None:
         fail(terminal_safe(exc), EXIT_LOCKED)
     except LockUnavailable as exc:
         fail(terminal_safe(exc))
+    except StoreError as exc:  # the search index's own connection could not open the database
+        fail(str(exc))
     except sqlite3.Error as exc:
         fail(describe_sqlite_error(exc, ctx.db_path))
     if ctx.verbose or lock_fd is not None or (not ctx.quiet and sys.stderr.isatty()):

@@ -489,7 +489,7 @@ class StoryGrouper:
                 break
             read.append((token, stories))
         # The idfs of the tokens read that the title does not weigh already, in one step.
-        untitled = [token for token, _ in read if token not in doc.title_weights]
+        untitled = [token for token, _ in read if not doc.title_weights.get(token)]
         idf_of = dict(zip(untitled, self._freq.idfs_of(untitled)))
         weight: dict[int, float] = {}
         for token, stories in read:

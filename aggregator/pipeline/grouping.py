@@ -359,10 +359,18 @@ def _indexing_meanwhile(store: Store) -> futures.Future | None:
         executor.shutdown(wait=False)  # its thread ends with the task
 
 
+INDEX_IDS_A_TRANSACTION = 10_000
+"""Entries the search index takes a transaction while ``agg group`` places reports (about half a second each):
+the grouping's writes wait for no more than that."""
+
+
 def _refresh_search_index(path: os.PathLike) -> int:
     store = Store.open(path)
     try:
-        return store.refresh_search_index()
+        indexed = 0
+        while store.entries_not_indexed():
+            indexed += store.refresh_search_index(most_ids=INDEX_IDS_A_TRANSACTION)
+        return indexed
     finally:
         store.close()
 

@@ -620,11 +620,13 @@ class Store:
 
     # -- full-text search index --------------------------------------------
 
-    def refresh_search_index(self, *, rebuild: bool = False) -> int:
+    def refresh_search_index(self, *, rebuild: bool = False, most_ids: int | None = None) -> int:
         """Index the entries added since the last refresh (all of them with ``rebuild``); returns how many.
 
         Called once at the end of each run, so indexing stays off the insert
-        path; see migration 3 for how indexed entries are kept in step.
+        path; see migration 3 for how indexed entries are kept in step. With
+        ``most_ids``, only the entries of the next that many ids past the last
+        refresh are indexed, so that the write transaction stays short.
         """
         with self.transaction() as conn:
             newest = conn.execute("SELECT COALESCE(max(id), 0) FROM entries").fetchone()[0]
@@ -633,6 +635,8 @@ class Store:
                 indexed = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
             else:
                 watermark = conn.execute("SELECT indexed_through FROM search_index_state").fetchone()[0]
+                if most_ids is not None:
+                    newest = min(newest, watermark + most_ids)
                 indexed = conn.execute(
                     "INSERT INTO entries_fts (rowid, title, text) "
                     "SELECT id, title, text FROM entries WHERE id > ? AND id <= ?", (watermark, newest)).rowcount

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import sys
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
@@ -330,16 +329,13 @@ class Frequencies:
         return self.df[ids].tolist()
 
     def idfs_of(self, tokens: list[str]) -> list[float]:
-        """:meth:`idf` of each token, in one gather."""
+        """The idf of each token (:meth:`_idf`), in one gather."""
         ids = TOKENS.ids_of(tokens)
         self._settle()
         return self.idfs_of_ids(ids, self.df[ids]).tolist()
 
-    def idf(self, token: str) -> float:
-        """Inverse document frequency, sharpened by ``idf_power``; the language's frequency counts as documents too."""
-        return self._idf(token, self.count(token))
-
     def _idf(self, token: str, count: int) -> float:
+        """Inverse document frequency, sharpened by ``idf_power``; the language's frequency counts as documents too."""
         n = self.n
         share = self._prior_share.get(token)
         expected = 0.0 if share is None else self.settings.prior_weight * n * share
@@ -347,7 +343,7 @@ class Frequencies:
         return max(rarity, 0.01) ** self.settings.idf_power
 
     def idfs_of_ids(self, ids: np.ndarray, dfs: np.ndarray) -> np.ndarray:
-        """:meth:`idf` of each token id of ``ids``, whose counts are ``dfs`` (read from ``df``): computed only
+        """The idf of each token id of ``ids``, whose counts are ``dfs`` (read from ``df``): computed only
         for the ids whose idf was last computed for another window size or count."""
         n = self.n
         stale = np.flatnonzero((self._idf_n[ids] != n) | (self._idf_df[ids] != dfs))
@@ -359,12 +355,6 @@ class Frequencies:
             self._idf_n[stale_ids] = n
             self._idf_df[stale_ids] = dfs[stale]
         return self._idf_value[ids]
-
-    def idfs(self, tokens: Iterable[str]) -> dict[str, float]:
-        """:meth:`idf` of each token."""
-        tokens = list(tokens)
-        idf = self._idf
-        return {token: idf(token, count) for token, count in zip(tokens, self.counts(tokens))}
 
     def vector(self, counts: Counts, distinct: np.ndarray, idfs: np.ndarray, dfs: np.ndarray, limit: int) -> Vector:
         """Sublinear TF-IDF of the counts (``idfs`` and ``dfs`` hold the idfs and document counts of the token ids

@@ -24,7 +24,7 @@ from aggregator.pipeline import GroupingWorker, run
 from aggregator.store import Store
 from tests.conftest import rss_document
 from tests.server import Reply
-from tests.test_dedup import T0, _feeds, _insert_entries, fixture_reports
+from tests.test_dedup import T0, _feeds, _insert_entries, fixture_reports, headline
 from tests.test_pipeline import items, query, write_config
 
 FIRST = ("hf1", "hf2", "hf3", "no1", "no2", "no3")
@@ -114,6 +114,43 @@ def test_a_session_keeps_its_stories_between_batches_and_their_ids(store):
     assert story_of["Halvard Systems ousts CEO Dana Pryce"] == fired
     assert story_of["Halvard shares slide 9% after CEO Pryce dismissed"] == fired
     assert db.execute("SELECT n_reports FROM stories WHERE id = ?", [fired]).fetchone()[0] == 4
+
+
+def test_a_batch_is_written_a_chunk_at_a_time_as_it_is_placed_and_merges_fold_what_is_written(tmp_path):
+    """What a batch holds until it is written stays one chunk's: each chunk is written once placed, before the
+    next report is placed; a merge of a story an earlier chunk wrote folds its rows, and the stories are those
+    of a batch written at its end."""
+    # Headlines only: A~C 0.36 keeps them apart (join 0.38), then B joins A and shows the two are one (merge 0.32).
+    settings = DedupSettings(join_threshold=0.38, merge_threshold=0.32)
+    reports = [headline("a", "Harbor Line ferry strike halts crossings to Vantor Island"),
+               headline("c", "Vantor Island cut off as crews walk out at Harbor Line", 1),
+               headline("b", "Harbor Line ferry crews strike, halting Vantor Island crossings", 2),
+               headline("x", "Kestrel recalls 300,000 chargers over shock risk", 2)]
+    results = {}
+    for chunk in (1, 10_000):
+        store = Store.open(tmp_path / f"chunk{chunk}.db")
+        db = store.db
+        _insert_entries(db, reports, _feeds(db, reports))
+        placed_when_written: list[int] = []
+        session = GroupingSession(db, settings, chunk=chunk,
+                                  keep_writing=lambda: placed_when_written.append(len(session.grouper.story_of)) or True)
+        assert session.place_ready().placed == len(reports)
+        counts = db.execute(
+            "SELECT s.n_reports, (SELECT count(*) FROM story_members m WHERE m.story_id = s.id), "
+            "(SELECT count(*) FROM entries e WHERE e.story_id = s.id) FROM stories s WHERE s.merged_into IS NULL"
+        ).fetchall()
+        assert all(n_reports == members == entries for n_reports, members, entries in counts)
+        results[chunk] = (stories_by_title(db), placed_when_written, dict(db.execute(
+            "SELECT e.title, m.rule FROM story_members m JOIN entries e ON e.id = m.entry_id")),
+            db.execute("SELECT count(*) FROM stories WHERE merged_into IS NOT NULL").fetchone()[0])
+        store.close()
+    one_by_one, at_the_end = results[1], results[10_000]
+    assert one_by_one[0] == at_the_end[0] and len(at_the_end[0]) == 2
+    assert one_by_one[1] == [1, 2, 3, 4]  # each report written before the next is placed
+    assert at_the_end[1] == [4]
+    # C's story had been written when B merged it: its row points at A's, and C's membership is the merge's.
+    assert one_by_one[2][reports[1].title] == "merge" and one_by_one[3] == 1
+    assert at_the_end[2][reports[1].title] == "seed" and at_the_end[3] == 0
 
 
 def test_a_session_told_to_stop_writing_leaves_the_entries_for_the_next_run(store):

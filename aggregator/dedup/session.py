@@ -91,7 +91,8 @@ class GroupingSession:
 
     Each :meth:`place_ready` reads the entries whose extraction is done,
     outside any write lock so that the run's other writers go on, places
-    them, and writes the placements in transactions of ``chunk`` entries.
+    them, and writes the placements in transactions of ``chunk`` entries, each
+    as soon as it is placed (a merge of a story already written folds its rows).
     Each transaction leaves every story it touches consistent, so a kill
     between two loses nothing that the next run does not redo. Between calls
     the grouper keeps the stories it has placed, so a run that groups while
@@ -164,9 +165,10 @@ class GroupingSession:
         With fewer than ``at_least`` such entries, nothing is placed yet: a
         report's word weights are frozen when it is placed, and weights from
         a handful of reports say little about which words are rare. With
-        ``at_most``, only the oldest that many (by publication) are placed, so that what a
-        batch holds until it is written (its reports, placements and
-        evidence) stays small however many entries wait. ``readings`` holds
+        ``at_most``, only the oldest that many (by publication) are placed, so that a
+        batch's reports and features held meanwhile stay few however many
+        entries wait (its placements are written a chunk at a time as they
+        are made). ``readings`` holds
         texts read already by another process (:func:`~aggregator.dedup.readahead.read_waiting`),
         each used only for a row as it was read.
         """
@@ -212,35 +214,45 @@ class GroupingSession:
         if times:
             done.loaded = self._seed_window(to_db_time(min(times) - window), to_db_time(max(times) + window))
             self.summary.loaded += done.loaded
-        # Placements as rows, evidence already serialised: a few hundred bytes per entry however long its text.
-        placed, snapshots = [], []
+        # Placements as rows, evidence already serialised, written a chunk at a time as they are made: what a batch
+        # holds until it is written (rows and the placed reports' features) stays one chunk's, however large the batch.
+        placed: list[tuple] = []
+        snapshots: list[tuple] = []
+        self._unwritten = True  # until every placement is written: a failed or refused write ends the session
         for report, placement in self.grouper.place_many(new_reports):
             placed.append((report.id, placement.story_id, placement.rule, placement.score,
                            json.dumps(placement.evidence, default=str)))
             if self.stored_features:
                 snapshots.append(snapshot(self.grouper.last_placed))
-        del new_reports
-        merges = self.grouper.merges[self._merges_written:]
-        self._merges_written = len(self.grouper.merges)
-        self._unwritten = True  # until every chunk is written: a failed or refused write ends the session
-        for start in range(0, len(placed), self.chunk):
-            chunk = placed[start:start + self.chunk]
-            with write_transaction(self.db.conn):
-                # Asked again under the write lock: a run that died meanwhile has released its run lock.
-                if not self.keep_writing():
+            if len(placed) == self.chunk:
+                if not self._write_chunk(placed, snapshots, done):
                     break
-                # The merges go with the first chunk: later chunks already point at the stories kept.
-                self._write(chunk, merges if start == 0 else [], snapshots[start:start + self.chunk])
-            new_stories = sum(rule == "seed" for _, _, rule, _, _ in chunk)
-            written = GroupingSummary(len(chunk), new_stories, len(chunk) - new_stories, len(merges) if start == 0 else 0)
-            done.add(written)
-            self.summary.add(written)
-            if self.on_written is not None:
-                self.on_written(self.summary)
+                placed, snapshots = [], []
         else:
-            self._unwritten = False
+            if not placed or self._write_chunk(placed, snapshots, done):
+                self._unwritten = False
+        del new_reports
         self._memberships = self._membership_mark()
         return done
+
+    def _write_chunk(self, placed: list[tuple], snapshots: list[tuple], done: GroupingSummary) -> bool:
+        """Write these placements, with the merges made since the last write, in one transaction; False if the
+        session must not write any more (see ``keep_writing``)."""
+        merges = self.grouper.merges[self._merges_written:]
+        with write_transaction(self.db.conn):
+            # Asked again under the write lock: a run that died meanwhile has released its run lock.
+            if not self.keep_writing():
+                return False
+            # Placements already written point at a story a merge folds: the merge moves them (_fold_story).
+            self._write(placed, merges, snapshots)
+        self._merges_written += len(merges)
+        new_stories = sum(rule == "seed" for _, _, rule, _, _ in placed)
+        written = GroupingSummary(len(placed), new_stories, len(placed) - new_stories, len(merges))
+        done.add(written)
+        self.summary.add(written)
+        if self.on_written is not None:
+            self.on_written(self.summary)
+        return True
 
     def close(self) -> None:
         """Stop the read-ahead worker, if one was started; the session can go on placing without it."""

@@ -8,7 +8,16 @@ and B-cubed) and the seconds ``agg eval-dedup`` took on it:
 * ``uci``: $AGG_SHARED_DATA/headlines, 6,366 real headlines (titles only);
 * ``own`` and ``own-extra``: tests/fixtures/dedup*, written by us beside the rules;
 * ``demo``: the bundled samples through the real pipeline (served on 127.0.0.1,
-  fetched, extracted, grouped into a database), against data/samples/stories.jsonl.
+  fetched, extracted, grouped into a database), against data/samples/stories.jsonl;
+* ``allsides-chrome`` and ``ecbplus-chrome``: the development sets with each
+  report wrapped in page chrome made here (a menu, a byline, a list of three
+  related headlines taken from other stories of the file, a newsletter line, a
+  copyright line); ``ecbplus-chrome-topic`` takes two of the related headlines
+  from the other event of the report's topic, as a site's "more on this" does;
+* ``allsides-pages`` and ``ecbplus-pages``: each report wrapped in the real chrome
+  of one of the pages in $AGG_SHARED_DATA/extraction-dev (the lines of the page
+  before and after its article, as Readability's expected text marks it).
+  Built afresh in a temporary folder at every run, never stored.
 
 Each code version runs in a fresh process of its own: this tree, and with
 ``--before REV`` a git worktree of REV beside it, so the two columns come from
@@ -41,6 +50,7 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 SETS = ("allsides", "ecbplus", "uci", "own", "own-extra", "demo")
+CHROME_SETS = ("allsides-chrome", "ecbplus-chrome", "ecbplus-chrome-topic", "allsides-pages", "ecbplus-pages")
 METRICS = ("bcubed_precision", "bcubed_recall", "bcubed_f1", "pairwise_precision", "pairwise_recall", "pairwise_f1")
 
 # Each signal removed in turn: settings overrides, or "lead_of" for the lead found past page chrome.
@@ -50,6 +60,7 @@ ABLATIONS: dict[str, dict] = {
     "names cosine": {"drop": "names_weight"},
     "title+lead cosine": {"drop": "lead_weight"},
     "lead past page chrome": {"plain_lead": True},
+    "page chrome dropped (runs of lines that are not prose)": {"keep_chrome": True},
     "language word frequencies (wordfreq)": {"prior_weight": 0.0},
     "sharpened idf (power 1.5 -> 1)": {"idf_power": 1.0},
     "unique words weigh less": {"unique_word_weight": 1.0},
@@ -72,6 +83,9 @@ overrides = dict(spec.get("overrides", {}))
 if overrides.pop("plain_lead", False):
     import aggregator.dedup.features as features
     features.lead_of = lambda body: body
+if overrides.pop("keep_chrome", False):
+    import aggregator.dedup.features as features
+    features.without_chrome = lambda body: body
 drop = overrides.pop("drop", None)
 settings = DedupSettings()
 if drop:
@@ -113,7 +127,7 @@ if name == "demo":
             store.close()
         print(json.dumps(scores))
 else:
-    path, fmt = paths[name]
+    path, fmt = (Path(spec["path"]), "jsonl") if spec.get("path") else paths[name]
     if not path.is_file():
         print(json.dumps({"absent": str(path)}))
     else:
@@ -132,13 +146,96 @@ else:
 """
 
 
-def measure(tree: Path, set_name: str, overrides: dict | None = None, orders: list[list[int]] | None = None) -> dict:
+# --- the development sets wrapped in page chrome -----------------------------------------------------------------
+
+MENU = ("Skip to content", "Menu", "Home", "News", "Politics", "World", "Business", "Opinion", "Sport", "Video")
+BLOCK_TAGS = ("p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "br", "tr", "td", "section",
+              "article", "header", "footer", "nav", "aside", "figcaption", "figure", "blockquote", "a", "time")
+
+
+def page_lines(markup: str) -> list[str]:
+    """The lines a reader sees on a page: one per block element, whitespace folded, empty ones left out."""
+    from lxml import html as lxml_html
+
+    root = lxml_html.fromstring(markup)
+    for hidden in root.xpath("//script|//style|//noscript|//template"):
+        hidden.drop_tree()
+    for element in root.iter(*BLOCK_TAGS):
+        element.text = "\n" + (element.text or "")
+        element.tail = "\n" + (element.tail or "")
+    return [" ".join(line.split()) for line in root.text_content().splitlines() if line.strip()]
+
+
+def real_page_chrome(pages: Path) -> list[tuple[list[str], list[str]]]:
+    """Per page of extraction-dev: its lines before its article and after it (at most 15 and 25), the article being
+    the lines of Readability's expected text."""
+    chrome = []
+    for folder in sorted(p for p in pages.iterdir() if p.is_dir()):
+        try:
+            lines = page_lines((folder / "source.html").read_text(encoding="utf-8", errors="replace"))
+            article = set(page_lines((folder / "expected.html").read_text(encoding="utf-8", errors="replace")))
+        except (OSError, ValueError):
+            continue
+        at = [n for n, line in enumerate(lines) if line in article]
+        if len(at) < 3:
+            continue
+        before = [line for line in lines[:at[0]] if line not in article][-15:]
+        after = [line for line in lines[at[-1] + 1:] if line not in article][:25]
+        if before or after:
+            chrome.append((before, after))
+    return chrome
+
+
+def chrome_sets(folder: Path) -> dict[str, Path]:
+    """Write the chromed development sets (see the module's docstring) into ``folder``; their paths by name."""
+    import random
+
+    dev = shared_dir() / "stories-dev"
+    pages = shared_dir() / "extraction-dev" / "readability-test-pages"
+    built: dict[str, Path] = {}
+    for base in ("allsides", "ecbplus"):
+        if not (dev / f"{base}.jsonl").is_file():
+            continue
+        rows = [json.loads(line) for line in (dev / f"{base}.jsonl").read_text(encoding="utf-8").splitlines()]
+        by_topic: dict[str, list[dict]] = {}
+        for row in rows:
+            by_topic.setdefault(row.get("topic") or row["story"], []).append(row)
+        real = real_page_chrome(pages) if pages.is_dir() else []
+        variants = {f"{base}-chrome": "related", f"{base}-pages": "pages"}
+        if base == "ecbplus":
+            variants[f"{base}-chrome-topic"] = "topic"
+        for name, kind in variants.items():
+            if kind == "pages" and not real:
+                continue
+            rng = random.Random(7)
+            out = folder / f"{name}.jsonl"
+            with out.open("w", encoding="utf-8") as file:
+                for row in rows:
+                    if kind == "pages":
+                        before, after = rng.choice(real)
+                    else:
+                        others = [o for o in rows if o["story"] != row["story"]]
+                        same_topic = [o for o in by_topic[row.get("topic") or row["story"]] if o["story"] != row["story"]]
+                        related = (rng.sample(same_topic, min(2, len(same_topic))) + rng.sample(others, 1)
+                                   if kind == "topic" else rng.sample(others, 3))
+                        before = [*rng.sample(MENU, 5), "By Staff Reporter", f"Updated {rng.randint(1, 9)} hours ago"]
+                        after = ["Related stories", *(o["title"][:120] for o in related),
+                                 "Never miss a story: sign up for our newsletter.", "Share this article",
+                                 f"Copyright 2021 {row.get('source') or 'The Daily Courier'}. All rights reserved."]
+                    file.write(json.dumps({**row, "text": "\n".join([*before, row.get("text") or "", *after])}) + "\n")
+            built[name] = out
+    return built
+
+
+def measure(tree: Path, set_name: str, overrides: dict | None = None, orders: list[list[int]] | None = None,
+            path: Path | None = None) -> dict:
     """One set evaluated by the code of ``tree``, in a fresh process (its imports and its memory its own).
 
-    With ``orders`` (permutations of the file's reports), in those orders of arrival too.
+    With ``orders`` (permutations of the file's reports), in those orders of arrival too; ``path`` is the file of a
+    set built by this script (:func:`chrome_sets`).
     """
     env = {**os.environ, "PYTHONPATH": str(tree), "AGG_SHARED_DATA": str(shared_dir())}
-    spec = {"set": set_name, "overrides": overrides or {}, "orders": orders or []}
+    spec = {"set": set_name, "overrides": overrides or {}, "orders": orders or [], "path": str(path or "")}
     done = subprocess.run([sys.executable, "-c", WORKER, json.dumps(spec)],
                           cwd=tree, env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
@@ -235,7 +332,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", metavar="REV", help="also measure this git revision, side by side")
     parser.add_argument("--ablate", action="store_true", help="each signal removed in turn, on the development sets")
-    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    parser.add_argument("--sets", nargs="+", choices=SETS + CHROME_SETS, default=list(SETS + CHROME_SETS))
     parser.add_argument("--orders", type=int, default=0, metavar="N",
                         help="also group the development sets in N shuffled orders of arrival (eval-dedup --orders)")
     args = parser.parse_args()
@@ -245,12 +342,15 @@ def main() -> None:
     if args.before:
         trees = {f"before ({args.before})": git_worktree(args.before), **trees}
     orders = {name: arrival_orders(name, args.orders) for name in ("allsides", "ecbplus")}
+    built = chrome_sets(Path(tempfile.mkdtemp(prefix="agg-chrome-")))
     print("| set | code | B-cubed P / R / F1 | pairwise P / R / F1 | seconds | targets |"
           + (f" {args.orders} shuffled orders: mean B-cubed P / R / F1 |" if args.orders else ""))
     print("|---|---|---|---|---|---|" + ("---|" if args.orders else ""))
     for name in args.sets:
         for label, tree in trees.items():
-            result = measure(tree, name, orders=orders.get(name))
+            if name in CHROME_SETS and name not in built:
+                continue
+            result = measure(tree, name, orders=orders.get(name), path=built.get(name))
             print(f"| {name} | {label} | {cells(result)} | {', '.join(verdicts(name, result)) or '-'} |"
                   + (f" {orders_cells(result)} |" if args.orders else ""), flush=True)
     for label, tree in trees.items():
@@ -260,10 +360,13 @@ def main() -> None:
                   f"({'PASS' if seconds < 3 else 'FAIL'}: under 3 s)")
     if args.ablate:
         shuffled = f" (file order; mean of {args.orders} shuffled orders)" if args.orders else ""
-        print(f"\n| signal removed | allsides B-cubed P / R / F1{shuffled} | ecbplus B-cubed P / R / F1{shuffled} |")
-        print("|---|---|---|")
+        chromed = [name for name in ("allsides-pages", "ecbplus-pages") if name in built]
+        print(f"\n| signal removed | allsides B-cubed P / R / F1{shuffled} | ecbplus B-cubed P / R / F1{shuffled} |"
+              + "".join(f" {name} B-cubed P / R / F1 |" for name in chromed))
+        print("|---|---|---|" + "---|" * len(chromed))
         for label, overrides in {"(none: the engine as it is)": {}, **ABLATIONS}.items():
             row = [measure(PROJECT, name, overrides, orders[name]) for name in ("allsides", "ecbplus")]
+            row += [measure(PROJECT, name, overrides, path=built[name]) for name in chromed]
             print(f"| {label} | " + " | ".join(ablation_cell(r) for r in row) + " |", flush=True)
     if args.before:
         for label, tree in trees.items():

@@ -398,6 +398,58 @@ def test_the_lead_starts_past_page_chrome():
     assert lead_of("Menu\nShare\nSubscribe") == "Menu\nShare\nSubscribe"  # no prose at all: the whole body
 
 
+def test_runs_of_page_chrome_leave_the_body_and_an_articles_own_short_lines_stay():
+    from aggregator.dedup.text import without_chrome
+
+    page = ("Home\nWorld\nBusiness\nBy Jane Doe, Business reporter\n"
+            "Dock workers at the port of Vantor walked out on Monday over a pay offer.\n"
+            "5 March 2024\n"  # a dateline alone between prose lines: the article's
+            "The union said the strike by 1,200 members would last until Friday.\n"
+            "Related stories\nKestrel Street bridge closed after crack found\nHalden mayor Mara Quint re-elected\n"
+            "Share this article")
+    assert without_chrome(page) == (
+        "Dock workers at the port of Vantor walked out on Monday over a pay offer.\n5 March 2024\n"
+        "The union said the strike by 1,200 members would last until Friday.")
+    article_text = "Dock workers walked out.\nWhy now\nThe union said more.\n\nIt was the first strike in years."
+    assert without_chrome(article_text) is article_text  # two short lines at most between prose: nothing dropped
+    assert without_chrome("Menu\nShare\nSubscribe") == "Menu\nShare\nSubscribe"  # no prose at all: the whole body
+    one_paragraph = "Home World Business Dock workers at the port of Vantor walked out on Monday."
+    assert without_chrome(one_paragraph) is one_paragraph  # no lines to tell apart
+    long_line = " ".join(["word"] * 20)  # a paragraph cut short, without a sentence end, is still prose
+    assert without_chrome(f"{long_line}\nA\nB\nC") == long_line
+
+
+def test_page_chrome_around_reports_neither_keeps_apart_one_story_nor_joins_two():
+    """Related headlines and menus name other stories' people: counted as the report's own names, they made two
+    outlets' reports of one story look apart, and two stories under one site's template look alike."""
+    strike = ("Dock workers at the port of Vantor walked out over a pay offer, halting the ferries to Osric Island. "
+              "The dockers' union said the strike by 1,200 members would last until Friday.")
+    retold = ("Ferries to Osric Island stopped on Monday as dock workers at Vantor began a walkout over pay. "
+              "The union said 1,200 of its members had joined the strike, due to end on Friday.")
+    bridge = ("The Kestrel Street bridge in Halden was closed after inspectors found a cracked girder, cutting the "
+              "road link for months, city engineer Mara Quint said on Monday.")
+
+    def site(menu: str, related: list[str], body: str) -> str:
+        return "\n".join([*menu.split(), "By Staff Reporter", body, "Related stories", *related, "Share this"])
+
+    herald_related = ["Brannoch United sign striker Ilse Varga from Dormund", "Senator Orrin Blake faces ethics probe",
+                      "Pellam Motors recalls 40,000 Torvin hatchbacks"]
+    courier_related = ["Queen Adela opens Marrowgate library", "Tessaly wildfire forces Corvin Vale evacuations",
+                       "Osgood Bank chief Hana Reyes steps down"]
+    fillers = [Report(f"f{i}", f"Report {i} on {WORDS[i]} {WORDS[i + 1]} {WORDS[i + 2]}", article(i, 60),
+                      published=T0) for i in range(20)]
+    grouper = StoryGrouper()
+    grouper.add_many(fillers)
+    a = grouper.add(Report("a", "Vantor dock workers strike over pay",
+                           site("Home News Sport Weather", herald_related, strike), published=T0))
+    b = grouper.add(Report("b", "Ferries halted as Vantor port walkout begins",
+                           site("Menu World Business Culture", courier_related, retold), published=T0))
+    c = grouper.add(Report("c", "Halden bridge shut after inspectors find crack",
+                           site("Home News Sport Weather", herald_related, bridge), published=T0))
+    assert b.story_id == a.story_id  # one strike, told by two outlets under their own chrome
+    assert c.story_id != a.story_id  # two stories under one outlet's chrome
+
+
 def test_a_story_admits_a_report_about_as_close_to_it_as_its_members_were():
     from aggregator.dedup.grouper import _Story
 

@@ -39,6 +39,7 @@ from aggregator.dedup.text import (
     normalise_numbers,
     token_counts,
     tokens,
+    without_chrome,
     years,
 )
 from aggregator.dedup.vectors import NO_COUNTS, NO_IDS, NO_VECTOR, TOKENS, Counts, Vector, distinct_ids
@@ -51,6 +52,10 @@ __all__ = ["Features", "Frequencies", "Report", "TextReading", "Vector", "NO_VEC
 PRIOR_TEXT_WORDS = 300
 # Rarer words than this add nothing measurable to a window's document frequencies.
 PRIOR_MIN_FREQUENCY = 1e-6
+
+
+# How much more of a text than is scored is read for its page chrome (a page may open with long menus).
+CHROME_READ = 3
 
 
 @dataclass(slots=True)  # the DB step holds one per entry of the run
@@ -152,7 +157,9 @@ def read_text(report: Report, settings: DedupSettings) -> TextReading:
     """Read a report's text once into the counts its vectors are built from."""
     title = clean_title(report.title, report.source)
     # Long bodies are cut: the first pages of an article say what it is about, and cost stays bounded.
-    body = normalise_numbers((report.text or "")[: settings.max_body_chars].strip())
+    # Page chrome goes before the cut: a page's menus must not take the room of its article.
+    body = normalise_numbers(without_chrome((report.text or "")[: CHROME_READ * settings.max_body_chars])
+                             [: settings.max_body_chars].strip())
     has_body = len(body) >= settings.min_body_chars
     folded_body = fold_normalised(body) if has_body else ""
     title_tokens = tuple(dict.fromkeys(tokens(title)))

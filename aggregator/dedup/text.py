@@ -166,6 +166,52 @@ SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?:\s|$)")
 PARAGRAPH_BREAK = re.compile(r"\n\s*\n|\n")
 
 
+# Page chrome left in a text (menus, share bars, lists of related headlines, footers) comes in runs of lines that
+# end no sentence; an article's own such lines (a dateline, a subhead, a caption) come one or two at a time.
+CHROME_RUN = 3
+# A line this long is prose even without a sentence end (a paragraph cut short); a headline or menu is shorter.
+PROSE_LINE_WORDS = 20
+
+
+def is_prose(paragraph: str) -> bool:
+    """Whether a line of a text reads as prose: it ends a sentence somewhere, or runs to ``PROSE_LINE_WORDS`` words."""
+    return bool(SENTENCE_END.search(paragraph)) or len(paragraph.split()) >= PROSE_LINE_WORDS
+
+
+def without_chrome(body: str) -> str:
+    """The body without its runs of ``CHROME_RUN`` or more lines that are not prose (:func:`is_prose`): page chrome.
+
+    Related headlines and menus name other stories' people and places, and
+    those names would count as the report's own. Datelines, subheads and short
+    quotes stand alone between prose lines and stay. A body that is nothing
+    but such lines (a list) is kept whole.
+    """
+    if "\n" not in body:
+        return body
+    paragraphs = [paragraph for paragraph in PARAGRAPH_BREAK.split(body) if paragraph.strip()]
+    prose = [is_prose(paragraph) for paragraph in paragraphs]
+    if not any(prose):
+        return body
+    dropped = False
+    kept: list[str] = []
+    run: list[str] = []  # the lines since the last prose line
+    for paragraph, reads_as_prose in zip(paragraphs, prose):
+        if reads_as_prose:
+            if len(run) < CHROME_RUN:
+                kept.extend(run)
+            else:
+                dropped = True
+            run = []
+            kept.append(paragraph)
+        else:
+            run.append(paragraph)
+    if len(run) < CHROME_RUN:
+        kept.extend(run)
+    else:
+        dropped = True
+    return "\n".join(kept) if dropped else body
+
+
 def lead_of(body: str) -> str:
     """The body from its first paragraph of prose on: menus, bylines, datelines and captions before it skipped.
 

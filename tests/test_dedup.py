@@ -405,8 +405,8 @@ def test_runs_of_page_chrome_leave_the_body_and_an_articles_own_short_lines_stay
             "Dock workers at the port of Vantor walked out on Monday over a pay offer.\n"
             "5 March 2024\n"  # a dateline alone between prose lines: the article's
             "The union said the strike by 1,200 members would last until Friday.\n"
-            "Related stories\nKestrel Street bridge closed after crack found\nHalden mayor Mara Quint re-elected\n"
-            "Share this article")
+            "Related stories\nKestrel Street bridge closed after crack found\nU.S. regulators fine Pellam Motors\n"
+            "Share this article")  # a full stop inside a headline does not make it prose: a sentence ends a line
     assert without_chrome(page) == (
         "Dock workers at the port of Vantor walked out on Monday over a pay offer.\n5 March 2024\n"
         "The union said the strike by 1,200 members would last until Friday.")

@@ -739,3 +739,31 @@ def test_grouping_objects_pause_the_collector_and_are_frozen_only_when_asked(mon
         with pipeline.grouping_objects(frozen_after=True):
             raise RuntimeError("grouping failed")
     assert gc.isenabled() and frozen == [False, False]  # not frozen on the way out of an error
+
+
+def test_a_story_read_back_after_a_merge_has_the_links_its_grouper_had(store):
+    """Cohesion judges a newcomer by the links that made a story (each join, each merge): a session that loads the
+    story from the database must count the links the session that placed it counted, however its merges were
+    written (folded when the merged story was stored already)."""
+    # Headlines only: A~C 0.36 keeps them apart (join 0.38); C's copy joins C by its link, which is no link
+    # score; B joins A and shows the two stories are one (merge 0.32).
+    settings = DedupSettings(join_threshold=0.38, merge_threshold=0.32)
+    reports = [headline("a", "Harbor Line ferry strike halts crossings to Vantor Island", url="https://a.example/1"),
+               headline("c", "Vantor Island cut off as crews walk out at Harbor Line", 1, url="https://c.example/2"),
+               headline("c2", "Vantor Island cut off as crews walk out at Harbor Line", 1.5, url="https://c.example/2"),
+               headline("b", "Harbor Line ferry crews strike, halting Vantor Island crossings", 2,
+                        url="https://b.example/3")]
+    db = store.db
+    _insert_entries(db, reports, _feeds(db, reports))
+    placing = GroupingSession(db, settings, chunk=1)  # C's story is written before B merges it
+    placing.place_ready()
+    c_id = db.execute("SELECT min(id) FROM entries WHERE link = 'https://c.example/2'").fetchone()[0]
+    story = placing.grouper.stories[placing.grouper.resolve(placing.grouper.story_of[c_id])]
+    assert placing.grouper.merges and story.links == 2  # B's join and the merge; C's copy is no link
+    reading = GroupingSession(db, settings)
+    reading.warm()
+    read = reading.grouper.stories[story.id]
+    assert (read.links, read.weakest_link) == (story.links, round(story.weakest_link, 3))  # stored to 3 decimals
+    # A's seed, B's join, C's story's first member as the merge, C's copy as it joined C's story.
+    assert [rule for rule, in db.execute("SELECT rule FROM story_members ORDER BY entry_id")] == [
+        "seed", "merge", "same-url", "similar"]

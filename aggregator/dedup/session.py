@@ -464,12 +464,16 @@ def _batches_of_rows(stories: list[tuple[int, list[int]]], rows: int) -> Iterato
 
 
 def _fold_story(db: sqlite_utils.Database, merge: Merge, now: datetime) -> None:
-    evidence = json.dumps({"merged_from": merge.merged, "story_link": merge.score})
+    """Fold a stored story into the one it merged into. Its members keep the rule, score and evidence that joined
+    them to it (each join a link, as the grouper counts them, and as a session reading the story back counts them
+    again); its first member, which joined no one, becomes the merge's membership: the link between the two."""
     db.execute(
-        "UPDATE story_members SET story_id = ?, rule = 'merge', score = ?, evidence = ?, joined_at = ? "
-        "WHERE story_id = ?",
-        [merge.into, merge.score, evidence, to_db_time(now), merge.merged],
+        "UPDATE story_members SET rule = 'merge', score = ?, evidence = ?, joined_at = ? "
+        "WHERE story_id = ? AND rule = 'seed'",
+        [merge.score, json.dumps({"merged_from": merge.merged, "story_link": merge.score}), to_db_time(now),
+         merge.merged],
     )
+    db.execute("UPDATE story_members SET story_id = ? WHERE story_id = ?", [merge.into, merge.merged])
     db.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", [merge.into, merge.merged])
     db.execute(
         "UPDATE stories SET merged_into = ?, n_reports = 0, n_outlets = 0, outlet_feeds = '' WHERE id = ?",

@@ -174,8 +174,10 @@ PROSE_LINE_WORDS = 20
 
 
 def is_prose(paragraph: str) -> bool:
-    """Whether a line of a text reads as prose: it ends a sentence somewhere, or runs to ``PROSE_LINE_WORDS`` words."""
-    return bool(SENTENCE_END.search(paragraph)) or len(paragraph.split()) >= PROSE_LINE_WORDS
+    """Whether a line of a text reads as prose: it ends with a sentence's end, or runs to ``PROSE_LINE_WORDS`` words."""
+    # Its end, not a full stop anywhere: a headline may hold one ("U.S. stocks fall", "6.1-magnitude quake").
+    ends_a_sentence = paragraph.rstrip(" \t\"'”’)]").endswith((".", "!", "?", "…"))
+    return ends_a_sentence or len(paragraph.split()) >= PROSE_LINE_WORDS
 
 
 def without_chrome(body: str) -> str:

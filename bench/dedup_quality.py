@@ -227,6 +227,34 @@ def chrome_sets(folder: Path) -> dict[str, Path]:
     return built
 
 
+def chrome_rule_on_extracted_pages() -> str | None:
+    """What this tree's page-chrome rule drops of extraction-dev's pages as agg extracts them: the share of their
+    words, and the share that Readability's expected text holds (article text dropped by mistake)."""
+    from aggregator.dedup.text import PARAGRAPH_BREAK, without_chrome
+    from aggregator.extract import extract_article
+
+    pages = shared_dir() / "extraction-dev" / "readability-test-pages"
+    if not pages.is_dir():
+        return None
+    words = dropped = article = 0
+    for folder in sorted(p for p in pages.iterdir() if p.is_dir()):
+        try:
+            text = extract_article((folder / "source.html").read_text(encoding="utf-8", errors="replace"),
+                                   "https://example.com/article").text or ""
+            expected = set(page_lines((folder / "expected.html").read_text(encoding="utf-8", errors="replace")))
+        except (OSError, ValueError):
+            continue
+        kept = " ".join(without_chrome(text).split())
+        gone = [" ".join(line.split()) for line in PARAGRAPH_BREAK.split(text) if line.strip()]
+        gone = [line for line in gone if line not in kept]
+        words += len(text.split())
+        dropped += sum(len(line.split()) for line in gone)
+        article += sum(len(line.split()) for line in gone if line in expected)
+    return (f"page chrome rule on the {len(list(pages.iterdir()))} extraction-dev pages as agg extracts them: "
+            f"{dropped / words:.1%} of {words:,} words dropped; article text dropped by mistake (lines of "
+            f"Readability's expected text): {article / words:.1%} of the words")
+
+
 def measure(tree: Path, set_name: str, overrides: dict | None = None, orders: list[list[int]] | None = None,
             path: Path | None = None) -> dict:
     """One set evaluated by the code of ``tree``, in a fresh process (its imports and its memory its own).
@@ -358,6 +386,9 @@ def main() -> None:
         if seconds is not None:
             print(f"eval-dedup on 1,000 real reports, {label}: {seconds:.2f} s "
                   f"({'PASS' if seconds < 3 else 'FAIL'}: under 3 s)")
+    on_pages = chrome_rule_on_extracted_pages()
+    if on_pages:
+        print(f"this tree's {on_pages}")
     if args.ablate:
         shuffled = f" (file order; mean of {args.orders} shuffled orders)" if args.orders else ""
         chromed = [name for name in ("allsides-pages", "ecbplus-pages") if name in built]

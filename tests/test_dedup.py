@@ -415,6 +415,9 @@ def test_runs_of_page_chrome_leave_the_body_and_an_articles_own_short_lines_stay
     assert without_chrome("Menu\nShare\nSubscribe") == "Menu\nShare\nSubscribe"  # no prose at all: the whole body
     one_paragraph = "Home World Business Dock workers at the port of Vantor walked out on Monday."
     assert without_chrome(one_paragraph) is one_paragraph  # no lines to tell apart
+    wrapped = ("Dock workers at the port of Vantor walked out on Monday over\na pay offer that the union called an\n"
+               "insult to its members, halting the ferries to Osric Island for\nthe first time in a decade.\nShare this")
+    assert without_chrome(wrapped) is wrapped  # a text wrapped at a width: its lines continue each other
     long_line = " ".join(["word"] * 20)  # a paragraph cut short, without a sentence end, is still prose
     assert without_chrome(f"{long_line}\nA\nB\nC") == long_line
 

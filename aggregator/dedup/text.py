@@ -185,12 +185,13 @@ def without_chrome(body: str) -> str:
 
     Related headlines and menus name other stories' people and places, and
     those names would count as the report's own. Datelines, subheads and short
-    quotes stand alone between prose lines and stay. A body that is nothing
-    but such lines (a list) is kept whole.
+    quotes stand alone between prose lines and stay, and so do the lines of a
+    text wrapped at a width (each continued by a line in lower case: they are
+    read as one). A body that is nothing but such lines (a list) is kept whole.
     """
     if "\n" not in body:
         return body
-    paragraphs = [paragraph for paragraph in PARAGRAPH_BREAK.split(body) if paragraph.strip()]
+    paragraphs = _unwrapped([paragraph for paragraph in PARAGRAPH_BREAK.split(body) if paragraph.strip()])
     prose = [is_prose(paragraph) for paragraph in paragraphs]
     if not any(prose):
         return body
@@ -212,6 +213,18 @@ def without_chrome(body: str) -> str:
     else:
         dropped = True
     return "\n".join(kept) if dropped else body
+
+
+def _unwrapped(lines: list[str]) -> list[str]:
+    """Lines the next one continues (it starts in lower case: a text wrapped at a width) joined to it."""
+    joined: list[str] = []
+    for line in lines:
+        start = line.lstrip()[:1]
+        if joined and start.islower() and not is_prose(joined[-1]):
+            joined[-1] = f"{joined[-1].rstrip()} {line.lstrip()}"
+        else:
+            joined.append(line)
+    return joined
 
 
 def lead_of(body: str) -> str:

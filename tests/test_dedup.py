@@ -399,7 +399,7 @@ def test_the_lead_starts_past_page_chrome():
 
 
 def test_runs_of_page_chrome_leave_the_body_and_an_articles_own_short_lines_stay():
-    from aggregator.dedup.text import without_chrome
+    from aggregator.dedup.text import is_prose, without_chrome
 
     page = ("Home\nWorld\nBusiness\nBy Jane Doe, Business reporter\n"
             "Dock workers at the port of Vantor walked out on Monday over a pay offer.\n"
@@ -418,8 +418,22 @@ def test_runs_of_page_chrome_leave_the_body_and_an_articles_own_short_lines_stay
     wrapped = ("Dock workers at the port of Vantor walked out on Monday over\na pay offer that the union called an\n"
                "insult to its members, halting the ferries to Osric Island for\nthe first time in a decade.\nShare this")
     assert without_chrome(wrapped) is wrapped  # a text wrapped at a width: its lines continue each other
+    for prose_line in ("Police said no one was hurt.\r", "Er sagte: „Wir kommen wieder.“", "« Nous reviendrons. »",
+                       "He said it was over . ''", "東京で会議が開かれた。", "Was it?\xa0"):
+        assert is_prose(prose_line), prose_line
     long_line = " ".join(["word"] * 20)  # a paragraph cut short, without a sentence end, is still prose
     assert without_chrome(f"{long_line}\nA\nB\nC") == long_line
+
+
+def test_a_text_of_lines_that_are_not_prose_but_one_short_sentence_is_read_whole():
+    """What the page-chrome rule would leave of it is too short to be a body: the report keeps the body it has."""
+    from aggregator.dedup.features import read_text
+
+    ranking = "\n".join(f"{n}. {country}" for n, country in enumerate(
+        ["Finland", "Norway", "Australia", "Canada", "Germany", "France", "Italy", "Spain", "Japan", "Chile"], 1))
+    reading = read_text(Report("r", "The countries ranked", f"{ranking}\nAll rights reserved.", published=T0),
+                        DedupSettings())
+    assert reading.has_body and "norway" in reading.text_counts
 
 
 def test_page_chrome_around_reports_neither_keeps_apart_one_story_nor_joins_two():

@@ -157,9 +157,13 @@ def read_text(report: Report, settings: DedupSettings) -> TextReading:
     """Read a report's text once into the counts its vectors are built from."""
     title = clean_title(report.title, report.source)
     # Long bodies are cut: the first pages of an article say what it is about, and cost stays bounded.
-    # Page chrome goes before the cut: a page's menus must not take the room of its article.
-    body = normalise_numbers(without_chrome((report.text or "")[: CHROME_READ * settings.max_body_chars])
-                             [: settings.max_body_chars].strip())
+    # Page chrome goes before the cut: a page's menus must not take the room of its article. What is left of a
+    # text that was mostly such lines may be too short to be a body: then the text is read as it came.
+    text = (report.text or "")[: CHROME_READ * settings.max_body_chars]
+    article = without_chrome(text)
+    if len(article.strip()) < settings.min_body_chars:
+        article = text
+    body = normalise_numbers(article[: settings.max_body_chars].strip())
     has_body = len(body) >= settings.min_body_chars
     folded_body = fold_normalised(body) if has_body else ""
     title_tokens = tuple(dict.fromkeys(tokens(title)))

@@ -305,14 +305,18 @@ class GroupingSession:
             "INSERT OR IGNORE INTO stories (id, first_seen, last_seen) VALUES (?, ?, ?)",
             [(story_id, stamp, stamp) for story_id in sorted(touched)],
         )
+        born_here: dict[int, Merge] = {}  # merged stories born in this chunk, by id: never stored
         for merge in merges:
-            # Stories born and merged within this session were never stored: nothing points at them.
             if db.execute("SELECT 1 FROM stories WHERE id = ?", [merge.merged]).fetchone():
                 _fold_story(db, merge, self.now)
+            else:  # its seed's row, written below, becomes the merge's (as _fold_story makes it for a stored one)
+                born_here[merge.merged] = merge
         db.conn.executemany(
             "INSERT OR REPLACE INTO story_members (entry_id, story_id, rule, score, evidence, joined_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            [(entry_id, grouper.resolve(story_id), rule, score, evidence, stamp)
+            [(entry_id, grouper.resolve(story_id),
+              *(_merge_membership(born_here[story_id]) if rule == "seed" and story_id in born_here
+                else (rule, score, evidence)), stamp)
              for entry_id, story_id, rule, score, evidence in chunk],
         )
         db.conn.executemany(
@@ -463,16 +467,23 @@ def _batches_of_rows(stories: list[tuple[int, list[int]]], rows: int) -> Iterato
         yield batch
 
 
+def _merge_membership(merge: Merge) -> tuple[str, float, str]:
+    """The rule, score and evidence of the membership that records a merge: the link between the two stories."""
+    return "merge", merge.score, json.dumps({"merged_from": merge.merged, "story_link": merge.score})
+
+
 def _fold_story(db: sqlite_utils.Database, merge: Merge, now: datetime) -> None:
     """Fold a stored story into the one it merged into. Its members keep the rule, score and evidence that joined
     them to it (each join a link, as the grouper counts them, and as a session reading the story back counts them
-    again); its first member, which joined no one, becomes the merge's membership: the link between the two."""
-    db.execute(
-        "UPDATE story_members SET rule = 'merge', score = ?, evidence = ?, joined_at = ? "
-        "WHERE story_id = ? AND rule = 'seed'",
-        [merge.score, json.dumps({"merged_from": merge.merged, "story_link": merge.score}), to_db_time(now),
-         merge.merged],
-    )
+    again); one membership that is no link, its seed's (or, where pruning took that, an identical report's),
+    becomes the merge's. A story whose every remaining member joined by a link keeps them, and the merge's link is
+    not recorded."""
+    carrier = db.execute(
+        f"SELECT entry_id FROM story_members WHERE story_id = ? AND rule NOT IN ({sql_marks(LINK_RULES)}) "
+        "ORDER BY rule != 'seed', entry_id LIMIT 1", [merge.merged, *LINK_RULES]).fetchone()
+    if carrier is not None:
+        db.execute("UPDATE story_members SET rule = ?, score = ?, evidence = ?, joined_at = ? WHERE entry_id = ?",
+                   [*_merge_membership(merge), to_db_time(now), carrier[0]])
     db.execute("UPDATE story_members SET story_id = ? WHERE story_id = ?", [merge.into, merge.merged])
     db.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", [merge.into, merge.merged])
     db.execute(

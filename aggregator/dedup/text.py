@@ -169,6 +169,8 @@ PARAGRAPH_BREAK = re.compile(r"\n\s*\n|\n")
 # Page chrome left in a text (menus, share bars, lists of related headlines, footers) comes in runs of lines that
 # end no sentence; an article's own such lines (a dateline, a subhead, a caption) come one or two at a time.
 CHROME_RUN = 3
+SENTENCE_ENDS = (".", "!", "?", "…", "。", "！", "？", "।", "؟")
+CLOSING_MARKS = "\"'”’“‘»)]"  # after a sentence's end: closing quotes (English, German, French) and brackets
 # A line this long is prose even without a sentence end (a paragraph cut short); a headline or menu is shorter.
 PROSE_LINE_WORDS = 20
 
@@ -176,7 +178,7 @@ PROSE_LINE_WORDS = 20
 def is_prose(paragraph: str) -> bool:
     """Whether a line of a text reads as prose: it ends with a sentence's end, or runs to ``PROSE_LINE_WORDS`` words."""
     # Its end, not a full stop anywhere: a headline may hold one ("U.S. stocks fall", "6.1-magnitude quake").
-    ends_a_sentence = paragraph.rstrip(" \t\"'”’)]").endswith((".", "!", "?", "…"))
+    ends_a_sentence = paragraph.rstrip().rstrip(CLOSING_MARKS).rstrip().endswith(SENTENCE_ENDS)
     return ends_a_sentence or len(paragraph.split()) >= PROSE_LINE_WORDS
 
 

@@ -193,6 +193,7 @@ def chrome_sets(folder: Path) -> dict[str, Path]:
     dev = shared_dir() / "stories-dev"
     pages = shared_dir() / "extraction-dev" / "readability-test-pages"
     built: dict[str, Path] = {}
+    real = real_page_chrome(pages) if pages.is_dir() else []
     for base in ("allsides", "ecbplus"):
         if not (dev / f"{base}.jsonl").is_file():
             continue
@@ -200,7 +201,6 @@ def chrome_sets(folder: Path) -> dict[str, Path]:
         by_topic: dict[str, list[dict]] = {}
         for row in rows:
             by_topic.setdefault(row.get("topic") or row["story"], []).append(row)
-        real = real_page_chrome(pages) if pages.is_dir() else []
         variants = {f"{base}-chrome": "related", f"{base}-pages": "pages"}
         if base == "ecbplus":
             variants[f"{base}-chrome-topic"] = "topic"

@@ -231,7 +231,6 @@ class GroupingSession:
         else:
             if not placed or self._write_chunk(placed, snapshots, done):
                 self._unwritten = False
-        del new_reports
         self._memberships = self._membership_mark()
         return done
 

@@ -193,39 +193,35 @@ def without_chrome(body: str) -> str:
     """
     if "\n" not in body:
         return body
-    paragraphs = _unwrapped([paragraph for paragraph in PARAGRAPH_BREAK.split(body) if paragraph.strip()])
-    prose = [is_prose(paragraph) for paragraph in paragraphs]
-    if not any(prose):
+    lines = _unwrapped([paragraph for paragraph in PARAGRAPH_BREAK.split(body) if paragraph.strip()])
+    if not any(reads_as_prose for _, reads_as_prose in lines):
         return body
-    dropped = False
     kept: list[str] = []
     run: list[str] = []  # the lines since the last prose line
-    for paragraph, reads_as_prose in zip(paragraphs, prose):
+    for line, reads_as_prose in lines:
         if reads_as_prose:
             if len(run) < CHROME_RUN:
                 kept.extend(run)
-            else:
-                dropped = True
             run = []
-            kept.append(paragraph)
+            kept.append(line)
         else:
-            run.append(paragraph)
+            run.append(line)
     if len(run) < CHROME_RUN:
         kept.extend(run)
-    else:
-        dropped = True
-    return "\n".join(kept) if dropped else body
+    # Lines only joined, none dropped: the text as it came.
+    return "\n".join(kept) if len(kept) < len(lines) else body
 
 
-def _unwrapped(lines: list[str]) -> list[str]:
-    """Lines the next one continues (it starts in lower case: a text wrapped at a width) joined to it."""
-    joined: list[str] = []
+def _unwrapped(lines: list[str]) -> list[tuple[str, bool]]:
+    """Each line with whether it reads as prose (:func:`is_prose`), a line the next one continues (it starts in lower
+    case: a text wrapped at a width) joined to it first."""
+    joined: list[tuple[str, bool]] = []
     for line in lines:
-        start = line.lstrip()[:1]
-        if joined and start.islower() and not is_prose(joined[-1]):
-            joined[-1] = f"{joined[-1].rstrip()} {line.lstrip()}"
+        if joined and line.lstrip()[:1].islower() and not joined[-1][1]:
+            line = f"{joined[-1][0].rstrip()} {line.lstrip()}"
+            joined[-1] = (line, is_prose(line))
         else:
-            joined.append(line)
+            joined.append((line, is_prose(line)))
     return joined
 
 

@@ -2,7 +2,7 @@
 
 The package's files are the stages of grouping:
 
-- :mod:`~aggregator.dedup.settings`: the thresholds (``DedupSettings``), light to import;
+- :mod:`~aggregator.dedup.settings`: the thresholds (``DedupSettings``) and the batch size, light to import;
 - :mod:`~aggregator.dedup.text`: folding, tokens, cleaned titles, names, the lead past page chrome;
 - :mod:`~aggregator.dedup.features`: each report's vectors and the window's word frequencies;
 - :mod:`~aggregator.dedup.scoring`: how alike two reports are (``score_pair``);
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aggregator.dedup.settings import DedupSettings
+from aggregator.dedup.settings import PLACE_BATCH, DedupSettings
 from aggregator.lazy import lazy_attributes
 
 _HOMES = {
@@ -34,7 +34,7 @@ _HOMES = {
     "resolve_story_id": "session", "WRITE_CHUNK": "session", "SEED_ROWS": "session",
 }
 
-__all__ = ["DedupSettings", *_HOMES]
+__all__ = ["DedupSettings", "PLACE_BATCH", *_HOMES]
 
 if TYPE_CHECKING:  # the names __getattr__ gives, for type checkers
     from aggregator.dedup.credit import credited_outlet, original_source, report_credit  # noqa: F401

@@ -26,7 +26,7 @@ from aggregator.dedup.rows import (
     ENTRY_COLUMNS, TEXTLESS_COLUMNS, entry_rows, report_from_row, report_source, report_time, scored_columns,
     scored_rows,
 )
-from aggregator.dedup.settings import DedupSettings
+from aggregator.dedup.settings import PLACE_BATCH, DedupSettings
 from aggregator.dedup.stored import StoredTokens, complete, decode_all, encode_all, snapshot
 from aggregator.dedup.text import fold
 from aggregator.store import (
@@ -234,6 +234,18 @@ class GroupingSession:
         self._memberships = self._membership_mark()
         return done
 
+    def place_all(self, progress: Callable[[int], None] | None = None) -> GroupingSummary:
+        """Every ready entry, ``PLACE_BATCH`` at a time (the oldest first); what this call placed.
+
+        ``progress`` is told how many the session has placed after each batch.
+        """
+        done = GroupingSummary()
+        while (batch := self.place_ready(at_most=PLACE_BATCH)).placed:
+            done.add(batch)
+            if progress:
+                progress(self.summary.placed)
+        return done
+
     def _write_chunk(self, placed: list[tuple], snapshots: list[tuple], done: GroupingSummary) -> bool:
         """Write these placements, with the merges made since the last write, in one transaction; False if the
         session must not write any more (see ``keep_writing``)."""
@@ -345,9 +357,17 @@ def group_new_entries(
     """Give every extracted entry without a story one; safe to re-run (see :class:`GroupingSession`).
 
     Existing stories with members inside the window around the new entries
-    are loaded first, so new entries join them and ids never change.
+    are loaded first, so new entries join them and ids never change. A
+    backlog of more than ``PLACE_BATCH`` entries is placed as ``agg group``
+    places it (:meth:`GroupingSession.place_all`): a batch at a time, the
+    next batch's texts read in a worker process meanwhile, so the same
+    entries get the same stories whichever of the two placed them.
     """
-    return GroupingSession(db, settings, now).place_ready()
+    session = GroupingSession(db, settings, now, read_ahead=True)
+    try:
+        return session.place_all()
+    finally:
+        session.close()
 
 
 def _observed_reports(

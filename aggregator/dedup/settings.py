@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+PLACE_BATCH = 5000
+"""Entries a grouping session places a batch when it places a backlog (``GroupingSession.place_all``): a batch's
+texts are read once and dropped, so a first import of 50,000 never holds them all, and the next batch's are read
+on the other core meanwhile."""
+
 
 @dataclass
 class DedupSettings:

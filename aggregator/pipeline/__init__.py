@@ -29,9 +29,9 @@ from aggregator.lazy import lazy_attributes
 # Each name's part, imported on first use: the grouping worker's process imports its own part and not the
 # run's (aiohttp, feedparser: 0.2 s of its start, on the path of a later run's grouping).
 _HOMES = {
-    **dict.fromkeys(["BACKGROUND_GROUPING_MIN", "GROUPING_MAX_BATCH", "GROUPING_MIN_BATCH", "GROUPING_NICENESS",
+    **dict.fromkeys(["BACKGROUND_GROUPING_MIN", "GROUPING_MIN_BATCH", "GROUPING_NICENESS",
                      "GROUPING_POLL_SECONDS", "STORED_REPORT_COST", "GroupingWorker", "finish_grouping",
-                     "grouping_cost", "grouping_objects", "place_all"], "grouping"),
+                     "grouping_cost", "grouping_objects"], "grouping"),
     "ParseWorkers": "parsing",
     **dict.fromkeys(["PARSE_WORKERS_MIN_FEEDS", "RECORDS_PER_COMMIT", "STOP_POLL_SECONDS", "run", "run_async",
                      "select_feeds"], "runner"),
@@ -44,7 +44,6 @@ _PARTS = ("grouping", "parsing", "runner", "summary")
 if TYPE_CHECKING:  # the names __getattr__ gives, for type checkers
     from aggregator.pipeline.grouping import (  # noqa: F401
         BACKGROUND_GROUPING_MIN,
-        GROUPING_MAX_BATCH,
         GROUPING_MIN_BATCH,
         GROUPING_NICENESS,
         GROUPING_POLL_SECONDS,
@@ -53,7 +52,6 @@ if TYPE_CHECKING:  # the names __getattr__ gives, for type checkers
         finish_grouping,
         grouping_cost,
         grouping_objects,
-        place_all,
     )
     from aggregator.pipeline.parsing import ParseWorkers  # noqa: F401
     from aggregator.pipeline.runner import (  # noqa: F401

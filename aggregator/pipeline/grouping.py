@@ -3,8 +3,7 @@
 :class:`GroupingWorker` places a run's entries while it still extracts pages
 (the worker process runs :func:`_group_while_running`) or in the run's own
 process at its end; :func:`grouping_cost` says how much grouping a run leaves,
-:func:`finish_grouping` does what a run deferred (``agg group``), and
-:func:`place_all` places every ready entry a batch at a time.
+and :func:`finish_grouping` does what a run deferred (``agg group``).
 """
 
 from __future__ import annotations
@@ -136,7 +135,7 @@ class GroupingWorker:
         with clock("group"), grouping_objects():
             if self.session is not None:
                 self.session.now = self.now
-                return place_all(self.session)
+                return self.session.place_all()
             return dedup.group_new_entries(self.store.db, self.settings, now=self.now)
 
     def _finish_worker(self, process: multiprocessing.process.BaseProcess, connection: Connection) -> tuple | None:
@@ -222,12 +221,10 @@ class GroupingWorker:
         self._shut_down()
 
 
-# How often the grouping worker looks for entries ready to place, how many it waits for
-# before placing any before the end of the run, and how many it places at a time
-# (see GroupingSession.place_ready).
+# How often the grouping worker looks for entries ready to place, and how many it waits for
+# before placing any before the end of the run (it places dedup.PLACE_BATCH at most at a time).
 GROUPING_POLL_SECONDS = 0.5
 GROUPING_MIN_BATCH = 1000
-GROUPING_MAX_BATCH = 5000
 # At most this many entries left when the run tells its grouping worker to finish are read by the run
 # itself meanwhile (a later run's few hundred): more would hold up the word, and both processes hold
 # the readings while they go over (about 10 KB an article).
@@ -291,10 +288,10 @@ def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datet
             started = time.perf_counter()
             with grouping_objects(frozen_after=True):
                 placed = session.place_ready(at_least=1 if finishing else GROUPING_MIN_BATCH,
-                                             at_most=GROUPING_MAX_BATCH, readings=readings).placed
+                                             at_most=dedup.PLACE_BATCH, readings=readings).placed
             if placed:
                 busy += time.perf_counter() - started
-            more_waiting = placed == GROUPING_MAX_BATCH
+            more_waiting = placed == dedup.PLACE_BATCH
             if (finishing and not more_waiting) or not session.keep_writing():
                 break
         summary = session.summary
@@ -315,7 +312,7 @@ def finish_grouping(store: Store, settings: dedup.DedupSettings, *, now: datetim
     """Place every stored report that has no story yet, then bring the search index up to date.
 
     What a run that deferred its grouping leaves (``agg group``). Reports are
-    placed ``GROUPING_MAX_BATCH`` at a time, so that their texts are never
+    placed ``dedup.PLACE_BATCH`` at a time, so that their texts are never
     all in memory at once (the window's stories are: see
     :class:`dedup.GroupingSession`); ``progress(placed, waiting)`` is called
     after each batch (``agg group``'s bar).
@@ -326,7 +323,7 @@ def finish_grouping(store: Store, settings: dedup.DedupSettings, *, now: datetim
     # A batch is written in one transaction, not WRITE_CHUNK at a time: no run writes meanwhile (this one holds
     # the lock), and each transaction recomputes every story it touches from all its members; a first import
     # touched most of its stories in each chunk, and rewrote them five times a batch.
-    session = dedup.GroupingSession(store.db, settings, now, read_ahead=True, chunk=GROUPING_MAX_BATCH)
+    session = dedup.GroupingSession(store.db, settings, now, read_ahead=True, chunk=dedup.PLACE_BATCH)
     waiting = store.count_ready_for_story()
     # The search index is brought up to date meanwhile, on a connection of its own: SQLite's indexing holds no
     # interpreter lock, and a first import's 50,000 texts took 2.7 s to index after the grouping, which the
@@ -336,7 +333,7 @@ def finish_grouping(store: Store, settings: dedup.DedupSettings, *, now: datetim
         # Each chunk of placements rewrites a few MB of rows (an entry's row holds its text): a commit that copied
         # the WAL into the database and waited on fsync took a sixth of the writing's time.
         with grouping_objects(), store.checkpoints_in_background():
-            place_all(session, progress and (lambda placed: progress(placed, max(waiting, placed))))
+            session.place_all(progress and (lambda placed: progress(placed, max(waiting, placed))))
     finally:
         session.close()
         if indexing is not None:
@@ -402,17 +399,3 @@ def grouping_objects(frozen_after: bool = False) -> Iterator[None]:
     finally:
         if collecting:
             gc.enable()
-
-
-def place_all(session: dedup.GroupingSession,
-              progress: Callable[[int], None] | None = None) -> dedup.GroupingSummary:
-    """Every ready entry placed by ``session``, ``GROUPING_MAX_BATCH`` at a time; what this call placed.
-
-    ``progress`` is told how many the session has placed after each batch.
-    """
-    done = dedup.GroupingSummary()
-    while (batch := session.place_ready(at_most=GROUPING_MAX_BATCH)).placed:
-        done.add(batch)
-        if progress:
-            progress(session.summary.placed)
-    return done

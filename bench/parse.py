@@ -12,7 +12,7 @@ parse stage as aggregator/parse.py was at that git revision, loaded from git
 into a module of its own, for a before/after table in one run; and it times
 ``html_to_text`` before and after on every summary and content, counting the
 fragments where the two read different text. Inputs: N feeds like those
-bench/fetch_scale.py serves, N synthetic 50-entry RSS 2.0 and Atom feeds with
+bench/fetch_scale.py serves (with synthetic words, and with its real text when $AGG_SHARED_DATA has it), N synthetic 50-entry RSS 2.0 and Atom feeds with
 HTML content (the Atom ones use xml:base, so they always go to feedparser),
 and the feeds-dev documents from $AGG_SHARED_DATA when present. Each timing is the best of R passes, in CPU
 time of this process (time.process_time): the parse stage is single-threaded
@@ -45,7 +45,7 @@ import feedparser  # noqa: E402
 
 from aggregator import parse as current  # noqa: E402
 from aggregator.parse import _parse_xml_feed, html_to_text, parse_feed, read_common_rss  # noqa: E402
-from fetch_scale import feed_document  # noqa: E402
+from fetch_scale import RealNews, feed_document  # noqa: E402
 
 try:
     import fastfeedparser
@@ -303,6 +303,11 @@ def main(argv: list[str] | None = None) -> None:
         "synthetic RSS": [(f"https://news.example.com/{n}/rss", synthetic_rss(n)) for n in range(arguments.feeds)],
         "synthetic Atom": [(f"https://blog.example.org/{n}/atom", synthetic_atom(n)) for n in range(arguments.feeds)],
     }
+    if RealNews.available():  # what fetch_scale.py serves by default: real headlines and sentences, curly quotes
+        news = RealNews(1000)
+        inputs["fetch_scale real text"] = [
+            (f"http://127.0.1.1:8000/feeds/{n}.xml", feed_document(n, "http://127.0.1.1:8000", news))
+            for n in range(arguments.feeds)]
     corpus = feeds_dev_documents()
     if corpus:
         inputs["feeds-dev XML"] = [document for document in corpus if not document[0].endswith(".json")]

@@ -239,9 +239,9 @@ def test_while_the_background_grouper_works_other_runs_exit_75_or_wait_for_it(tm
 
 
 def test_killing_the_background_grouper_leaves_whole_stories_and_agg_group_groups_the_rest(tmp_path, server, db):
-    # More than a grouping batch (dedup.PLACE_BATCH), so that it is caught with one batch written and one not.
+    # More than a grouping batch (dedup.settings.PLACE_BATCH), so that it is caught with one batch written and one not.
     per_feed = 240
-    assert FEEDS * per_feed > dedup.PLACE_BATCH
+    assert FEEDS * per_feed > dedup.settings.PLACE_BATCH
     cfg, pid = fetch_then_stop_the_grouper(tmp_path, server, db, per_feed=per_feed, once_some_are_grouped=True)
     grouped_before, total = query(db, "SELECT count(story_id), count(*) FROM entries")[0]
     indexed_before = query(db, "SELECT indexed_through FROM search_index_state")[0][0]

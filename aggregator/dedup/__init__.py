@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aggregator.dedup.settings import PLACE_BATCH, DedupSettings
+from aggregator.dedup.settings import DedupSettings
 from aggregator.lazy import lazy_attributes
 
 _HOMES = {
@@ -34,7 +34,7 @@ _HOMES = {
     "resolve_story_id": "session", "WRITE_CHUNK": "session", "SEED_ROWS": "session",
 }
 
-__all__ = ["DedupSettings", "PLACE_BATCH", *_HOMES]
+__all__ = ["DedupSettings", *_HOMES]
 
 if TYPE_CHECKING:  # the names __getattr__ gives, for type checkers
     from aggregator.dedup.credit import credited_outlet, original_source, report_credit  # noqa: F401

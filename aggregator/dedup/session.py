@@ -26,7 +26,8 @@ from aggregator.dedup.rows import (
     ENTRY_COLUMNS, TEXTLESS_COLUMNS, entry_rows, report_from_row, report_source, report_time, scored_columns,
     scored_rows,
 )
-from aggregator.dedup.settings import PLACE_BATCH, DedupSettings
+from aggregator.dedup import settings as grouping_settings
+from aggregator.dedup.settings import DedupSettings
 from aggregator.dedup.stored import StoredTokens, complete, decode_all, encode_all, snapshot
 from aggregator.dedup.text import fold
 from aggregator.store import (
@@ -240,7 +241,7 @@ class GroupingSession:
         ``progress`` is told how many the session has placed after each batch.
         """
         done = GroupingSummary()
-        while (batch := self.place_ready(at_most=PLACE_BATCH)).placed:
+        while (batch := self.place_ready(at_most=grouping_settings.PLACE_BATCH)).placed:
             done.add(batch)
             if progress:
                 progress(self.summary.placed)
@@ -352,18 +353,21 @@ def _database_file(db: sqlite_utils.Database) -> str | None:
 
 
 def group_new_entries(
-    db: sqlite_utils.Database, settings: DedupSettings, now: datetime | None = None
+    db: sqlite_utils.Database, settings: DedupSettings, now: datetime | None = None, *, read_ahead: bool = False
 ) -> GroupingSummary:
     """Give every extracted entry without a story one; safe to re-run (see :class:`GroupingSession`).
 
     Existing stories with members inside the window around the new entries
     are loaded first, so new entries join them and ids never change. A
     backlog of more than ``PLACE_BATCH`` entries is placed as ``agg group``
-    places it (:meth:`GroupingSession.place_all`): a batch at a time, the
-    next batch's texts read in a worker process meanwhile, so the same
-    entries get the same stories whichever of the two placed them.
+    places it (:meth:`GroupingSession.place_all`): a batch at a time, oldest
+    first, so the same entries get the same stories whichever of the two
+    placed them. With ``read_ahead`` (a database file), a worker process
+    reads the next batch's texts meanwhile: it is started from a fork
+    server, which imports the caller's main module first, so a script that
+    asks for it must keep its work under ``if __name__ == "__main__":``.
     """
-    session = GroupingSession(db, settings, now, read_ahead=True)
+    session = GroupingSession(db, settings, now, read_ahead=read_ahead)
     try:
         return session.place_all()
     finally:

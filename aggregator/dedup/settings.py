@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 PLACE_BATCH = 5000
 """Entries a grouping session places a batch when it places a backlog (``GroupingSession.place_all``): a batch's
-texts are read once and dropped, so a first import of 50,000 never holds them all, and the next batch's are read
-on the other core meanwhile."""
+texts are read once and dropped, so a first import of 50,000 never holds them all (and a session that reads ahead
+reads the next batch's on the other core meanwhile). Read where it is used, so that one assignment changes it."""
 
 
 @dataclass

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from multiprocessing.connection import Connection
 
 from aggregator import dedup
+from aggregator.dedup import settings as dedup_settings
 from aggregator.dedup.readahead import Reading, read_waiting
 from aggregator.pipeline.summary import StageClock
 from aggregator.store import Store
@@ -52,7 +53,8 @@ class GroupingWorker:
     hands the worker the texts of the entries left, read meanwhile in its
     own process (:data:`READ_FOR_WORKER_MOST` at most).
     Otherwise, or if it dies, the run groups in its own process at the end,
-    as small runs always do.
+    as small runs always do (a backlog of more than one batch with the next
+    batch read ahead, as ``agg group`` places it).
     """
 
     def __init__(self, store: Store, settings: dedup.DedupSettings, now: datetime, enabled: bool,
@@ -136,7 +138,8 @@ class GroupingWorker:
             if self.session is not None:
                 self.session.now = self.now
                 return self.session.place_all()
-            return dedup.group_new_entries(self.store.db, self.settings, now=self.now)
+            # agg's entry points keep their work under __main__: reading ahead is safe here.
+            return dedup.group_new_entries(self.store.db, self.settings, now=self.now, read_ahead=True)
 
     def _finish_worker(self, process: multiprocessing.process.BaseProcess, connection: Connection) -> tuple | None:
         """In a thread of the run: tell the worker to finish, and wait for its "done" (:meth:`_last_reply`).
@@ -222,7 +225,7 @@ class GroupingWorker:
 
 
 # How often the grouping worker looks for entries ready to place, and how many it waits for
-# before placing any before the end of the run (it places dedup.PLACE_BATCH at most at a time).
+# before placing any before the end of the run (it places dedup.settings.PLACE_BATCH at most at a time).
 GROUPING_POLL_SECONDS = 0.5
 GROUPING_MIN_BATCH = 1000
 # At most this many entries left when the run tells its grouping worker to finish are read by the run
@@ -288,10 +291,10 @@ def _group_while_running(db_path: str, settings: dedup.DedupSettings, now: datet
             started = time.perf_counter()
             with grouping_objects(frozen_after=True):
                 placed = session.place_ready(at_least=1 if finishing else GROUPING_MIN_BATCH,
-                                             at_most=dedup.PLACE_BATCH, readings=readings).placed
+                                             at_most=dedup_settings.PLACE_BATCH, readings=readings).placed
             if placed:
                 busy += time.perf_counter() - started
-            more_waiting = placed == dedup.PLACE_BATCH
+            more_waiting = placed == dedup_settings.PLACE_BATCH
             if (finishing and not more_waiting) or not session.keep_writing():
                 break
         summary = session.summary
@@ -312,7 +315,7 @@ def finish_grouping(store: Store, settings: dedup.DedupSettings, *, now: datetim
     """Place every stored report that has no story yet, then bring the search index up to date.
 
     What a run that deferred its grouping leaves (``agg group``). Reports are
-    placed ``dedup.PLACE_BATCH`` at a time, so that their texts are never
+    placed ``dedup.settings.PLACE_BATCH`` at a time, so that their texts are never
     all in memory at once (the window's stories are: see
     :class:`dedup.GroupingSession`); ``progress(placed, waiting)`` is called
     after each batch (``agg group``'s bar).
@@ -323,7 +326,7 @@ def finish_grouping(store: Store, settings: dedup.DedupSettings, *, now: datetim
     # A batch is written in one transaction, not WRITE_CHUNK at a time: no run writes meanwhile (this one holds
     # the lock), and each transaction recomputes every story it touches from all its members; a first import
     # touched most of its stories in each chunk, and rewrote them five times a batch.
-    session = dedup.GroupingSession(store.db, settings, now, read_ahead=True, chunk=dedup.PLACE_BATCH)
+    session = dedup.GroupingSession(store.db, settings, now, read_ahead=True, chunk=dedup_settings.PLACE_BATCH)
     waiting = store.count_ready_for_story()
     # The search index is brought up to date meanwhile, on a connection of its own: SQLite's indexing holds no
     # interpreter lock, and a first import's 50,000 texts took 2.7 s to index after the grouping, which the

@@ -8,8 +8,8 @@ it), agg's feedparser path alone (``_parse_xml_feed``: feedparser plus agg's
 normalisation), agg's ``parse_feed`` (the lxml fast path for plain RSS 2.0,
 feedparser for the rest), and ``fastfeedparser`` when it is installed, for
 reference only. With ``--before REV`` (default HEAD) it also runs agg's
-parse stage as aggregator/parse.py was at that git revision, loaded from git
-into a module of its own, for a before/after table in one run; and it times
+parse stage as it was at that git revision (aggregator/parse.py, or the aggregator/parse
+package), loaded from git beside this one, for a before/after table in one run; and it times
 ``html_to_text`` before and after on every summary and content, counting the
 fragments where the two read different text. Inputs: N feeds like those
 bench/fetch_scale.py serves (with synthetic words, and with its real text when $AGG_SHARED_DATA has it), N synthetic 50-entry RSS 2.0 and Atom feeds with
@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import io
 import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Callable
@@ -43,7 +45,6 @@ sys.path.insert(0, str(ROOT))
 
 import feedparser  # noqa: E402
 
-from aggregator import parse as current  # noqa: E402
 from aggregator.parse import _parse_xml_feed, html_to_text, parse_feed, read_common_rss  # noqa: E402
 from fetch_scale import RealNews, feed_document  # noqa: E402
 
@@ -188,18 +189,38 @@ def _fastfeedparser(document: Document) -> int:
 
 
 def parse_module_at(revision: str) -> types.ModuleType | None:
-    """aggregator/parse.py as it was at a git revision, as a module of its own; None if it is the working copy's."""
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:aggregator/parse.py"],
-                            capture_output=True, text=True, check=True).stdout
-    if source == Path(current.__file__).read_text():
+    """The parse stage as it was at a git revision, loaded beside this one; None if it is the working copy's.
+
+    Before the stage became a package it was one file, executed here as a module of its own; a package is written
+    to a temporary folder and imported under another name (its modules import each other relatively).
+    """
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout
+
+    files = git("ls-tree", "-r", "--name-only", revision, "--", "aggregator/parse.py", "aggregator/parse").split()
+    sources = {name: git("show", f"{revision}:{name}") for name in files if name.endswith(".py")}
+    working = {str(path.relative_to(ROOT)): path.read_text() for path in (ROOT / "aggregator" / "parse").glob("*.py")}
+    if sources == working:
         return None
-    module = types.ModuleType(f"parse_at_{revision}")
-    exec(compile(source, f"{revision}:aggregator/parse.py", "exec"), module.__dict__)  # noqa: S102 -- the project's own history
+    name = f"parse_at_{revision}".replace("-", "_").replace("~", "_").replace("^", "_")
+    if list(sources) == ["aggregator/parse.py"]:
+        module = types.ModuleType(name)
+        exec(compile(sources["aggregator/parse.py"], f"{revision}:aggregator/parse.py", "exec"),  # noqa: S102
+             module.__dict__)  # the project's own history
+        return module
+    folder = Path(tempfile.mkdtemp(prefix="agg-parse-bench-")) / name
+    folder.mkdir()
+    for path, source in sources.items():
+        (folder / Path(path).name).write_text(source)
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
     return module
 
 
 def _module_parsers(module: types.ModuleType) -> tuple[Callable[[Document], int], Callable[[Document], int]]:
-    """(the whole parse stage, its feedparser path only) of one version of aggregator/parse.py."""
+    """(the whole parse stage, its feedparser path only) of one version of the parse stage."""
 
     def whole(document: Document) -> int:
         return len(module.parse_feed(document[1], document[0], {"content-type": "application/xml"}).entries)
@@ -290,12 +311,12 @@ def main(argv: list[str] | None = None) -> None:
     options.add_argument("--feeds", type=int, default=4, help="synthetic feeds of each format (50 entries each)")
     options.add_argument("--repeat", type=int, default=5, help="passes per measurement; the best is kept")
     options.add_argument("--before", default="HEAD", metavar="REV",
-                         help="git revision of aggregator/parse.py to compare with (default HEAD; e4a24a4: lxml fast path, "
+                         help="git revision of the parse stage to compare with (default HEAD; e4a24a4: lxml fast path, "
                               "before its normalisation was made faster)")
     arguments = options.parse_args(argv)
     before = parse_module_at(arguments.before)
     if before is None:
-        print(f"aggregator/parse.py is the same as at {arguments.before}: no before/after rows (pass --before REV)")
+        print(f"the parse stage is the same as at {arguments.before}: no before/after rows (pass --before REV)")
 
     inputs: dict[str, list[Document]] = {
         "fetch_scale RSS": [(f"http://127.0.1.1:8000/feeds/{n}.xml", feed_document(n, "http://127.0.1.1:8000"))

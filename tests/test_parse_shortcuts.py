@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from aggregator import parse
+from aggregator.parse import common_rss, feedparser_path, normalise
 from aggregator.parse import fold_whitespace, html_to_text, parse_feed, safe_http_url
 
 GZIPPED = {"compressed.xml", "invalid-characters-gzipped.xml"}
@@ -51,7 +51,7 @@ def reference_html_to_text(markup: str) -> str:
     if root is None:
         return ""
     etree.strip_elements(root, "script", "style", "template", "noscript", "head", with_tail=False)
-    for element in root.iter(*parse._BREAKING_ELEMENTS):
+    for element in root.iter(*normalise._BREAKING_ELEMENTS):
         element.tail = " " + element.tail if element.tail else " "  # raises on a tail with controls: see below
     return reference_fold("".join(root.itertext()))
 
@@ -140,7 +140,7 @@ URL_ALPHABET = "abcAB019:/?#;=&%.-_~@[]!$'()*+, \t"
 
 
 @settings(max_examples=500)
-@given(st.one_of(st.from_regex(parse._PLAIN_HTTP_URL), st.from_regex(r"\Ahttps?://[a-z.]+(:[0-9]{1,6})?\Z")), BASES)
+@given(st.one_of(st.from_regex(normalise._PLAIN_HTTP_URL), st.from_regex(r"\Ahttps?://[a-z.]+(:[0-9]{1,6})?\Z")), BASES)
 def test_safe_http_url_shortcut_reads_plain_urls_as_urllib_does(url: str, base: str | None) -> None:
     assert safe_http_url(url, base) == reference_safe_http_url(url, base)
 
@@ -181,14 +181,14 @@ def rfc822_dates(draw) -> str:
 @settings(max_examples=600)
 @given(rfc822_dates(), st.sampled_from(["", " ", "\n  "]))
 def test_dates_read_as_feedparser_reads_them(date: str, padding: str) -> None:
-    assert parse._feedparser_date(padding + date + padding) == _parse_date(date)
+    assert common_rss._feedparser_date(padding + date + padding) == _parse_date(date)
 
 
 @given(st.sampled_from(["", "http", "https", "h+t.p", "1http", " http"]), st.sampled_from(["", ":", "://", ":///", "://///"]),
        st.text(st.sampled_from("htps:/x.e?&"), max_size=12))
 def test_links_repaired_as_feedparser_repairs_them(scheme: str, separator: str, rest: str) -> None:
     text = scheme + separator + rest
-    assert parse._feedparser_uri(text) == (_urljoin("", text) if text else text)
+    assert common_rss._feedparser_uri(text) == (_urljoin("", text) if text else text)
 
 
 @settings(max_examples=200, deadline=None)
@@ -197,7 +197,7 @@ def test_links_repaired_as_feedparser_repairs_them(scheme: str, separator: str, 
 def test_author_names_read_as_feedparser_reads_them(pieces: list[str]) -> None:
     author = "".join(pieces).strip()
     assume(author)
-    assert parse._feedparser_author_name(author) == feedparser_author_name(author)
+    assert common_rss._feedparser_author_name(author) == feedparser_author_name(author)
 
 
 @given(st.lists(st.sampled_from(["a", " ", "<", ">", "/", "b", "&", ";", "#", "1", "amp", "p", "script", "é"]), max_size=12))
@@ -205,7 +205,7 @@ def test_html_guessed_as_feedparser_guesses_it(pieces: list[str]) -> None:
     from feedparser.mixin import _FeedParserMixin
 
     text = "".join(pieces)
-    assert parse._feedparser_looks_like_html(text) == bool(_FeedParserMixin.looks_like_html(text))
+    assert common_rss._feedparser_looks_like_html(text) == bool(_FeedParserMixin.looks_like_html(text))
 
 
 @pytest.mark.parametrize("markup", [
@@ -227,6 +227,6 @@ def test_summary_and_content_texts_each_read_from_their_own_html(description, co
     parts += [f"<content:encoded>{escape(content)}</content:encoded>"] if content else []
     body = ('<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/"><channel>'
             f"<item><guid>g</guid>{''.join(parts)}</item></channel></rss>").encode()
-    for read in (parse_feed, parse._parse_xml_feed):
+    for read in (parse_feed, feedparser_path._parse_xml_feed):
         entry = read(body, "https://news.example.com/feed.xml", {})
         assert (entry.entries[0].summary_text, entry.entries[0].content_text) == texts

@@ -14,7 +14,7 @@ from aggregator.cli.app import (
 )
 from aggregator.store import utc_now
 
-# --- export and import (aggregator/export.py) --------------------------------
+# --- export and import (aggregator/export) ------------------------------------
 
 _output_option = click.option(
     "-o", "--output", default="-", show_default=True, metavar="FILE",

@@ -236,7 +236,7 @@ def chrome_rule_on_extracted_pages() -> str | None:
     pages = shared_dir() / "extraction-dev" / "readability-test-pages"
     if not pages.is_dir():
         return None
-    words = dropped = article = 0
+    words = dropped = article = measured = 0
     for folder in sorted(p for p in pages.iterdir() if p.is_dir()):
         try:
             text = extract_article((folder / "source.html").read_text(encoding="utf-8", errors="replace"),
@@ -247,10 +247,11 @@ def chrome_rule_on_extracted_pages() -> str | None:
         kept = " ".join(without_chrome(text).split())
         gone = [" ".join(line.split()) for line in PARAGRAPH_BREAK.split(text) if line.strip()]
         gone = [line for line in gone if line not in kept]
+        measured += 1
         words += len(text.split())
         dropped += sum(len(line.split()) for line in gone)
         article += sum(len(line.split()) for line in gone if line in expected)
-    return (f"page chrome rule on the {len(list(pages.iterdir()))} extraction-dev pages as agg extracts them: "
+    return (f"page chrome rule on the {measured} extraction-dev pages as agg extracts them: "
             f"{dropped / words:.1%} of {words:,} words dropped; article text dropped by mistake (lines of "
             f"Readability's expected text): {article / words:.1%} of the words")
 
@@ -369,8 +370,21 @@ def main() -> None:
     trees = {"after (this tree)": PROJECT}
     if args.before:
         trees = {f"before ({args.before})": git_worktree(args.before), **trees}
+    try:
+        # The chromed sets are built afresh in a folder that goes with the run.
+        with tempfile.TemporaryDirectory(prefix="agg-chrome-") as folder:
+            report(args, trees, chrome_sets(Path(folder)))
+    finally:
+        for tree in trees.values():
+            if tree != PROJECT:
+                subprocess.run(["git", "-C", str(PROJECT), "worktree", "remove", "--force", str(tree)],
+                               capture_output=True)
+
+
+def report(args: argparse.Namespace, trees: dict[str, Path], built: dict[str, Path]) -> None:
+    """Every table of the run: each set by each tree, eval-dedup's seconds, the chrome rule on real pages, and the
+    ablations when asked."""
     orders = {name: arrival_orders(name, args.orders) for name in ("allsides", "ecbplus")}
-    built = chrome_sets(Path(tempfile.mkdtemp(prefix="agg-chrome-")))
     print("| set | code | B-cubed P / R / F1 | pairwise P / R / F1 | seconds | targets |"
           + (f" {args.orders} shuffled orders: mean B-cubed P / R / F1 |" if args.orders else ""))
     print("|---|---|---|---|---|---|" + ("---|" if args.orders else ""))
@@ -399,12 +413,6 @@ def main() -> None:
             row = [measure(PROJECT, name, overrides, orders[name]) for name in ("allsides", "ecbplus")]
             row += [measure(PROJECT, name, overrides, path=built[name]) for name in chromed]
             print(f"| {label} | " + " | ".join(ablation_cell(r) for r in row) + " |", flush=True)
-    if args.before:
-        for label, tree in trees.items():
-            if tree != PROJECT:
-                subprocess.run(["git", "-C", str(PROJECT), "worktree", "remove", "--force", str(tree)],
-                               capture_output=True)
-
 
 if __name__ == "__main__":
     main()

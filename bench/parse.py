@@ -8,11 +8,13 @@ it), agg's feedparser path alone (``_parse_xml_feed``: feedparser plus agg's
 normalisation), agg's ``parse_feed`` (the lxml fast path for plain RSS 2.0,
 feedparser for the rest), and ``fastfeedparser`` when it is installed, for
 reference only. With ``--before REV`` (default HEAD) it also runs agg's
-parse stage as it was at that git revision (aggregator/parse.py, or the aggregator/parse
-package), loaded from git beside this one, for a before/after table in one run; and it times
+parse stage as it was at that git revision (aggregator/parse.py, or the
+aggregator/parse package), loaded from git beside this one, for a before/after
+table in one run; and it times
 ``html_to_text`` before and after on every summary and content, counting the
 fragments where the two read different text. Inputs: N feeds like those
-bench/fetch_scale.py serves (with synthetic words, and with its real text when $AGG_SHARED_DATA has it), N synthetic 50-entry RSS 2.0 and Atom feeds with
+bench/fetch_scale.py serves (with synthetic words, and with its real text when
+$AGG_SHARED_DATA has it), N synthetic 50-entry RSS 2.0 and Atom feeds with
 HTML content (the Atom ones use xml:base, so they always go to feedparser),
 and the feeds-dev documents from $AGG_SHARED_DATA when present. Each timing is the best of R passes, in CPU
 time of this process (time.process_time): the parse stage is single-threaded
@@ -208,14 +210,17 @@ def parse_module_at(revision: str) -> types.ModuleType | None:
         exec(compile(sources["aggregator/parse.py"], f"{revision}:aggregator/parse.py", "exec"),  # noqa: S102
              module.__dict__)  # the project's own history
         return module
-    folder = Path(tempfile.mkdtemp(prefix="agg-parse-bench-")) / name
-    folder.mkdir()
-    for path, source in sources.items():
-        (folder / Path(path).name).write_text(source)
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+    # Its files are needed only while it is imported: every module of the package imports the others at its top.
+    with tempfile.TemporaryDirectory(prefix="agg-parse-bench-") as tmp:
+        folder = Path(tmp) / name
+        folder.mkdir()
+        for path, source in sources.items():
+            (folder / Path(path).name).write_text(source)
+        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
     return module
 
 

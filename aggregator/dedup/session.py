@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlite_utils
 
+from aggregator.dedup import settings as dedup_settings
 from aggregator.dedup.credit import original_source, report_credit
 from aggregator.dedup.features import Features, Report
 from aggregator.dedup.grouper import Merge, StoryGrouper
@@ -26,7 +27,6 @@ from aggregator.dedup.rows import (
     ENTRY_COLUMNS, TEXTLESS_COLUMNS, entry_rows, report_from_row, report_source, report_time, scored_columns,
     scored_rows,
 )
-from aggregator.dedup import settings as grouping_settings
 from aggregator.dedup.settings import DedupSettings
 from aggregator.dedup.stored import StoredTokens, complete, decode_all, encode_all, snapshot
 from aggregator.dedup.text import fold
@@ -241,7 +241,7 @@ class GroupingSession:
         ``progress`` is told how many the session has placed after each batch.
         """
         done = GroupingSummary()
-        while (batch := self.place_ready(at_most=grouping_settings.PLACE_BATCH)).placed:
+        while (batch := self.place_ready(at_most=dedup_settings.PLACE_BATCH)).placed:
             done.add(batch)
             if progress:
                 progress(self.summary.placed)

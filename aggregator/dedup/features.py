@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -279,6 +280,10 @@ class Frequencies:
         self._pending: list[np.ndarray] = []
         self._pending_ids = 0
         self._prior_share = prior_shares() if settings.prior_weight else {}
+        # Each token's prior share by id (0.0 for a word the language list lacks), looked up once a token: the ids
+        # below _shares_through are filled.
+        self._shares = np.zeros(1024)
+        self._shares_through = 0
         # Each token's idf as last computed, by id, with the window size and count it was computed for: an idf is
         # a function of the token and those two, so where both are unchanged the stored double is the one
         # computing it again would give (a batch's reports are weighed against the same counts; computing
@@ -345,13 +350,33 @@ class Frequencies:
         self._settle()
         return self.idfs_of_ids(ids, self.df[ids]).tolist()
 
-    def _idf(self, token: str, count: int) -> float:
-        """Inverse document frequency, sharpened by ``idf_power``; the language's frequency counts as documents too."""
+    def _idfs(self, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Inverse document frequency of each token id carried by ``counts`` reports, sharpened by ``idf_power``; the
+        language's frequency counts as documents too.
+
+        Each idf is ``max(log((n + 1) / (count + 0.5 + prior_weight * n * share)) + 1, 0.01) ** idf_power``. Its
+        sums, products and quotient are numpy's, rounded as Python's are, in the same order; its log and power are
+        Python's (libm's), taken in C-level passes: the same doubles as the formula token by token, without a Python
+        call a token (where the window moves with every report, every idf is computed again for every report).
+        """
         n = self.n
-        share = self._prior_share.get(token)
-        expected = 0.0 if share is None else self.settings.prior_weight * n * share
-        rarity = math.log((n + 1) / (count + 0.5 + expected)) + 1.0
-        return max(rarity, 0.01) ** self.settings.idf_power
+        expected = (self.settings.prior_weight * n) * self._prior_shares_of(ids)
+        quotients = (n + 1) / (counts.astype(np.float64) + 0.5 + expected)
+        rarity = np.fromiter(map(math.log, quotients.tolist()), dtype=np.float64, count=len(quotients)) + 1.0
+        return np.fromiter(map(pow, np.maximum(rarity, 0.01).tolist(), repeat(self.settings.idf_power)),
+                           dtype=np.float64, count=len(rarity))
+
+    def _prior_shares_of(self, ids: np.ndarray) -> np.ndarray:
+        """The prior share of each token id (:func:`prior_shares`; 0.0 for a word without one)."""
+        through = len(TOKENS.words)
+        if self._shares_through < through:
+            if len(self._shares) < through:
+                self._shares = _grown(self._shares, max(2 * len(self._shares), through), 0.0)
+            share_of = self._prior_share.get
+            self._shares[self._shares_through:through] = [
+                share_of(word, 0.0) for word in TOKENS.words[self._shares_through:through]]
+            self._shares_through = through
+        return self._shares[ids]
 
     def idfs_of_ids(self, ids: np.ndarray, dfs: np.ndarray) -> np.ndarray:
         """The idf of each token id of ``ids``, whose counts are ``dfs`` (read from ``df``): computed only
@@ -359,10 +384,8 @@ class Frequencies:
         n = self.n
         stale = np.flatnonzero((self._idf_n[ids] != n) | (self._idf_df[ids] != dfs))
         if len(stale):
-            words, idf = TOKENS.words, self._idf
             stale_ids = ids[stale]
-            self._idf_value[stale_ids] = [idf(words[token], count)
-                                          for token, count in zip(stale_ids.tolist(), dfs[stale].tolist())]
+            self._idf_value[stale_ids] = self._idfs(stale_ids, dfs[stale])
             self._idf_n[stale_ids] = n
             self._idf_df[stale_ids] = dfs[stale]
         return self._idf_value[ids]

@@ -37,8 +37,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import chain, islice, repeat
-from operator import add, sub
+from itertools import chain, islice
+from operator import sub
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,7 @@ import numpy as np
 from aggregator.dedup.features import Features, Frequencies, Report, TextReading, make_features, meaningful_guid
 from aggregator.dedup.scoring import pair_scores, score_pair
 from aggregator.dedup.settings import DedupSettings
-from aggregator.dedup.vectors import TOKENS
+from aggregator.dedup.vectors import TOKENS, distinct_ids
 
 
 @dataclass
@@ -146,6 +146,7 @@ class StoryGrouper:
         self._unposted_index: np.ndarray | None = None
         self._unposted_stories = np.zeros(0, dtype=np.int64)  # story ids, by place
         self._unposted_tokens: set[str] = set()
+        self._shared_weight = np.zeros(1024)  # by story id, 0.0 between candidate searches (_candidate_stories)
         self._docs: dict[int, Features] = {}
         self._doc_story: dict[int, int] = {}
         self._by_url: dict[str, int] = {}
@@ -491,19 +492,33 @@ class StoryGrouper:
         # The idfs of the tokens read that the title does not weigh already, in one step.
         untitled = [token for token, _ in read if not doc.title_weights.get(token)]
         idf_of = dict(zip(untitled, self._freq.idfs_of(untitled)))
-        weight: dict[int, float] = {}
-        for token, stories in read:
-            idf = doc.title_weights.get(token) or idf_of[token]
-            # weight[story] += idf for the whole list in one C-level pass (a Python loop over these
-            # postings was the engine's largest cost); a story occurs once in a list, so each read
-            # comes before its own write.
-            weight.update(zip(stories, map(add, map(weight.get, stories, repeat(0.0)), repeat(idf))))
-        # Relative to the title's weight: a shared lead adds evidence on top of it.
+        if not read:
+            return []
+        sizes = [len(stories) for _, stories in read]
+        # Every posting read, in one array: its story, and the idf of its token.
+        story_ids = np.fromiter(chain.from_iterable(stories for _, stories in read), dtype=np.int64,
+                                count=sum(sizes))
+        idfs = np.repeat([doc.title_weights.get(token) or idf_of[token] for token, _ in read], sizes)
+        # Each story's shared weight summed in a dense array by story id, posting after posting in the order read
+        # (np.add.at adds in order: the same doubles as adding them one by one; a dict updated posting by posting
+        # was the engine's largest cost).
+        totals = self._shared_weight
+        if len(totals) < self.next_id:
+            totals = self._shared_weight = np.zeros(max(2 * len(totals), self.next_id))
+        np.add.at(totals, story_ids, idfs)
+        stories = distinct_ids(story_ids)
+        shared = totals[stories]
+        totals[stories] = 0.0
+        # The heaviest max_candidate_stories, ties to the larger id (as the largest (weight, id) pairs), then the
+        # floor, relative to the title's weight: a shared lead adds evidence on top of it.
+        limit = settings.max_candidate_stories
+        if len(shared) > limit:
+            contenders = shared >= np.partition(shared, len(shared) - limit)[len(shared) - limit]
+            stories, shared = stories[contenders], shared[contenders]
+        best = np.lexsort((stories, shared))[::-1][:limit]
         floor = settings.min_candidate_share * doc.title_mass
-        # The largest of all, then the floor: the same stories as the largest of those above the floor,
-        # without building the list of those first.
-        best = heapq.nlargest(settings.max_candidate_stories, zip(weight.values(), weight.keys()))
-        return [self.stories[story_id] for shared, story_id in best if shared >= floor]
+        return [self.stories[story_id] for story_id, weight in zip(stories[best].tolist(), shared[best].tolist())
+                if weight >= floor]
 
     def _read_deferred(self, members: Iterable[Features]) -> None:
         """Read what seeding left in the stored blob of these members: a member is compared only once it is whole."""

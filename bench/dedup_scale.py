@@ -25,10 +25,14 @@ run (``--steady``) grouped within 5 s with peak RSS under 500 MB (issue 17).
 ``--base CHECKOUT`` measures another checkout's engine (a git worktree of the
 base commit) in the same run, each measure of it just before this tree's.
 ``--kept`` adds the later run as ``agg daemon`` makes it: placed by the
-session that grouped the window, which loads nothing again.
+session that grouped the window, which loads nothing again. ``--read-ahead``
+adds the fresh entries grouped as the pipeline groups them (``agg group``, a
+run's own grouping): ``group_new_entries(read_ahead=True)``, a worker process
+reading the next batch's texts on the other core; its peak memory is the
+process tree's, sampled (the worker and its fork server included).
 
     .venv/bin/python bench/dedup_scale.py [--mode titles bodies db] [--sizes 10000 100000] [--db-sizes 10000 50000]
-                                          [--steady 300] [--kept] [--base /tmp/base]
+                                          [--steady 300] [--kept] [--read-ahead] [--base /tmp/base]
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -271,15 +276,23 @@ def release(path: Path) -> None:
     store.close()
 
 
-def measure_db(path: Path) -> dict:
+def measure_db(path: Path, read_ahead: bool = False) -> dict:
+    """The library's DB step; ``read_ahead`` as the pipeline asks for it (``agg group``, a run's own grouping), with
+    the peak memory of the process tree (the worker reading texts included), sampled."""
+    from fetch_scale import TreeMemorySampler
+
     store = Store.open(path)
     rss_before = peak_rss_mb()
     started, cpu_started = time.perf_counter(), time.process_time()
-    summary = group_new_entries(store.db, DedupSettings(), now=START + timedelta(days=4))
+    with TreeMemorySampler(os.getpid(), interval=0.2) as tree:
+        summary = (group_new_entries(store.db, DedupSettings(), now=START + timedelta(days=4), read_ahead=True)
+                   if read_ahead else group_new_entries(store.db, DedupSettings(), now=START + timedelta(days=4)))
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     store.close()
-    return {"seconds": seconds, "cpu": cpu, "stories": summary.new_stories,
-            "rss_before": rss_before, "rss_peak": peak_rss_mb()}
+    rss_peak = peak_rss_mb()
+    return {"seconds": seconds, "cpu": cpu, "stories": summary.new_stories, "rss_before": rss_before,
+            # Without a worker the process is all there is (and its own peak is exact, not sampled).
+            "rss_peak": max(rss_peak, tree.peak_total_kb / 1024) if read_ahead else rss_peak}
 
 
 def measure_kept(path: Path) -> dict:
@@ -319,6 +332,8 @@ def child(args: list[str]) -> None:
         result = {}
     elif kind == "db-kept":
         result = measure_kept(Path(args[1]))
+    elif kind == "db-ahead":
+        result = measure_db(Path(args[1]), read_ahead=True)
     else:
         result = measure_db(Path(args[1]))
     print(json.dumps(result))
@@ -397,6 +412,9 @@ def main() -> None:
     parser.add_argument("--kept", action="store_true",
                         help="DB step: also the later run as agg daemon makes it, by the session that grouped the "
                              "window (this checkout only)")
+    parser.add_argument("--read-ahead", action="store_true",
+                        help="DB step: also the fresh entries grouped as the pipeline groups them, a worker process "
+                             "reading the next batch's texts (rows ENGINE+; peak MB is the process tree's)")
     parser.add_argument("--base", type=Path, metavar="CHECKOUT",
                         help="also measure this checkout's engine (a git worktree of the base commit), side by side")
     args = parser.parse_args()
@@ -431,8 +449,15 @@ def main() -> None:
                     origin = run_child("build-db", str(path), str(size), str(args.steady), root=root)["origin"]
                     if size == args.db_sizes[0] and engine == engines[0][0]:
                         print(f"\nDB step group_new_entries, fresh entries in one 72 h window: {origin}\n{HEADER}")
+                    if args.read_ahead:
+                        ahead_path = path.with_name(f"{path.stem}-ahead.db")
+                        shutil.copyfile(path, ahead_path)
                     fresh[engine][size] = run_child("db", str(path), root=root)
                     print(row(engine, size, fresh[engine][size], fresh_targets(size, fresh[engine][size])), flush=True)
+                    if args.read_ahead:
+                        ahead = run_child("db-ahead", str(ahead_path), root=root)
+                        print(row(f"{engine}+", size, ahead, fresh_targets(size, ahead)), flush=True)
+                        ahead_path.unlink()
                     if args.steady:
                         run_child("release", str(path), root=root)
                         steady.append((engine, size, run_child("db", str(path), root=root)))

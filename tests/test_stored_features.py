@@ -297,7 +297,7 @@ def test_a_later_run_seeded_lazily_decides_as_one_that_read_every_stored_member(
     stored members never read whole. A low max_posting_stories crowds some tokens."""
     settings = DedupSettings(max_posting_stories=4)
     whole, deferred, later = seeded_twice(store, settings)
-    assert deferred._unposted and not deferred._postings and whole._postings  # nothing posted yet
+    assert deferred.index.unposted and not deferred.index.postings and whole.index.postings  # nothing posted yet
     for report in later:
         assert deferred.add(report) == whole.add(report), report.id
     assert deferred.merges == whole.merges and deferred.clusters() == whole.clusters()
@@ -305,10 +305,11 @@ def test_a_later_run_seeded_lazily_decides_as_one_that_read_every_stored_member(
     assert len(apart) == 5 and all(m.deferred is not None for m in apart)  # never compared, never read whole
     assert any(m.deferred is None and m.report.id in whole.story_of for s in deferred.stories.values()
                for m in s.members if not str(m.report.id).startswith("apart"))
-    for token in list(deferred._unposted_tokens):
-        deferred._ensure_posted(token)
-    assert deferred._postings == {t: s for t, s in whole._postings.items() if s} and deferred._crowded == whole._crowded
-    assert whole._crowded  # crowded tokens were exercised
+    for token in list(deferred.index.unposted_tokens):
+        deferred.index.ensure_posted(token)
+    assert deferred.index.postings == {t: s for t, s in whole.index.postings.items() if s}
+    assert deferred.index.crowded == whole.index.crowded
+    assert whole.index.crowded  # crowded tokens were exercised
 
 
 def test_a_blob_naming_a_token_newer_than_the_sessions_token_map_is_read_from_its_text(store):
@@ -376,7 +377,7 @@ def test_stories_seeded_after_the_first_look_up_are_posted_at_once(store):
         placements = [grouper.add(untitled)]  # "old" leaves the window: nothing stays posted
         grouper.seed(2, [member(later)])
         placements.append(grouper.add(incoming))
-        return placements, dict(grouper._postings), grouper._crowded
+        return placements, dict(grouper.index.postings), grouper.index.crowded
 
     assert placed(lazy=True) == placed(lazy=False)
     assert placed(lazy=True)[0][1].story_id == 2  # the later report's story, not a new one

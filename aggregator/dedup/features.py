@@ -218,9 +218,10 @@ def make_features(report: Report, settings: DedupSettings, reading: TextReading 
         text_counts=text,
         lead_counts=Counts.of(reading.lead_counts),
         name_counts=Counts.of(reading.name_counts),
-        title_numbers=reading.title_numbers,
-        figures=reading.figures,
-        years=reading.years,
+        # Empty ones as the one shared empty set: a reading unpickled from a worker holds a new one each.
+        title_numbers=reading.title_numbers or NO_TOKENS,
+        figures=reading.figures or NO_TOKENS,
+        years=reading.years or NO_TOKENS,
         length=reading.length,
         hour=report.published.timestamp() / 3600 if report.published else None,
         dated=report.published is not None and not report.time_estimated,

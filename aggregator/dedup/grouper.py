@@ -6,7 +6,8 @@ Decisions go from cheap to expensive:
    fingerprint of a long enough normalised body;
 2. candidates: only stories inside the time window that share informative
    (rare within the window) title, lead or name tokens, found through an
-   inverted index, so the cost grows about linearly with the number of reports;
+   inverted index (:mod:`aggregator.dedup.postings`), so the cost grows about
+   linearly with the number of reports;
 3. scoring (:mod:`aggregator.dedup.scoring`) of the report against the
    candidates' members;
 4. clustering: a report joins a story only when its *average* link to the
@@ -23,22 +24,19 @@ hold: only the first ``max_body_chars`` of a body are read, texts are dropped
 once features are built, each vector keeps its heaviest terms, candidate
 search reads at most ``max_candidate_postings`` postings (rarest tokens
 first), and a story whose representative scores below
-``min_representative_link`` is not compared further. A token of more than
-``max_posting_stories`` stories finds no candidates, so it keeps a count of
-its reports instead of its story list, until no more than that many reports
-carry it.
+``min_representative_link`` is not compared further; a token of more than
+``max_posting_stories`` stories finds no candidates.
 """
 
 from __future__ import annotations
 
 import heapq
 import weakref
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import chain, islice
-from operator import sub
 from typing import Any
 
 import numpy as np
@@ -46,7 +44,8 @@ import numpy as np
 from aggregator.dedup.features import Features, Frequencies, Report, TextReading, make_features, meaningful_guid
 from aggregator.dedup.scoring import pair_scores, score_pair
 from aggregator.dedup.settings import DedupSettings
-from aggregator.dedup.vectors import TOKENS, distinct_ids
+from aggregator.dedup.postings import StoryIndex
+from aggregator.dedup.vectors import TOKENS
 
 
 @dataclass
@@ -131,22 +130,7 @@ class StoryGrouper:
         self._compared_span = max(self.settings.max_members_compared, self._merge_sample + 1)
         self._unplaced: dict[Any, Features] = {}  # observed, not placed yet
         self._counted: set[Any] = set()  # report ids whose tokens the frequencies hold
-        # token -> {story id: how many of its reports in the window carry the token}; plain dicts, not
-        # Counters: a Counter's missing-key hook is a Python call on nearly every posting added.
-        self._postings: dict[str, dict[int, int]] = defaultdict(dict)
-        # token -> how many reports in the window carry it, for the tokens of more than
-        # max_posting_stories stories: they find no candidates, so their story lists are dropped
-        # (common words' lists were most of the grouper's memory) until few enough reports carry them.
-        self._crowded: dict[str, int] = {}
-        # Stored stories seeded before anything was posted keep their members' key tokens here, as token
-        # ids and story ids, until a token is first looked up (_ensure_posted): a later run reaches a
-        # small share of the window's tokens, and posting all of 50,000 reports' cost a second.
-        self._unposted: list[tuple[np.ndarray, int]] = []  # a story's members' key token ids, the story
-        # Sorted: token id << 32 | the story's place in _unposted_stories (one int64 a posting, sorted in place).
-        self._unposted_index: np.ndarray | None = None
-        self._unposted_stories = np.zeros(0, dtype=np.int64)  # story ids, by place
-        self._unposted_tokens: set[str] = set()
-        self._shared_weight = np.zeros(1024)  # by story id, 0.0 between candidate searches (_candidate_stories)
+        self.index = StoryIndex(self.settings)  # key token -> the stories carrying it
         self._docs: dict[int, Features] = {}
         self._doc_story: dict[int, int] = {}
         self._by_url: dict[str, int] = {}
@@ -205,15 +189,13 @@ class StoryGrouper:
         # member that a bodied one replaced as the story's face (which no comparison reaches any more).
         self._retire_past_compared(story, size_before)
         self._count_all(uncounted)
-        if (self._postings or self._crowded or self._unposted_index is not None or not docs
-                or any(doc.key_ids is None for doc in docs)):
+        if not self.index.is_empty() or not docs or any(doc.key_ids is None for doc in docs):
             # The story's postings at once: its members share most of their key tokens (the same end state as
             # posting each member in turn; seeding a window of 50,000 spent a third of its time posting).
-            self._post_counts(Counter(chain.from_iterable(doc.key_tokens for doc in docs)), story.id)
+            self.index.post_counts(Counter(chain.from_iterable(doc.key_tokens for doc in docs)), story.id)
         else:  # nothing posted yet: the story's postings wait until their tokens are looked up
-            self._unposted.append((np.concatenate([doc.key_ids for doc in docs]), story.id))
-            for doc in docs:
-                self._unposted_tokens.update(doc.key_tokens)
+            self.index.defer(np.concatenate([doc.key_ids for doc in docs]),
+                             chain.from_iterable(doc.key_tokens for doc in docs), story.id)
         for doc in docs:
             doc.key_ids = None
 
@@ -319,7 +301,7 @@ class StoryGrouper:
         self._docs[doc.seq] = doc
         self._doc_story[doc.seq] = story.id
         if post:
-            self._post_counts(dict.fromkeys(doc.key_tokens, 1), story.id)
+            self.index.post_counts(dict.fromkeys(doc.key_tokens, 1), story.id)
         if doc.canonical:
             self._by_url.setdefault(doc.canonical, doc.seq)
         guid = meaningful_guid(doc.report.guid)
@@ -353,7 +335,7 @@ class StoryGrouper:
             # Only what was really let go counts: a batch that reaches back no further finds everything here.
             self.forgotten_through = max(published, self.forgotten_through or published)
             old = self._docs.pop(seq)
-            self._unpost(old, self._doc_story[old.seq])
+            self.index.unpost(old.key_tokens, self._doc_story[old.seq], self._stories_carrying)
             self._read_deferred([old])  # a released member keeps its title and figures: they must be read first
             if old.report.id in self._counted:
                 self._counted.discard(old.report.id)
@@ -362,92 +344,12 @@ class StoryGrouper:
             old.release()
 
     def index_unposted(self) -> None:
-        """Sort the key tokens of the stories seeded unposted into one index, as the first look-up of a token would:
-        no story is seeded unposted after it (seed posts at once from then on). A warmed session does it ahead."""
-        if self._unposted_index is not None:
-            return
-        index = np.empty(sum(len(ids) for ids, _ in self._unposted), dtype=np.int64)
-        at = 0
-        for place, (ids, _) in enumerate(self._unposted):
-            index[at:at + len(ids)] = ids
-            index[at:at + len(ids)] <<= 32
-            index[at:at + len(ids)] |= place
-            at += len(ids)
-        index.sort()
-        self._unposted_index = index
-        self._unposted_stories = np.array([story_id for _, story_id in self._unposted], dtype=np.int64)
-        self._unposted = []
-
-    def _ensure_posted(self, token: str) -> None:
-        """Post the seeded stories that carry ``token`` and wait unposted (see ``_unposted``): before any use of its
-        postings, so that they are what posting every seeded story at once would have made them."""
-        if self._unposted_index is None:  # the first look-up
-            self.index_unposted()
-        self._unposted_tokens.discard(token)
-        found = TOKENS.known(token)
-        index = self._unposted_index
-        start, end = index.searchsorted(np.array([found << 32, (found + 1) << 32], dtype=np.int64))
-        # Ascending (the token's bits of each entry are the same): each place's run found where the value changes,
-        # with no sort (np.unique sorts again; a later run looks up thousands of tokens, some in most stories).
-        if start == end:  # no seeded story carries it
-            self._postings[token] = {}
-            return
-        places = index[start:end] & 0xFFFFFFFF
-        runs = np.flatnonzero(np.concatenate(([True], places[1:] != places[:-1])))
-        # The same end state as posting story after story: a token of more than max_posting_stories is crowded.
-        if len(runs) > self.settings.max_posting_stories:
-            self._crowded[token] = int(end - start)
-        else:
-            ends = [*runs[1:].tolist(), len(places)]
-            self._postings[token] = dict(zip(self._unposted_stories[places[runs]].tolist(),
-                                             map(sub, ends, runs.tolist())))
-
-    def _post_counts(self, counts: dict[str, int], story_id: int) -> None:
-        """Post ``counts[token]`` reports of the story under each token."""
-        crowded, limit, postings = self._crowded, self.settings.max_posting_stories, self._postings
-        unposted = self._unposted_tokens
-        for token, n in counts.items():
-            if unposted and token in unposted:
-                self._ensure_posted(token)
-            if token in crowded:
-                crowded[token] += n
-                continue
-            stories = postings[token]
-            stories[story_id] = stories.get(story_id, 0) + n
-            if len(stories) > limit:
-                crowded[token] = sum(stories.values())
-                del postings[token]
-
-    def _unpost(self, doc: Features, story_id: int) -> None:
-        """Take a report leaving the window out of the postings (its doc no longer in ``_docs``)."""
-        crowded, limit, unposted = self._crowded, self.settings.max_posting_stories, self._unposted_tokens
-        for token in doc.key_tokens:
-            if unposted and token in unposted:
-                self._ensure_posted(token)
-            carried = crowded.get(token)
-            if carried is not None:
-                if carried - 1 > limit:
-                    crowded[token] = carried - 1
-                else:  # few enough reports carry it to find candidates again: list its stories anew
-                    del crowded[token]
-                    self._postings[token] = self._stories_carrying(token)
-                continue
-            self._move_posting(token, story_id, None)
-
-    def _move_posting(self, token: str, from_story: int, to_story: int | None) -> None:
-        """One report's posting of ``token`` leaves ``from_story``, for ``to_story`` if given."""
-        stories = self._postings[token]
-        left = stories[from_story] - 1
-        if left > 0:
-            stories[from_story] = left
-        else:
-            del stories[from_story]
-        if to_story is not None:
-            stories[to_story] = stories.get(to_story, 0) + 1
-        elif not stories:
-            del self._postings[token]
+        """Index the stored stories seeded unposted, as the first placement would first (a warmed session does it
+        ahead): see :meth:`StoryIndex.index_unposted`."""
+        self.index.index_unposted()
 
     def _stories_carrying(self, token: str) -> dict[int, int]:
+        """The stories of the reports in the window that carry ``token``, and how many of each story's do."""
         stories: dict[int, int] = {}
         for seq, doc in self._docs.items():
             if token in doc.key_tokens:
@@ -468,57 +370,8 @@ class StoryGrouper:
         return None
 
     def _candidate_stories(self, doc: Features) -> list[_Story]:
-        """Stories sharing the most rare-token weight with the report, most first."""
-        settings = self.settings
-        cap = max(20, settings.max_token_df * self._freq.n)
-        postings = self._postings
-        if self._unposted_tokens:
-            for token in self._unposted_tokens.intersection(doc.key_tokens):
-                self._ensure_posted(token)
-        # Tokens of more than max_posting_stories stories have no list here (see _post).
-        posted = [(token, stories) for token in doc.key_tokens if (stories := postings.get(token))]
-        lists = sorted(
-            (len(stories), token, stories)
-            for (token, stories), count in zip(posted, self._freq.counts([token for token, _ in posted]))
-            if count <= cap
-        )
-        read: list[tuple[str, dict[int, int]]] = []
-        budget = settings.max_candidate_postings
-        for size, token, stories in lists:  # rarest first, until the budget is spent
-            budget -= size
-            if budget < 0:
-                break
-            read.append((token, stories))
-        # The idfs of the tokens read that the title does not weigh already, in one step.
-        untitled = [token for token, _ in read if not doc.title_weights.get(token)]
-        idf_of = dict(zip(untitled, self._freq.idfs_of(untitled)))
-        if not read:
-            return []
-        sizes = [len(stories) for _, stories in read]
-        # Every posting read, in one array: its story, and the idf of its token.
-        story_ids = np.fromiter(chain.from_iterable(stories for _, stories in read), dtype=np.int64,
-                                count=sum(sizes))
-        idfs = np.repeat([doc.title_weights.get(token) or idf_of[token] for token, _ in read], sizes)
-        # Each story's shared weight summed in a dense array by story id, posting after posting in the order read
-        # (np.add.at adds in order: the same doubles as adding them one by one; a dict updated posting by posting
-        # was the engine's largest cost).
-        totals = self._shared_weight
-        if len(totals) < self.next_id:
-            totals = self._shared_weight = np.zeros(max(2 * len(totals), self.next_id))
-        np.add.at(totals, story_ids, idfs)
-        stories = distinct_ids(story_ids)
-        shared = totals[stories]
-        totals[stories] = 0.0
-        # The heaviest max_candidate_stories, ties to the larger id (as the largest (weight, id) pairs), then the
-        # floor, relative to the title's weight: a shared lead adds evidence on top of it.
-        limit = settings.max_candidate_stories
-        if len(shared) > limit:
-            contenders = shared >= np.partition(shared, len(shared) - limit)[len(shared) - limit]
-            stories, shared = stories[contenders], shared[contenders]
-        best = np.lexsort((stories, shared))[::-1][:limit]
-        floor = settings.min_candidate_share * doc.title_mass
-        return [self.stories[story_id] for story_id, weight in zip(stories[best].tolist(), shared[best].tolist())
-                if weight >= floor]
+        """Stories sharing the most rare-token weight with the report, most first (:meth:`StoryIndex.candidates`)."""
+        return [self.stories[story_id] for story_id in self.index.candidates(doc, self._freq, self.next_id)]
 
     def _read_deferred(self, members: Iterable[Features]) -> None:
         """Read what seeding left in the stored blob of these members: a member is compared only once it is whole."""
@@ -585,12 +438,8 @@ class StoryGrouper:
             older_size = len(older.members)
             for member in younger.members:
                 older.members.append(member)
-                if member.seq in self._docs:  # still in the window: move its postings (a crowded token has none)
-                    for token in member.key_tokens:
-                        if self._unposted_tokens and token in self._unposted_tokens:
-                            self._ensure_posted(token)
-                        if token not in self._crowded:
-                            self._move_posting(token, younger.id, older.id)
+                if member.seq in self._docs:  # still in the window: its postings move with it
+                    self.index.move(member.key_tokens, younger.id, older.id)
                 self._doc_story[member.seq] = older.id
                 self.story_of[member.report.id] = older.id
             if older.representative is None:

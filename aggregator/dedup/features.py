@@ -346,7 +346,7 @@ class Frequencies:
         return self.df[ids].tolist()
 
     def idfs_of(self, tokens: list[str]) -> list[float]:
-        """The idf of each token (:meth:`_idf`), in one gather."""
+        """The idf of each token (:meth:`_idfs`), in one gather."""
         ids = TOKENS.ids_of(tokens)
         self._settle()
         return self.idfs_of_ids(ids, self.df[ids]).tolist()

@@ -371,7 +371,7 @@ class StoryGrouper:
 
     def _candidate_stories(self, doc: Features) -> list[_Story]:
         """Stories sharing the most rare-token weight with the report, most first (:meth:`StoryIndex.candidates`)."""
-        return [self.stories[story_id] for story_id in self.index.candidates(doc, self._freq, self.next_id)]
+        return [self.stories[story_id] for story_id in self.index.candidates(doc, self._freq)]
 
     def _read_deferred(self, members: Iterable[Features]) -> None:
         """Read what seeding left in the stored blob of these members: a member is compared only once it is whole."""

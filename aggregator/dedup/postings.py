@@ -45,10 +45,10 @@ class StoryIndex:
         self._unposted_index: np.ndarray | None = None
         self._unposted_stories = np.zeros(0, dtype=np.int64)  # story ids, by place
         self.unposted_tokens: set[str] = set()
-        self._shared_weight = np.zeros(1024)  # by story id, 0.0 between candidate searches (candidates)
 
     def is_empty(self) -> bool:
-        """Whether nothing has been posted or looked up yet: only then may a seeded story wait unposted (:meth:`defer`)."""
+        """Whether nothing has been posted or looked up yet: only then may a seeded story wait unposted
+        (:meth:`defer`)."""
         return not (self.postings or self.crowded or self._unposted_index is not None)
 
     def defer(self, key_ids: np.ndarray, key_tokens: Iterable[str], story_id: int) -> None:
@@ -153,9 +153,8 @@ class StoryIndex:
         elif not stories:
             del self.postings[token]
 
-    def candidates(self, doc: Features, freq: Frequencies, id_bound: int) -> list[int]:
-        """The stories sharing the most rare-token weight with the report, most first (story ids, all below
-        ``id_bound``).
+    def candidates(self, doc: Features, freq: Frequencies) -> list[int]:
+        """The stories sharing the most rare-token weight with the report, most first (story ids).
 
         Tokens that more than ``max_token_df`` of the window's reports carry
         find none; the others' lists are read rarest first until
@@ -194,19 +193,16 @@ class StoryIndex:
         story_ids = np.fromiter(chain.from_iterable(stories for _, stories in read), dtype=np.int64,
                                 count=sum(sizes))
         idfs = np.repeat([doc.title_weights.get(token) or idf_of[token] for token, _ in read], sizes)
-        # Each story's shared weight summed in a dense array by story id, posting after posting in the order read
-        # (np.add.at adds in order: the same doubles as adding them one by one; a dict updated posting by posting
-        # was the engine's largest cost).
-        totals = self._shared_weight
-        if len(totals) < id_bound:
-            totals = self._shared_weight = np.zeros(max(2 * len(totals), id_bound))
-        np.add.at(totals, story_ids, idfs)
+        # Each story's shared weight summed posting after posting in the order read (np.add.at adds in order: the
+        # same doubles as adding them one by one; a dict updated posting by posting was the engine's largest cost).
         stories = distinct_ids(story_ids)
-        shared = totals[stories]
-        totals[stories] = 0.0
+        shared = np.zeros(len(stories))
+        np.add.at(shared, np.searchsorted(stories, story_ids), idfs)
         # The heaviest max_candidate_stories, ties to the larger id (as the largest (weight, id) pairs), then the
         # floor, relative to the title's weight: a shared lead adds evidence on top of it.
         limit = settings.max_candidate_stories
+        if limit <= 0:
+            return []
         if len(shared) > limit:
             contenders = shared >= np.partition(shared, len(shared) - limit)[len(shared) - limit]
             stories, shared = stories[contenders], shared[contenders]

@@ -38,6 +38,7 @@ process tree's, sampled (the worker and its fork server included).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
 import math
@@ -278,21 +279,25 @@ def release(path: Path) -> None:
 
 def measure_db(path: Path, read_ahead: bool = False) -> dict:
     """The library's DB step; ``read_ahead`` as the pipeline asks for it (``agg group``, a run's own grouping), with
-    the peak memory of the process tree (the worker reading texts included), sampled."""
-    from fetch_scale import TreeMemorySampler
+    the peak memory of the process tree (the worker reading texts included: the sum of the RSS sampled), and
+    without it the process's own peak, exact (the process is all there is)."""
+    tree = None
+    if read_ahead:
+        from fetch_scale import TreeMemorySampler
 
+        tree = TreeMemorySampler(os.getpid(), interval=0.2)
+    # Asked only where wanted: a base checkout from before read_ahead takes no such argument.
+    options = {"read_ahead": True} if read_ahead else {}
     store = Store.open(path)
     rss_before = peak_rss_mb()
     started, cpu_started = time.perf_counter(), time.process_time()
-    with TreeMemorySampler(os.getpid(), interval=0.2) as tree:
-        summary = (group_new_entries(store.db, DedupSettings(), now=START + timedelta(days=4), read_ahead=True)
-                   if read_ahead else group_new_entries(store.db, DedupSettings(), now=START + timedelta(days=4)))
+    with tree or contextlib.nullcontext():
+        summary = group_new_entries(store.db, DedupSettings(), now=START + timedelta(days=4), **options)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     store.close()
     rss_peak = peak_rss_mb()
     return {"seconds": seconds, "cpu": cpu, "stories": summary.new_stories, "rss_before": rss_before,
-            # Without a worker the process is all there is (and its own peak is exact, not sampled).
-            "rss_peak": max(rss_peak, tree.peak_total_kb / 1024) if read_ahead else rss_peak}
+            "rss_peak": max(rss_peak, tree.peak_total_kb / 1024) if tree else rss_peak}
 
 
 def measure_kept(path: Path) -> dict:

@@ -816,3 +816,21 @@ def test_a_merged_story_whose_seed_was_pruned_records_the_merge_on_a_report_that
     assert later.grouper.merges
     rules = [rule for rule, in db.execute("SELECT rule FROM story_members ORDER BY entry_id")]
     assert rules == ["seed", "merge", "similar"]  # C's copy carries the merge; A's seed and B's join as they were
+
+
+def test_a_chunk_read_ahead_holds_one_string_a_token_and_reads_the_same():
+    """The worker shares a chunk's equal tokens before pickling: the readings compare equal to those read alone,
+    and a token two readings carry is one object."""
+    from aggregator.dedup.features import read_text
+    from aggregator.dedup.readahead import _share_tokens
+
+    settings = DedupSettings()
+    body = "Harbour Board members met on Monday to discuss the harbour plan, officials said. " * 4
+    reports = [Report(n, f"Harbour plan talks {n}", body, source="Herald") for n in range(2)]
+    shared = [read_text(report, settings) for report in reports]
+    one_of: dict[str, str] = {}
+    for reading in shared:
+        _share_tokens(reading, one_of)
+    assert shared == [read_text(report, settings) for report in reports]
+    first, second = ([token for token in reading.text_counts if token == "harbour"][0] for reading in shared)
+    assert first is second

@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 
 from aggregator.dedup.features import Features, Frequencies, Report, TextReading, make_features, meaningful_guid
+from aggregator.dedup.postings import StoryIndex
 from aggregator.dedup.scoring import pair_scores, score_pair
 from aggregator.dedup.settings import DedupSettings
-from aggregator.dedup.postings import StoryIndex
 from aggregator.dedup.vectors import TOKENS
 
 
@@ -342,11 +342,6 @@ class StoryGrouper:
                 self._freq.remove(old.vocabulary)
             # Nothing arriving from now on is close enough in time to be compared with it.
             old.release()
-
-    def index_unposted(self) -> None:
-        """Index the stored stories seeded unposted, as the first placement would first (a warmed session does it
-        ahead): see :meth:`StoryIndex.index_unposted`."""
-        self.index.index_unposted()
 
     def _stories_carrying(self, token: str) -> dict[int, int]:
         """The stories of the reports in the window that carry ``token``, and how many of each story's do."""

@@ -164,6 +164,9 @@ class StoryIndex:
         weight are left out.
         """
         settings = self.settings
+        limit = settings.max_candidate_stories
+        if limit <= 0:
+            return []
         cap = max(20, settings.max_token_df * freq.n)
         postings = self.postings
         if self.unposted_tokens:
@@ -200,9 +203,6 @@ class StoryIndex:
         np.add.at(shared, np.searchsorted(stories, story_ids), idfs)
         # The heaviest max_candidate_stories, ties to the larger id (as the largest (weight, id) pairs), then the
         # floor, relative to the title's weight: a shared lead adds evidence on top of it.
-        limit = settings.max_candidate_stories
-        if limit <= 0:
-            return []
         if len(shared) > limit:
             contenders = shared >= np.partition(shared, len(shared) - limit)[len(shared) - limit]
             stories, shared = stories[contenders], shared[contenders]

@@ -287,7 +287,7 @@ class GroupingSession:
         loaded = self._seed_window(*around)
         self.summary.loaded += loaded
         if loaded:
-            self.grouper.index_unposted()  # what the first placement would do first
+            self.grouper.index.index_unposted()  # what the first placement would do first
         return loaded
 
     def _seed_window(self, start: str, end: str) -> int:
